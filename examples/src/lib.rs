@@ -1,0 +1,1 @@
+//! Examples of embedding Stasis live as `examples/*.rs`; this library is empty.

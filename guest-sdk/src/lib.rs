@@ -1,0 +1,1 @@
+//! The guest side of the Stasis reactor ABI (being written).

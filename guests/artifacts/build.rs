@@ -1,0 +1,132 @@
+//! Compiles the guest workspace (`guests/`) for `wasm32-wasip1` and generates, for every guest program, a
+//! constant holding the path of its `.wasm` file plus a `foreach_program!` macro listing them all.
+//!
+//! The pattern is wasmtime's `crates/test-programs`: guests are ordinary Rust crates built by a nested
+//! `cargo build` with its own target directory, so they never fight the host build for its lock.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip1";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let guests_dir = manifest_dir.parent().expect("artifacts lives inside guests/").to_path_buf();
+    let repo_root = guests_dir.parent().expect("guests/ lives in the repository").to_path_buf();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+
+    for watched in [
+        guests_dir.join("Cargo.toml"),
+        guests_dir.join("Cargo.lock"),
+        guests_dir.join("programs"),
+        repo_root.join("guest-sdk"),
+    ] {
+        println!("cargo:rerun-if-changed={}", watched.display());
+    }
+
+    ensure_target_installed();
+
+    let target_dir = out_dir.join("wasm-target");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&guests_dir)
+        .args(["build", "--release", "--workspace", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    // The outer cargo's settings (clippy wrappers, host RUSTFLAGS, jobserver of a different build) must not
+    // leak into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "CARGO_LLVM_COV",
+        "RUSTC_BOOTSTRAP",
+    ] {
+        build.env_remove(var);
+    }
+    let status = build.status().unwrap_or_else(|e| panic!("could not run cargo to build the guests: {e}"));
+    assert!(status.success(), "building the guest programs for {TARGET} failed (see the errors above)");
+
+    let wasm_dir = target_dir.join(TARGET).join("release");
+    let mut names = guest_binaries(&guests_dir);
+    names.sort();
+    let mut generated = String::new();
+    for name in &names {
+        let path = wasm_dir.join(format!("{name}.wasm"));
+        assert!(path.is_file(), "guest program {name} was not produced at {}", path.display());
+        let ident = name.replace('-', "_");
+        writeln!(
+            generated,
+            "/// Path of the compiled `{name}` guest program.\npub const {}: &str = {:?};",
+            ident.to_uppercase(),
+            path.display().to_string()
+        )
+        .expect("writing to a String cannot fail");
+    }
+    generated.push_str("/// Calls `$mac!(name)` once per guest program, so tests can require one host test per program.\n");
+    generated.push_str("#[macro_export]\nmacro_rules! foreach_program {\n    ($mac:ident) => {\n");
+    for name in &names {
+        writeln!(generated, "        $mac!({});", name.replace('-', "_")).expect("writing to a String cannot fail");
+    }
+    generated.push_str("    };\n}\n");
+    generated.push_str("/// Every guest program as `(name, path)`.\npub const ALL: &[(&str, &str)] = &[\n");
+    for name in &names {
+        writeln!(generated, "    ({name:?}, {}),", name.replace('-', "_").to_uppercase()).expect("writing to a String cannot fail");
+    }
+    generated.push_str("];\n");
+    std::fs::write(out_dir.join("programs.rs"), generated).expect("OUT_DIR is writable");
+}
+
+/// Names of all binaries of the guest workspace: every `src/bin/*.rs` of the `programs` crate plus every
+/// member crate that is a binary of its own (`src/main.rs`), named after its directory.
+fn guest_binaries(guests_dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let bins = guests_dir.join("programs").join("src").join("bin");
+    for entry in std::fs::read_dir(&bins).unwrap_or_else(|e| panic!("reading {}: {e}", bins.display())) {
+        let path = entry.expect("directory entry").path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            names.push(path.file_stem().expect("file has a stem").to_string_lossy().into_owned());
+        }
+    }
+    for entry in std::fs::read_dir(guests_dir).expect("guests dir is readable") {
+        let path = entry.expect("directory entry").path();
+        if path.join("src").join("main.rs").is_file() && path.join("Cargo.toml").is_file() {
+            names.push(path.file_name().expect("dir has a name").to_string_lossy().into_owned());
+        }
+    }
+    names
+}
+
+/// Installs the `wasm32-wasip1` standard library with rustup when it is missing, or fails naming the command.
+fn ensure_target_installed() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(sysroot) = &sysroot
+        && sysroot.join("lib").join("rustlib").join(TARGET).is_dir()
+    {
+        return;
+    }
+    println!("cargo:warning=the {TARGET} target is missing; installing it with `rustup target add {TARGET}`");
+    let installed = Command::new("rustup").args(["target", "add", TARGET]).status();
+    match installed {
+        Ok(status) if status.success() => {}
+        _ => panic!(
+            "the {TARGET} Rust target is not installed and could not be installed automatically; \
+             run `rustup target add {TARGET}` and build again"
+        ),
+    }
+}

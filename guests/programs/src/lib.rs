@@ -1,0 +1,1 @@
+//! Shared helpers for the test guest programs (one program per file under `src/bin`).

@@ -1,0 +1,1 @@
+//! The runtime's integration tests: one binary, one module per area.

@@ -1,0 +1,2 @@
+//! The `stasis` command-line tool.
+fn main() {}
