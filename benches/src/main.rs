@@ -1,1 +1,85 @@
-fn main() {}
+//! `stasis-bench`: measures Stasis's pause, resume, fork, create, command and density figures against the
+//! machine's own limits measured in the same run, and writes `results.json`, `report.md` and a plot.
+//!
+//! `cargo run --release -p stasis-bench -- [--quick] [--out DIR]`
+
+mod reference;
+mod report;
+mod scenarios;
+mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Parser;
+
+use crate::scenarios::Bench;
+use crate::stats::Measurement;
+
+/// Benchmark harness for Stasis.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// A short run (under three minutes on two cores): smaller sizes and fewer repetitions.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write results.json, report.md and latency.svg.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// Samples per figure (default: 3 quick, 7 full).
+    #[arg(long)]
+    repeats: Option<usize>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let repeats = args.repeats.unwrap_or(if args.quick { 3 } else { 7 });
+    let work = tempfile::Builder::new().prefix("stasis-bench-").tempdir_in(std::env::temp_dir())?;
+    let bench = Bench::new(work.path(), repeats)?;
+    let sizes: &[usize] = if args.quick { &[1, 16, 64] } else { &[1, 16, 64, 256, 1024] };
+    let fork_counts: &[usize] = if args.quick { &[1, 10] } else { &[1, 10, 100] };
+
+    println!("{}", report::PUBLISHED);
+    println!("{}", report::table_header());
+    let mut results: Vec<Measurement> = Vec::new();
+    let mut record = |batch: Vec<Measurement>| {
+        for m in &batch {
+            println!("{}", report::table_row(m));
+        }
+        results.extend(batch);
+    };
+
+    for contents in ["typical", "random"] {
+        for &mib in sizes {
+            record(scenarios::pause_resume(&bench, mib, contents)?);
+        }
+    }
+    record(scenarios::incremental(&bench, if args.quick { 64 } else { 256 })?);
+    for &count in fork_counts {
+        record(scenarios::fork(&bench, if args.quick { 16 } else { 64 }, count)?);
+    }
+    record(scenarios::create(&bench)?);
+    record(scenarios::command_round_trip(&bench)?);
+    record(scenarios::density(&bench, if args.quick { 50 } else { 500 })?);
+
+    let machine = machine_description();
+    report::write_all(&args.out, &results, &machine, args.quick)?;
+    println!("\nwrote {}/results.json, report.md and latency.svg", args.out.display());
+    Ok(())
+}
+
+/// CPU model, core count and memory of this machine, for the report.
+fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned()))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map(|kib| format!("{:.1} GiB", kib as f64 / (1 << 20) as f64))
+        .unwrap_or_else(|| "unknown memory".into());
+    format!("{cpu}, {cores} cores, {memory}")
+}

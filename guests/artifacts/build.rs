@@ -21,6 +21,7 @@ fn main() {
         guests_dir.join("Cargo.toml"),
         guests_dir.join("Cargo.lock"),
         guests_dir.join("programs"),
+        guests_dir.join("reactors"),
         repo_root.join("guest-sdk"),
     ] {
         println!("cargo:rerun-if-changed={}", watched.display());
@@ -86,8 +87,9 @@ fn main() {
     std::fs::write(out_dir.join("programs.rs"), generated).expect("OUT_DIR is writable");
 }
 
-/// Names of all binaries of the guest workspace: every `src/bin/*.rs` of the `programs` crate plus every
-/// member crate that is a binary of its own (`src/main.rs`), named after its directory.
+/// Names of all guest programs: every command under `programs/src/bin/*.rs` and every reactor crate
+/// (a `cdylib`) under `reactors/`, named after its directory; a crate of its own elsewhere in `guests/`
+/// with a `src/main.rs` counts too.
 fn guest_binaries(guests_dir: &Path) -> Vec<String> {
     let mut names = Vec::new();
     let bins = guests_dir.join("programs").join("src").join("bin");
@@ -101,6 +103,16 @@ fn guest_binaries(guests_dir: &Path) -> Vec<String> {
         let path = entry.expect("directory entry").path();
         if path.join("src").join("main.rs").is_file() && path.join("Cargo.toml").is_file() {
             names.push(path.file_name().expect("dir has a name").to_string_lossy().into_owned());
+        }
+    }
+    let reactors = guests_dir.join("reactors");
+    if let Ok(entries) = std::fs::read_dir(&reactors) {
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            if path.join("Cargo.toml").is_file() {
+                // A cdylib's file is named after its library, where cargo turns `-` into `_`.
+                names.push(path.file_name().expect("dir has a name").to_string_lossy().replace('-', "_"));
+            }
         }
     }
     names

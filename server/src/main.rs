@@ -1,2 +1,36 @@
-//! The `stasis` command-line tool.
-fn main() {}
+//! `stasis`: the Stasis command-line tool.
+//!
+//! - `stasis run [--dir HOST::GUEST]... [--env K=V]... MODULE [ARGS...]` runs a WASI command module with
+//!   Stasis's own `wasi_snapshot_preview1` host, the way `wasmtime run` does.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// The Stasis command-line tool.
+#[derive(Parser, Debug)]
+#[command(name = "stasis", version, about = "WebAssembly sandboxes that pause to a blob and resume exactly where they were")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a WASI command module with Stasis's WASI host; exits with the guest's exit code.
+    Run(cli::run::RunArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run(args) => cli::run::run(args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -1,1 +1,7 @@
 //! The runtime's integration tests: one binary, one module per area.
+
+mod common;
+mod cross_process;
+mod lifecycle;
+mod persistence;
+mod sandbox;

@@ -1,0 +1,77 @@
+//! Instantiation: a store with its WASI context and limits, and an instance of a template in it.
+//!
+//! Two ways in: a *fresh* instance runs the module's own initialisation (the start function that
+//! instrumentation took out of the start section, then `_initialize` for reactors); a *restored* instance
+//! runs nothing at all, because its memory and globals are about to be overwritten with saved ones.
+
+use wasmtime::{Instance, Linker, Store, StoreLimitsBuilder};
+
+use crate::engine::StasisEngine;
+use crate::limits::SandboxLimits;
+use crate::process::ProcessData;
+use crate::template::Template;
+use crate::wasi::WasiCtx;
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The sandbox is paused; resume it first.
+    #[error("the sandbox is paused")]
+    Paused,
+    /// The sandbox already holds as many processes as its limits allow.
+    #[error("the sandbox already runs {0} processes, its limit")]
+    TooManyProcesses(u32),
+    /// Reactor processes are started from reactor templates only.
+    #[error("template {0} is a command module; run it instead of spawning it")]
+    NotAReactor(String),
+    /// The WASI context could not be set up (e.g. the sandbox directory is gone).
+    #[error("could not set up the process's WASI context")]
+    Wasi(#[from] crate::wasi::WasiSetupError),
+    /// Instantiation failed (e.g. the memory limit is below the module's minimum).
+    #[error("could not instantiate the module")]
+    Instantiate(#[source] wasmtime::Error),
+    /// The module's initialisation trapped or exceeded its CPU time.
+    #[error("the module's initialisation failed")]
+    Init(#[source] crate::process::CallError),
+}
+
+/// A store for one process, with its limits applied.
+pub(crate) fn new_store(engine: &StasisEngine, limits: &SandboxLimits, wasi: WasiCtx) -> Store<ProcessData> {
+    let store_limits = StoreLimitsBuilder::new()
+        .memory_size(usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX))
+        .instances(1)
+        .build();
+    let mut store = Store::new(engine.engine(), ProcessData { wasi, limits: store_limits });
+    store.limiter(|data| &mut data.limits);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(engine.ticks_for(limits.cpu_time_per_call));
+    store
+}
+
+/// A linker offering our WASI host to a process's store.
+pub(crate) fn linker(engine: &StasisEngine) -> wasmtime::Result<Linker<ProcessData>> {
+    let mut linker = Linker::new(engine.engine());
+    crate::wasi::add_to_linker(&mut linker, |data: &mut ProcessData| &mut data.wasi)?;
+    Ok(linker)
+}
+
+/// Instantiates `template` without running any of its code. Imports were resolved once, when the template
+/// was loaded (its `InstancePre`), so this only allocates the instance.
+pub(crate) fn instantiate(template: &Template, store: &mut Store<ProcessData>) -> Result<Instance, SpawnError> {
+    template.inner.pre.instantiate(&mut *store).map_err(SpawnError::Instantiate)
+}
+
+/// Runs a fresh instance's initialisation: the original start function, then `_initialize` if exported.
+pub(crate) fn initialize(
+    template: &Template,
+    store: &mut Store<ProcessData>,
+    instance: &Instance,
+) -> wasmtime::Result<()> {
+    if let Some(start) = &template.inner.layout.start_export {
+        instance.get_typed_func::<(), ()>(&mut *store, start)?.call(&mut *store, ())?;
+    }
+    if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
+        init.call(&mut *store, ())?;
+    }
+    Ok(())
+}

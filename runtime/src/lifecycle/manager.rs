@@ -1,0 +1,686 @@
+//! The sandbox manager: every sandbox's lifecycle — create, pause, connect (resume), timeouts, kill, list,
+//! snapshots and forks — with the persistence semantics of the E2B/Novita platforms, on the durable store.
+//!
+//! Concurrency: each sandbox has its own lock, so operations on different sandboxes run in parallel and
+//! operations on one sandbox are serialized. Waiting for a sandbox's lock is bounded by
+//! [`ManagerConfig::busy_deadline`]; past it the operation fails with [`LifecycleError::Busy`] and nothing
+//! is changed. Reads (`info`, `list`) never wait for a sandbox: they read an index of records updated at
+//! every transition.
+//!
+//! Durability: a pause writes the blob atomically, *then* records the sandbox as paused; a resume records
+//! the sandbox as running, *then* deletes the blob. So after a crash, a record saying "running" with a
+//! blob beside it means a pause that completed but was not yet recorded (it is recovered as paused), and
+//! "running" without a blob means the sandbox's memory is gone (it is reported as [`SandboxState::Lost`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RawMutex, lock_api::ArcMutexGuard};
+
+use super::id::{is_valid, new_id};
+use super::query::{self, ListQuery, QueryError};
+use super::record::{LifecyclePolicy, SandboxInfo, SandboxRecord, SandboxState, now_ms, to_ms};
+use super::store::{DurableStore, SnapshotInfo, Unreadable, remove_dir_if_present};
+use crate::capture::PauseError;
+use crate::restore::{ResumeError, ResumeOptions};
+use crate::runtime::Runtime;
+use crate::sandbox::{CreateError, Sandbox, SandboxOptions};
+use crate::template::{Template, TemplateError};
+
+/// Prefix of snapshot ids, which tells them apart from sandbox ids and template names.
+pub const SNAPSHOT_PREFIX: &str = "snap_";
+/// Most sandboxes one fork request may create.
+pub const MAX_FORK: usize = 100;
+
+/// How the manager behaves.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Timeout of a sandbox created without one.
+    pub default_timeout: Duration,
+    /// How long an operation waits for a sandbox busy with another one before failing with `Busy`.
+    pub busy_deadline: Duration,
+    /// Most sandboxes running at once.
+    pub max_running: usize,
+    /// Most sandboxes paused at once.
+    pub max_paused: usize,
+    /// How often timeouts are checked.
+    pub reaper_interval: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            default_timeout: Duration::from_secs(300),
+            busy_deadline: Duration::from_secs(30),
+            max_running: 256,
+            max_paused: 10_000,
+            reaper_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    /// A template name, or a snapshot id (`snap_…`) to start from.
+    pub template: String,
+    /// How long it runs before its timeout applies; the default timeout when `None`.
+    pub timeout: Option<Duration>,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Environment variables of its processes.
+    pub envs: BTreeMap<String, String>,
+    /// Its lifecycle policy.
+    pub lifecycle: LifecyclePolicy,
+}
+
+/// What `connect` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connected {
+    /// The sandbox after the call.
+    pub info: SandboxInfo,
+    /// Whether it was paused and has been resumed.
+    pub resumed: bool,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The sandboxes of this page, oldest first.
+    pub items: Vec<SandboxInfo>,
+    /// The cursor for the next page; `None` on the last page.
+    pub next_token: Option<String>,
+}
+
+/// What was found in the store at startup.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recovery {
+    /// Sandboxes back as paused.
+    pub paused: Vec<String>,
+    /// Sandboxes that were running when the previous process stopped without pausing them.
+    pub lost: Vec<String>,
+    /// Snapshots back.
+    pub snapshots: usize,
+    /// Files that could not be read, with why.
+    pub unreadable: Unreadable,
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Default)]
+pub struct Shutdown {
+    /// Sandboxes paused by the shutdown.
+    pub paused: Vec<String>,
+    /// Sandboxes that could not be paused, with why (they will be reported as lost at the next start).
+    pub failed: Vec<(String, LifecycleError)>,
+}
+
+/// Why a lifecycle operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// No sandbox with this id.
+    #[error("sandbox {0} not found")]
+    NotFound(String),
+    /// No snapshot with this id.
+    #[error("snapshot {0} not found")]
+    SnapshotNotFound(String),
+    /// No template with this name.
+    #[error("template {0} not found")]
+    UnknownTemplate(String),
+    /// Another operation holds the sandbox past the busy deadline.
+    #[error("sandbox {0} is busy with another operation; try again")]
+    Busy(String),
+    /// The sandbox is paused and its policy does not resume it automatically.
+    #[error("sandbox {0} is paused; connect to resume it")]
+    Paused(String),
+    /// The sandbox's memory was lost in a crash; it can only be killed.
+    #[error("sandbox {0} was lost when the server stopped without pausing it")]
+    Lost(String),
+    /// A global limit is reached.
+    #[error("limit reached: at most {limit} {what}")]
+    Limit {
+        /// What is limited.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// A fork asked for no sandboxes or for too many.
+    #[error("a fork creates 1 to {MAX_FORK} sandboxes, not {0}")]
+    ForkCount(usize),
+    /// The list query is invalid.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// The template could not be loaded.
+    #[error("the template could not be loaded")]
+    Template(#[from] TemplateError),
+    /// The sandbox could not be created.
+    #[error("the sandbox could not be created")]
+    Create(#[from] CreateError),
+    /// The sandbox could not be paused (it keeps running).
+    #[error("the sandbox could not be paused")]
+    Pause(#[from] PauseError),
+    /// The sandbox could not be resumed (it stays paused).
+    #[error("the sandbox could not be resumed")]
+    Resume(#[from] ResumeError),
+    /// The durable store failed.
+    #[error("the data directory could not be updated")]
+    Store(#[from] std::io::Error),
+}
+
+/// The live part of a sandbox, behind its lock.
+struct Slot {
+    /// The live sandbox while it runs.
+    live: Option<Sandbox>,
+    /// When an operation last touched it, for the idle timeout.
+    last_activity: Instant,
+    /// Set by `kill`, so that operations that were waiting for the lock see the sandbox is gone.
+    killed: bool,
+}
+
+type SlotGuard = ArcMutexGuard<RawMutex, Slot>;
+
+/// The sandbox manager. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runtime: Runtime,
+    store: DurableStore,
+    config: ManagerConfig,
+    templates: RwLock<HashMap<String, Template>>,
+    /// Every sandbox's current record, for reads that must not wait for a busy sandbox.
+    index: RwLock<BTreeMap<String, SandboxRecord>>,
+    slots: RwLock<HashMap<String, Arc<Mutex<Slot>>>>,
+    snapshots: RwLock<BTreeMap<String, SnapshotInfo>>,
+    sequence: AtomicU64,
+    /// Tells the reaper thread to stop.
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+/// Read access to a lock that a panicking thread may have poisoned: the maps it guards are updated with
+/// single inserts and removes, so they are consistent even then.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Manager {
+    /// Opens the manager on the runtime's data directory: every paused sandbox and snapshot found there is
+    /// back, sandboxes that were running when the previous process died are reported as lost, and the
+    /// timeout reaper starts.
+    pub fn open(runtime: Runtime, config: ManagerConfig) -> Result<(Self, Recovery), LifecycleError> {
+        let store = DurableStore::open(&runtime.config().data_dir)?;
+        let (records, mut unreadable) = store.load_records()?;
+        let (snapshots, bad_snapshots) = store.load_snapshots()?;
+        unreadable.extend(bad_snapshots);
+        let mut recovery = Recovery { snapshots: snapshots.len(), unreadable, ..Recovery::default() };
+        let mut index = BTreeMap::new();
+        let mut slots = HashMap::new();
+        let mut sequence = 0;
+        for mut record in records {
+            let has_blob = store.blob_path(&record.id).is_file();
+            record.state = match record.state {
+                SandboxState::Paused | SandboxState::Pausing | SandboxState::Running | SandboxState::Resuming
+                    if has_blob =>
+                {
+                    SandboxState::Paused
+                }
+                _ => SandboxState::Lost,
+            };
+            // The half-written files of a sandbox that is not running are garbage: its blob has them all.
+            remove_dir_if_present(&store.fs_dir(&record.id))?;
+            store.save_record(&record)?;
+            match record.state {
+                SandboxState::Paused => recovery.paused.push(record.id.clone()),
+                _ => recovery.lost.push(record.id.clone()),
+            }
+            sequence = sequence.max(record.sequence + 1);
+            slots.insert(
+                record.id.clone(),
+                Arc::new(Mutex::new(Slot { live: None, last_activity: Instant::now(), killed: false })),
+            );
+            index.insert(record.id.clone(), record);
+        }
+        let inner = Arc::new(Inner {
+            runtime,
+            store,
+            config,
+            templates: RwLock::new(HashMap::new()),
+            index: RwLock::new(index),
+            slots: RwLock::new(slots),
+            snapshots: RwLock::new(snapshots.into_iter().map(|s| (s.id.clone(), s)).collect()),
+            sequence: AtomicU64::new(sequence),
+            stop: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
+        });
+        super::reaper::start(Arc::downgrade(&inner), inner.stop.clone(), inner.config.reaper_interval);
+        Ok((Self { inner }, recovery))
+    }
+
+    /// The runtime the manager runs sandboxes on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    /// Registers a template under `name` (replacing an earlier one of that name).
+    pub fn register_template(&self, name: &str, wasm: &[u8]) -> Result<Template, LifecycleError> {
+        let template = self.inner.runtime.load_template(name, wasm)?;
+        write(&self.inner.templates).insert(name.to_owned(), template.clone());
+        Ok(template)
+    }
+
+    /// The template registered under `name`.
+    pub fn template(&self, name: &str) -> Option<Template> {
+        read(&self.inner.templates).get(name).cloned()
+    }
+
+    /// Names of the registered templates.
+    pub fn template_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = read(&self.inner.templates).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Creates a sandbox from a template or a snapshot and starts it.
+    pub fn create(&self, request: CreateRequest) -> Result<SandboxInfo, LifecycleError> {
+        self.check_limit(SandboxState::Running)?;
+        let id = new_id("");
+        let now = now_ms();
+        let timeout = request.timeout.unwrap_or(self.inner.config.default_timeout);
+        let fs_dir = self.inner.store.fs_dir(&id);
+        let (template, sandbox) = if request.template.starts_with(SNAPSHOT_PREFIX) {
+            let snapshot = self.snapshot_info(&request.template)?;
+            let sandbox = self.inner.runtime.resume(
+                &self.inner.store.snapshot_blob(&snapshot.id),
+                ResumeOptions { dir: Some(fs_dir.clone()), ..ResumeOptions::default() },
+            );
+            (snapshot.template, sandbox.map_err(LifecycleError::from))
+        } else {
+            let template =
+                self.template(&request.template).ok_or_else(|| LifecycleError::UnknownTemplate(request.template.clone()))?;
+            let options = SandboxOptions {
+                dir: Some(fs_dir.clone()),
+                env: request.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                metadata: request.metadata.clone(),
+                ..SandboxOptions::default()
+            };
+            let sandbox = self.inner.runtime.create_sandbox(&template, options).map_err(LifecycleError::from);
+            (template.name().to_owned(), sandbox)
+        };
+        let sandbox = match sandbox {
+            Ok(sandbox) => sandbox,
+            Err(error) => {
+                remove_dir_if_present(&self.inner.store.sandbox_dir(&id))?;
+                return Err(error);
+            }
+        };
+        let record = SandboxRecord {
+            id: id.clone(),
+            template,
+            template_sha256: sandbox.template().sha256_hex(),
+            metadata: request.metadata,
+            envs: request.envs,
+            created_at_ms: now,
+            started_at_ms: now,
+            end_at_ms: now.saturating_add(to_ms(timeout)),
+            timeout_ms: to_ms(timeout),
+            state: SandboxState::Running,
+            lifecycle: request.lifecycle,
+            sequence: self.inner.sequence.fetch_add(1, Ordering::SeqCst),
+        };
+        if let Err(error) = self.inner.store.save_record(&record) {
+            drop(sandbox);
+            remove_dir_if_present(&self.inner.store.sandbox_dir(&id))?;
+            return Err(error.into());
+        }
+        let info = record.info();
+        write(&self.inner.index).insert(id.clone(), record);
+        write(&self.inner.slots).insert(
+            id,
+            Arc::new(Mutex::new(Slot { live: Some(sandbox), last_activity: Instant::now(), killed: false })),
+        );
+        Ok(info)
+    }
+
+    /// Pauses a running sandbox: `Ok(true)` if it paused, `Ok(false)` if it was already paused.
+    pub fn pause(&self, id: &str) -> Result<bool, LifecycleError> {
+        let mut slot = self.lock(id)?;
+        match self.record(id)?.state {
+            SandboxState::Paused => Ok(false),
+            SandboxState::Lost => Err(LifecycleError::Lost(id.to_owned())),
+            _ => {
+                self.pause_locked(id, &mut slot)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Resumes a paused sandbox (its timeout then counts from now), or extends a running one's end time
+    /// when `timeout` from now is later than it. Reports whether it resumed.
+    pub fn connect(&self, id: &str, timeout: Option<Duration>) -> Result<Connected, LifecycleError> {
+        let mut slot = self.lock(id)?;
+        let record = self.record(id)?;
+        match record.state {
+            SandboxState::Paused => {
+                self.resume_locked(id, &mut slot, timeout)?;
+                Ok(Connected { info: self.record(id)?.info(), resumed: true })
+            }
+            SandboxState::Lost => Err(LifecycleError::Lost(id.to_owned())),
+            _ => {
+                let mut record = record;
+                if let Some(timeout) = timeout {
+                    let end = now_ms().saturating_add(to_ms(timeout));
+                    if end > record.end_at_ms {
+                        record.end_at_ms = end;
+                        self.save(record)?;
+                    }
+                }
+                slot.last_activity = Instant::now();
+                Ok(Connected { info: self.record(id)?.info(), resumed: false })
+            }
+        }
+    }
+
+    /// Sets a sandbox's end time to now + `timeout`. For a paused sandbox, `timeout` applies from its
+    /// next resume.
+    pub fn set_timeout(&self, id: &str, timeout: Duration) -> Result<SandboxInfo, LifecycleError> {
+        let mut slot = self.lock(id)?;
+        let mut record = self.record(id)?;
+        record.timeout_ms = to_ms(timeout);
+        if record.state == SandboxState::Running {
+            record.end_at_ms = now_ms().saturating_add(record.timeout_ms);
+        }
+        slot.last_activity = Instant::now();
+        let info = record.info();
+        self.save(record)?;
+        Ok(info)
+    }
+
+    /// Kills a sandbox, running, paused or lost, deleting everything stored of it.
+    pub fn kill(&self, id: &str) -> Result<(), LifecycleError> {
+        let mut slot = self.lock(id)?;
+        slot.killed = true;
+        slot.live = None;
+        write(&self.inner.index).remove(id);
+        write(&self.inner.slots).remove(id);
+        self.inner.store.delete_sandbox(id)?;
+        Ok(())
+    }
+
+    /// The sandbox's current description.
+    pub fn info(&self, id: &str) -> Result<SandboxInfo, LifecycleError> {
+        Ok(self.record(id)?.info())
+    }
+
+    /// One page of the sandboxes matching `query`, oldest first.
+    pub fn list(&self, query: &ListQuery) -> Result<Page, LifecycleError> {
+        let limit = query::limit(query)?;
+        let after = query.next_token.as_deref().map(query::decode_token).transpose()?;
+        let index = read(&self.inner.index);
+        let mut matching: Vec<&SandboxRecord> = index
+            .values()
+            .filter(|r| after.is_none_or(|after| query::key(r) > after) && query::matches(query, r))
+            .collect();
+        matching.sort_by_key(|r| query::key(r));
+        let more = matching.len() > limit;
+        matching.truncate(limit);
+        let next_token = if more { matching.last().map(|r| query::encode_token(query::key(r))) } else { None };
+        Ok(Page { items: matching.into_iter().map(SandboxRecord::info).collect(), next_token })
+    }
+
+    /// Runs `operation` on the live sandbox: resumes it first if it is paused and its policy says so.
+    pub fn with_sandbox<R>(&self, id: &str, operation: impl FnOnce(&mut Sandbox) -> R) -> Result<R, LifecycleError> {
+        let mut slot = self.lock(id)?;
+        let record = self.record(id)?;
+        match record.state {
+            SandboxState::Paused if record.lifecycle.auto_resume => self.resume_locked(id, &mut slot, None)?,
+            SandboxState::Paused => return Err(LifecycleError::Paused(id.to_owned())),
+            SandboxState::Lost => return Err(LifecycleError::Lost(id.to_owned())),
+            _ => {}
+        }
+        slot.last_activity = Instant::now();
+        let sandbox = slot.live.as_mut().ok_or_else(|| LifecycleError::Paused(id.to_owned()))?;
+        Ok(operation(sandbox))
+    }
+
+    /// Takes an immutable snapshot of a sandbox (running or paused) from which new sandboxes can start.
+    pub fn snapshot(&self, id: &str, name: Option<String>) -> Result<SnapshotInfo, LifecycleError> {
+        let mut slot = self.lock(id)?;
+        let record = self.record(id)?;
+        let snapshot_id = new_id(SNAPSHOT_PREFIX);
+        let dir = self.inner.store.snapshot_dir(&snapshot_id);
+        std::fs::create_dir_all(&dir)?;
+        let blob = self.inner.store.snapshot_blob(&snapshot_id);
+        let written = match (record.state, slot.live.as_mut()) {
+            (SandboxState::Running, Some(sandbox)) => {
+                sandbox.snapshot(&blob, &Default::default()).map(|_| ()).map_err(LifecycleError::from)
+            }
+            (SandboxState::Paused, _) => copy_durably(&self.inner.store.blob_path(id), &blob).map_err(LifecycleError::from),
+            _ => Err(LifecycleError::Lost(id.to_owned())),
+        };
+        if let Err(error) = written {
+            remove_dir_if_present(&dir)?;
+            return Err(error);
+        }
+        let info = SnapshotInfo {
+            id: snapshot_id.clone(),
+            name,
+            source_sandbox: id.to_owned(),
+            template: record.template,
+            metadata: record.metadata,
+            created_at_ms: now_ms(),
+            size_bytes: std::fs::metadata(&blob)?.len(),
+        };
+        self.inner.store.save_snapshot(&info)?;
+        write(&self.inner.snapshots).insert(snapshot_id, info.clone());
+        Ok(info)
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn list_snapshots(&self) -> Vec<SnapshotInfo> {
+        let mut all: Vec<SnapshotInfo> = read(&self.inner.snapshots).values().cloned().collect();
+        all.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        all
+    }
+
+    /// Deletes a snapshot; sandboxes started from it are not affected.
+    pub fn delete_snapshot(&self, id: &str) -> Result<(), LifecycleError> {
+        if write(&self.inner.snapshots).remove(id).is_none() {
+            return Err(LifecycleError::SnapshotNotFound(id.to_owned()));
+        }
+        self.inner.store.delete_snapshot(id)?;
+        Ok(())
+    }
+
+    /// Starts `count` new sandboxes from a sandbox (running or paused; it is snapshotted first) or from a
+    /// snapshot. Each new sandbox succeeds or fails on its own.
+    pub fn fork(
+        &self,
+        source: &str,
+        count: usize,
+        request: CreateRequest,
+    ) -> Result<Vec<Result<SandboxInfo, LifecycleError>>, LifecycleError> {
+        if count == 0 || count > MAX_FORK {
+            return Err(LifecycleError::ForkCount(count));
+        }
+        let (snapshot, temporary) = if source.starts_with(SNAPSHOT_PREFIX) {
+            (self.snapshot_info(source)?, false)
+        } else {
+            (self.snapshot(source, None)?, true)
+        };
+        let results = (0..count)
+            .map(|_| self.create(CreateRequest { template: snapshot.id.clone(), ..request.clone() }))
+            .collect();
+        if temporary {
+            self.delete_snapshot(&snapshot.id)?;
+        }
+        Ok(results)
+    }
+
+    /// Pauses every running sandbox (graceful shutdown) and stops the reaper. Sandboxes that cannot be
+    /// paused are listed; the next start reports them as lost.
+    pub fn shutdown(&self) -> Shutdown {
+        self.inner.stop_reaper();
+        let mut report = Shutdown::default();
+        let ids: Vec<String> = read(&self.inner.index).keys().cloned().collect();
+        for id in ids {
+            match self.pause(&id) {
+                Ok(true) => report.paused.push(id),
+                Ok(false) | Err(LifecycleError::NotFound(_)) | Err(LifecycleError::Lost(_)) => {}
+                Err(error) => report.failed.push((id, error)),
+            }
+        }
+        report
+    }
+
+    /// Applies timeouts: called by the reaper thread, and usable directly (tests, a custom scheduler).
+    pub fn reap(&self) {
+        let now = now_ms();
+        let candidates: Vec<SandboxRecord> = read(&self.inner.index)
+            .values()
+            .filter(|r| r.state == SandboxState::Running)
+            .cloned()
+            .collect();
+        for record in candidates {
+            let Some(slot) = read(&self.inner.slots).get(&record.id).cloned() else { continue };
+            // Queue for the lock briefly (so a guest called in a tight loop cannot starve the timeout, as
+            // the lock is handed over fairly to waiters); a sandbox busy longer is looked at next round.
+            let Some(mut slot) = slot.try_lock_arc_for(Duration::from_millis(50)) else { continue };
+            if slot.killed {
+                continue;
+            }
+            let Ok(current) = self.record(&record.id) else { continue };
+            let idle = current.lifecycle.idle_timeout.is_some_and(|idle| slot.last_activity.elapsed() >= idle);
+            if current.state != SandboxState::Running || (now < current.end_at_ms && !idle) {
+                continue;
+            }
+            let outcome = match current.lifecycle.on_timeout {
+                super::record::OnTimeout::Pause => self.pause_locked(&record.id, &mut slot),
+                super::record::OnTimeout::Kill => {
+                    drop(slot);
+                    self.kill(&record.id)
+                }
+            };
+            if let Err(error) = outcome {
+                tracing::warn!(sandbox = %record.id, %error, "timeout could not be applied");
+            }
+        }
+    }
+
+    fn pause_locked(&self, id: &str, slot: &mut SlotGuard) -> Result<(), LifecycleError> {
+        self.check_limit(SandboxState::Paused)?;
+        let sandbox = slot.live.as_mut().ok_or_else(|| LifecycleError::Lost(id.to_owned()))?;
+        sandbox.pause(&self.inner.store.blob_path(id))?;
+        slot.live = None;
+        let mut record = self.record(id)?;
+        record.state = SandboxState::Paused;
+        self.save(record)?;
+        remove_dir_if_present(&self.inner.store.fs_dir(id))?;
+        Ok(())
+    }
+
+    fn resume_locked(&self, id: &str, slot: &mut SlotGuard, timeout: Option<Duration>) -> Result<(), LifecycleError> {
+        self.check_limit(SandboxState::Running)?;
+        let mut record = self.record(id)?;
+        let fs_dir = self.inner.store.fs_dir(id);
+        // Files left by a resume that crashed half-way are incomplete: the blob has them all.
+        remove_dir_if_present(&fs_dir)?;
+        let template = parse_sha(&record.template_sha256)
+            .and_then(|sha| self.inner.runtime.template_by_hash(&sha))
+            .or_else(|| self.template(&record.template))
+            .ok_or_else(|| LifecycleError::UnknownTemplate(record.template.clone()))?;
+        let options = ResumeOptions { dir: Some(fs_dir), template: Some(template), ..ResumeOptions::default() };
+        let sandbox = self.inner.runtime.resume(&self.inner.store.blob_path(id), options)?;
+        if let Some(timeout) = timeout {
+            record.timeout_ms = to_ms(timeout);
+        }
+        let now = now_ms();
+        record.state = SandboxState::Running;
+        record.started_at_ms = now;
+        record.end_at_ms = now.saturating_add(record.timeout_ms);
+        self.save(record)?;
+        std::fs::remove_file(self.inner.store.blob_path(id))?;
+        slot.live = Some(sandbox);
+        slot.last_activity = Instant::now();
+        Ok(())
+    }
+
+    /// Locks sandbox `id`, waiting at most the busy deadline.
+    fn lock(&self, id: &str) -> Result<SlotGuard, LifecycleError> {
+        if !is_valid(id, "") {
+            return Err(LifecycleError::NotFound(id.to_owned()));
+        }
+        let slot = read(&self.inner.slots).get(id).cloned().ok_or_else(|| LifecycleError::NotFound(id.to_owned()))?;
+        let guard =
+            slot.try_lock_arc_for(self.inner.config.busy_deadline).ok_or_else(|| LifecycleError::Busy(id.to_owned()))?;
+        if guard.killed {
+            return Err(LifecycleError::NotFound(id.to_owned()));
+        }
+        Ok(guard)
+    }
+
+    fn record(&self, id: &str) -> Result<SandboxRecord, LifecycleError> {
+        read(&self.inner.index).get(id).cloned().ok_or_else(|| LifecycleError::NotFound(id.to_owned()))
+    }
+
+    /// Writes a record durably, then publishes it to readers.
+    fn save(&self, record: SandboxRecord) -> Result<(), LifecycleError> {
+        self.inner.store.save_record(&record)?;
+        write(&self.inner.index).insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    fn snapshot_info(&self, id: &str) -> Result<SnapshotInfo, LifecycleError> {
+        read(&self.inner.snapshots).get(id).cloned().ok_or_else(|| LifecycleError::SnapshotNotFound(id.to_owned()))
+    }
+
+    fn check_limit(&self, state: SandboxState) -> Result<(), LifecycleError> {
+        let (what, limit) = match state {
+            SandboxState::Paused => ("paused sandboxes", self.inner.config.max_paused),
+            _ => ("running sandboxes", self.inner.config.max_running),
+        };
+        let count = read(&self.inner.index).values().filter(|r| r.state == state).count();
+        if count >= limit {
+            return Err(LifecycleError::Limit { what, limit });
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn stop_reaper(&self) {
+        let (stopped, wake) = &*self.stop;
+        *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_reaper();
+    }
+}
+
+impl Manager {
+    /// A handle on a manager the reaper upgraded from its weak reference.
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+}
+
+pub(crate) type ManagerInner = Inner;
+
+/// Copies a file durably (the copy is synced before this returns).
+fn copy_durably(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::copy(from, to)?;
+    std::fs::File::open(to)?.sync_all()
+}
+
+fn parse_sha(hex_digest: &str) -> Option<[u8; 32]> {
+    hex::decode(hex_digest).ok()?.try_into().ok()
+}

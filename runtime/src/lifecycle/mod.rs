@@ -1,0 +1,18 @@
+//! The sandbox lifecycle: ids, states, the durable store of records, blobs and snapshots, listing with
+//! filters and cursors, timeouts — the semantics of the E2B/Novita platforms' sandbox persistence, for
+//! embedders and for the server, which only exposes it.
+
+pub mod id;
+mod manager;
+pub mod query;
+mod reaper;
+pub mod record;
+pub mod store;
+
+pub use manager::{
+    Connected, CreateRequest, LifecycleError, MAX_FORK, Manager, ManagerConfig, Page, Recovery, SNAPSHOT_PREFIX,
+    Shutdown,
+};
+pub use query::{ListQuery, QueryError};
+pub use record::{LifecyclePolicy, OnTimeout, SandboxInfo, SandboxRecord, SandboxState};
+pub use store::SnapshotInfo;

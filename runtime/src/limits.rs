@@ -1,0 +1,47 @@
+//! Per-sandbox resource limits and their defaults.
+//!
+//! A guest is untrusted code: every resource it can consume on the host has a bound here. The memory bound
+//! is enforced by wasmtime's `ResourceLimiter` (a `memory.grow` beyond it fails in the guest), CPU time by
+//! epoch interruption (the call traps with a timeout and the process must be restarted), and the rest by the
+//! WASI host (errno to the guest).
+
+use std::time::Duration;
+
+/// Limits applied to one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Largest linear memory one process may grow to, in bytes.
+    pub max_memory_bytes: u64,
+    /// Longest a single call into a guest may run before it is interrupted.
+    pub cpu_time_per_call: Duration,
+    /// Most bytes of file content the sandbox's directory may hold.
+    pub max_disk_bytes: u64,
+    /// Most files and directories the sandbox's directory may hold.
+    pub max_files: u64,
+    /// Most file descriptors one process may hold open.
+    pub max_open_fds: u32,
+    /// Longest path a guest may pass to the filesystem, in bytes.
+    pub max_path_len: u32,
+    /// Most bytes of stdout (and, separately, stderr) kept per process between reads.
+    pub max_output_bytes: usize,
+    /// Largest response a reactor handler may return, in bytes.
+    pub max_response_bytes: u64,
+    /// Most processes that may be alive in one sandbox at once.
+    pub max_processes: u32,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 2 << 30,
+            cpu_time_per_call: Duration::from_secs(30),
+            max_disk_bytes: 1 << 30,
+            max_files: 100_000,
+            max_open_fds: 1024,
+            max_path_len: 4096,
+            max_output_bytes: 16 << 20,
+            max_response_bytes: 64 << 20,
+            max_processes: 64,
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Restore: a blob back into a live sandbox. The files are unpacked into a fresh directory, then every
+//! process is re-instantiated from its (cached) module *without* running any of its code, its memories are
+//! grown to their saved size and overwritten, every mutable global is set, and its WASI state re-opens each
+//! file at the same fd number and offset.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use wasmtime::{Val, V128};
+
+use crate::instantiate::{SpawnError, instantiate, new_store};
+use crate::limits::SandboxLimits;
+use crate::process::Process;
+use crate::runtime::Runtime;
+use crate::sandbox::{Sandbox, random_name};
+use crate::snapshot::{ArchiveError, DecodeError, DecodedBlob, MemoryImage, read_blob};
+use crate::state::{GlobalValue, ProcessState, SandboxManifest};
+use crate::template::Template;
+use crate::wasi::{Stdin, WasiCtx, WasiRestoreError};
+
+/// Bytes in a wasm page.
+const WASM_PAGE: u64 = 65536;
+
+/// How a blob is resumed.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    /// Where to unpack the sandbox's files; must be missing or empty. When `None`, a fresh directory under
+    /// the runtime's data directory.
+    pub dir: Option<PathBuf>,
+    /// Limits for the resumed sandbox; the runtime's defaults when `None`.
+    pub limits: Option<SandboxLimits>,
+    /// The template the blob must belong to. When `None`, the template is found among those loaded into
+    /// the runtime by the module hash the blob records.
+    pub template: Option<Template>,
+}
+
+/// Why a blob could not be resumed. Nothing is left behind: a directory created for the sandbox is removed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The blob is unreadable, corrupt, truncated, of another format version, or over the limits.
+    #[error("the blob cannot be read")]
+    Decode(#[from] DecodeError),
+    /// The blob belongs to a different module than the template given.
+    #[error("the blob was made from module {found}, not from template {template} ({expected})")]
+    ModuleMismatch {
+        /// The template asked for.
+        template: String,
+        /// Its module hash.
+        expected: String,
+        /// The module hash recorded in the blob.
+        found: String,
+    },
+    /// No template with the module hash the blob records has been loaded into this runtime.
+    #[error("no template with module {0} is loaded; load it before resuming")]
+    UnknownModule(String),
+    /// The target directory exists and is not empty.
+    #[error("the sandbox directory {0} is not empty")]
+    DirNotEmpty(PathBuf),
+    /// The target directory could not be created.
+    #[error("could not create the sandbox directory {path}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sandbox's files could not be unpacked.
+    #[error("the sandbox's files could not be restored")]
+    Archive(#[from] ArchiveError),
+    /// A process's WASI state could not be restored (e.g. a file it had open is missing from the archive).
+    #[error("process {pid}'s WASI state could not be restored")]
+    Wasi {
+        /// The process.
+        pid: u32,
+        /// Why.
+        #[source]
+        source: WasiRestoreError,
+    },
+    /// A process could not be instantiated.
+    #[error("process {pid} could not be instantiated")]
+    Instantiate {
+        /// The process.
+        pid: u32,
+        /// Why.
+        #[source]
+        source: SpawnError,
+    },
+    /// The saved state does not fit the module (a global or memory it lacks, a memory over the limit).
+    #[error("process {pid}'s saved state does not fit its module: {reason}")]
+    Layout {
+        /// The process.
+        pid: u32,
+        /// What does not fit.
+        reason: String,
+    },
+}
+
+impl Runtime {
+    /// Resumes a sandbox from a blob written by [`Sandbox::pause`] or [`Sandbox::snapshot`] — in this
+    /// process or another, on this machine or another. The returned sandbox continues exactly where the
+    /// paused one was.
+    pub fn resume(&self, blob: &Path, options: ResumeOptions) -> Result<Sandbox, ResumeError> {
+        let decoded: DecodedBlob<SandboxManifest> = read_blob(blob, &self.config().decode_limits)?;
+        let found = hex::encode(decoded.header.module_sha256);
+        let template = match options.template {
+            Some(template) if template.sha256() != decoded.header.module_sha256 => {
+                return Err(ResumeError::ModuleMismatch {
+                    template: template.name().to_owned(),
+                    expected: template.sha256_hex(),
+                    found,
+                });
+            }
+            Some(template) => template,
+            None => self.template_by_hash(&decoded.header.module_sha256).ok_or(ResumeError::UnknownModule(found))?,
+        };
+        let (dir, owns_dir) = match options.dir {
+            Some(dir) => (dir, false),
+            None => (self.config().data_dir.join("scratch").join(random_name()), true),
+        };
+        prepare_dir(&dir)?;
+        let mut sandbox = Sandbox {
+            runtime: self.clone(),
+            template,
+            dir,
+            owns_dir,
+            args: Vec::new(),
+            env: decoded.manifest.env.clone(),
+            metadata: decoded.manifest.metadata.clone(),
+            limits: options.limits.unwrap_or_else(|| self.config().limits.clone()),
+            processes: Default::default(),
+            next_pid: 1,
+            paused: false,
+        };
+        // From here on, dropping `sandbox` on an error removes a directory we created.
+        decoded.filesystem.restore_into(&sandbox.dir)?;
+        let images: HashMap<(u32, u32), &MemoryImage> =
+            decoded.memories.iter().map(|image| ((image.process(), image.memory()), image)).collect();
+        for state in &decoded.manifest.processes {
+            let process = restore_process(&sandbox, state, &images)?;
+            sandbox.insert_process(process);
+        }
+        Ok(sandbox)
+    }
+}
+
+/// Makes sure `dir` exists and is empty.
+fn prepare_dir(dir: &Path) -> Result<(), ResumeError> {
+    std::fs::create_dir_all(dir).map_err(|source| ResumeError::Dir { path: dir.to_owned(), source })?;
+    let mut entries = std::fs::read_dir(dir).map_err(|source| ResumeError::Dir { path: dir.to_owned(), source })?;
+    if entries.next().is_some() {
+        return Err(ResumeError::DirNotEmpty(dir.to_owned()));
+    }
+    Ok(())
+}
+
+/// Re-creates one process: instantiate without running code, then put back memories, globals and WASI.
+fn restore_process(
+    sandbox: &Sandbox,
+    state: &ProcessState,
+    images: &HashMap<(u32, u32), &MemoryImage>,
+) -> Result<Process, ResumeError> {
+    let pid = state.pid;
+    let layout_error = |reason: String| ResumeError::Layout { pid, reason };
+    let sha = parse_sha(&state.module.module_sha256).ok_or_else(|| layout_error("bad module hash".into()))?;
+    let template = sandbox
+        .runtime
+        .template_by_hash(&sha)
+        .ok_or_else(|| ResumeError::UnknownModule(state.module.module_sha256.clone()))?;
+    let config = sandbox.wasi_config(template.name(), &[], Stdin::Empty);
+    let wasi = WasiCtx::restore(config, &state.wasi).map_err(|source| ResumeError::Wasi { pid, source })?;
+    let mut store = new_store(sandbox.runtime.engine(), &sandbox.limits, wasi);
+    let instance = instantiate(&template, &mut store).map_err(|source| ResumeError::Instantiate { pid, source })?;
+    let layout = &template.inner.layout;
+
+    if state.memories.len() != layout.memories.len() {
+        return Err(layout_error(format!(
+            "{} memories saved, the module has {}",
+            state.memories.len(),
+            layout.memories.len()
+        )));
+    }
+    for (saved, desc) in state.memories.iter().zip(&layout.memories) {
+        let memory = instance
+            .get_memory(&mut store, &desc.export_name)
+            .ok_or_else(|| layout_error(format!("memory {} is not exported", desc.index)))?;
+        let image = images
+            .get(&(pid, saved.index))
+            .ok_or_else(|| layout_error(format!("the blob has no contents for memory {}", saved.index)))?;
+        if image.byte_len() != saved.pages.saturating_mul(WASM_PAGE) {
+            return Err(layout_error(format!("memory {} image size disagrees with its page count", saved.index)));
+        }
+        let current = memory.size(&store);
+        if saved.pages < current {
+            return Err(layout_error(format!("memory {} saved smaller than the module's minimum", saved.index)));
+        }
+        memory
+            .grow(&mut store, saved.pages - current)
+            .map_err(|e| layout_error(format!("memory {} cannot grow to {} pages: {e}", saved.index, saved.pages)))?;
+        let data = memory.data_mut(&mut store);
+        image.copy_into(data)?;
+        // A fresh instance is all zeros except where active data segments were copied in; wherever the
+        // saved memory had zero pages, those segments must be wiped again.
+        for segment in layout.data_segments.iter().filter(|s| s.memory == saved.index) {
+            for (offset, len) in image.absent_runs() {
+                let start = segment.offset.max(offset);
+                let end = (segment.offset + segment.len).min(offset + len).min(data.len() as u64);
+                if start < end {
+                    data[start as usize..end as usize].fill(0);
+                }
+            }
+        }
+    }
+
+    if state.globals.len() != layout.globals.len() {
+        return Err(layout_error(format!(
+            "{} globals saved, the module has {} mutable globals",
+            state.globals.len(),
+            layout.globals.len()
+        )));
+    }
+    for (saved, desc) in state.globals.iter().zip(&layout.globals) {
+        if saved.index != desc.index {
+            return Err(layout_error(format!("saved global {} where global {} was expected", saved.index, desc.index)));
+        }
+        let global = instance
+            .get_global(&mut store, &desc.export_name)
+            .ok_or_else(|| layout_error(format!("global {} is not exported", desc.index)))?;
+        let value = match saved.value {
+            GlobalValue::I32(v) => Val::I32(v),
+            GlobalValue::I64(v) => Val::I64(v),
+            GlobalValue::F32(bits) => Val::F32(bits),
+            GlobalValue::F64(bits) => Val::F64(bits),
+            GlobalValue::V128(v) => Val::V128(V128::from(v)),
+        };
+        global.set(&mut store, value).map_err(|e| layout_error(format!("global {}: {e}", desc.index)))?;
+    }
+
+    for (saved, desc) in state.tables.iter().zip(&layout.tables) {
+        let table = instance
+            .get_table(&mut store, &desc.export_name)
+            .ok_or_else(|| layout_error(format!("table {} is not exported", desc.index)))?;
+        if table.size(&store) != saved.size {
+            return Err(layout_error(format!("table {} has a different size than saved", desc.index)));
+        }
+    }
+
+    Ok(Process { pid, template, store, instance, poisoned: state.poisoned })
+}
+
+/// Parses a hex sha256.
+fn parse_sha(hex_digest: &str) -> Option<[u8; 32]> {
+    hex::decode(hex_digest).ok()?.try_into().ok()
+}

@@ -1,0 +1,140 @@
+//! The [`Runtime`]: one engine, one compiled-module cache, the templates loaded so far, and the defaults every
+//! sandbox is created with. Cheap to clone and safe to share between threads.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::engine::{EngineConfig, EngineError, StasisEngine};
+use crate::limits::SandboxLimits;
+use crate::snapshot::DecodeLimits;
+use crate::template::{ModuleKind, Template, TemplateError, TemplateInner, check_imports};
+
+/// How a [`Runtime`] is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where the runtime keeps its files: the compiled-module cache (`cache/`) and the directories of
+    /// sandboxes created without one of their own (`scratch/`).
+    pub data_dir: PathBuf,
+    /// Limits of sandboxes that are not given their own.
+    pub limits: SandboxLimits,
+    /// Bounds applied when reading a blob, whatever the blob claims.
+    pub decode_limits: DecodeLimits,
+}
+
+impl RuntimeConfig {
+    /// A configuration with default limits keeping its files under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self { data_dir: data_dir.into(), limits: SandboxLimits::default(), decode_limits: DecodeLimits::default() }
+    }
+}
+
+/// Why a [`Runtime`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The data directory could not be created.
+    #[error("could not create the data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The wasm engine could not be set up.
+    #[error("could not set up the wasm engine")]
+    Engine(#[from] EngineError),
+    /// The WASI host could not be registered with the engine.
+    #[error("could not link the WASI host")]
+    Linker(#[source] wasmtime::Error),
+}
+
+/// The embeddable Stasis runtime.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: StasisEngine,
+    /// Our WASI host, linked once for every template.
+    pub(crate) linker: wasmtime::Linker<crate::process::ProcessData>,
+    pub(crate) config: RuntimeConfig,
+    /// Templates loaded so far, by the sha256 of their wasm: resuming a blob finds its modules here.
+    pub(crate) templates: Mutex<HashMap<[u8; 32], Template>>,
+}
+
+impl Runtime {
+    /// Starts a runtime: creates the data directory and the engine, with its compiled-module cache under
+    /// `data_dir/cache`.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        for dir in [config.data_dir.clone(), config.data_dir.join("cache"), config.data_dir.join("scratch")] {
+            std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::DataDir { path: dir.clone(), source })?;
+        }
+        let engine = StasisEngine::new(EngineConfig {
+            cache_dir: Some(config.data_dir.join("cache")),
+            ..EngineConfig::default()
+        })?;
+        let linker = crate::instantiate::linker(&engine).map_err(RuntimeError::Linker)?;
+        Ok(Self { inner: Arc::new(RuntimeInner { engine, linker, config, templates: Mutex::new(HashMap::new()) }) })
+    }
+
+    /// The runtime's configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// The wasm engine shared by every sandbox of this runtime.
+    pub fn engine(&self) -> &StasisEngine {
+        &self.inner.engine
+    }
+
+    /// Loads a template from wasm bytes: validates and instruments the module, compiles it (or takes it
+    /// from the cache), and remembers it so blobs made from it can be resumed. Loading the same bytes again
+    /// returns the same template.
+    pub fn load_template(&self, name: &str, wasm: &[u8]) -> Result<Template, TemplateError> {
+        let sha256: [u8; 32] = Sha256::digest(wasm).into();
+        if let Some(existing) = self.template_by_hash(&sha256)
+            && existing.name() == name
+        {
+            return Ok(existing);
+        }
+        let mut layout = crate::instrument::instrument(wasm)?;
+        let instrumented = std::mem::take(&mut layout.wasm);
+        let loaded = self.inner.engine.load_module(&instrumented)?;
+        check_imports(&loaded.module)?;
+        let pre = self.inner.linker.instantiate_pre(&loaded.module).map_err(TemplateError::Link)?;
+        let kind = if loaded.module.get_export("_start").is_some() { ModuleKind::Command } else { ModuleKind::Reactor };
+        let template = Template {
+            inner: Arc::new(TemplateInner { name: name.to_owned(), sha256, module: loaded.module, pre, layout, kind }),
+        };
+        self.templates().insert(sha256, template.clone());
+        Ok(template)
+    }
+
+    /// Loads a template from a `.wasm` file (see [`Runtime::load_template`]).
+    pub fn load_template_file(&self, name: &str, path: impl AsRef<Path>) -> Result<Template, TemplateError> {
+        let path = path.as_ref();
+        let wasm = std::fs::read(path).map_err(|source| TemplateError::Read { path: path.to_owned(), source })?;
+        self.load_template(name, &wasm)
+    }
+
+    /// The template whose wasm has this sha256, if it was loaded.
+    pub fn template_by_hash(&self, sha256: &[u8; 32]) -> Option<Template> {
+        self.templates().get(sha256).cloned()
+    }
+
+    fn templates(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Template>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single insert/get), so a
+        // poisoned lock is still safe to use.
+        self.inner.templates.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("data_dir", &self.inner.config.data_dir).finish_non_exhaustive()
+    }
+}

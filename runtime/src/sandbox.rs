@@ -1,0 +1,328 @@
+//! A live sandbox: a private directory (the guest's `/`), the processes alive in it, and the operations on
+//! them — call a reactor, spawn one, run a command module to completion. Pausing and resuming are the
+//! pipeline stages of [`crate::capture`] and [`crate::restore`].
+
+use std::collections::{BTreeMap, btree_map::Entry};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Trap, Val};
+
+use crate::instantiate::{SpawnError, initialize, instantiate, new_store};
+use crate::limits::SandboxLimits;
+use crate::process::{CallError, Process};
+use crate::runtime::Runtime;
+use crate::template::{ModuleKind, Template};
+use crate::wasi::{OutputSink, ProcExit, Stdin, WasiConfig, WasiCtx, WasiLimits};
+
+/// How a sandbox is created.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxOptions {
+    /// The host directory the guest sees as `/`. It is created if missing. When `None`, a fresh directory
+    /// under the runtime's data directory is used and removed again when the sandbox is paused or dropped.
+    pub dir: Option<PathBuf>,
+    /// Arguments every process of the sandbox sees (after the program name).
+    pub args: Vec<String>,
+    /// Environment variables every process of the sandbox sees.
+    pub env: Vec<(String, String)>,
+    /// User metadata kept with the sandbox, and in its blobs.
+    pub metadata: BTreeMap<String, String>,
+    /// Limits; the runtime's defaults when `None`.
+    pub limits: Option<SandboxLimits>,
+}
+
+/// Why a sandbox could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The sandbox directory could not be created.
+    #[error("could not create the sandbox directory {path}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The template's reactor could not be started.
+    #[error("could not start the template's process")]
+    Spawn(#[from] SpawnError),
+}
+
+/// Why a command could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The sandbox is paused; resume it first.
+    #[error("the sandbox is paused")]
+    Paused,
+    /// Only command modules (with `_start`) can be run.
+    #[error("template {0} is a reactor module; spawn it instead of running it")]
+    NotACommand(String),
+    /// The command could not be set up.
+    #[error("could not start the command")]
+    Spawn(#[from] SpawnError),
+}
+
+/// What a command module printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// The exit code: the guest's own, 0 when `_start` returned, 134 when it trapped (as `wasmtime run`).
+    pub exit_code: i32,
+    /// Everything written to stdout (up to the sandbox's output limit).
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr (up to the sandbox's output limit).
+    pub stderr: Vec<u8>,
+    /// Why the guest trapped, if it did (a CPU timeout says so).
+    pub trap: Option<String>,
+}
+
+/// A live sandbox.
+pub struct Sandbox {
+    pub(crate) runtime: Runtime,
+    pub(crate) template: Template,
+    pub(crate) dir: PathBuf,
+    /// Whether the runtime created `dir` and so removes it when the sandbox releases it.
+    pub(crate) owns_dir: bool,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) limits: SandboxLimits,
+    pub(crate) processes: BTreeMap<u32, Process>,
+    pub(crate) next_pid: u32,
+    pub(crate) paused: bool,
+}
+
+impl Runtime {
+    /// Creates a sandbox from `template`. A reactor template is started at once as process 1 (its start
+    /// function and `_initialize` run); a command template starts nothing until [`Sandbox::run`].
+    pub fn create_sandbox(&self, template: &Template, options: SandboxOptions) -> Result<Sandbox, CreateError> {
+        let (dir, owns_dir) = match options.dir {
+            Some(dir) => (dir, false),
+            None => (self.config().data_dir.join("scratch").join(random_name()), true),
+        };
+        std::fs::create_dir_all(&dir).map_err(|source| CreateError::Dir { path: dir.clone(), source })?;
+        let mut sandbox = Sandbox {
+            runtime: self.clone(),
+            template: template.clone(),
+            dir,
+            owns_dir,
+            args: options.args,
+            env: options.env,
+            metadata: options.metadata,
+            limits: options.limits.unwrap_or_else(|| self.config().limits.clone()),
+            processes: BTreeMap::new(),
+            next_pid: 1,
+            paused: false,
+        };
+        if template.kind() == ModuleKind::Reactor {
+            sandbox.spawn(template)?;
+        }
+        Ok(sandbox)
+    }
+}
+
+impl Sandbox {
+    /// The template the sandbox was created from.
+    pub fn template(&self) -> &Template {
+        &self.template
+    }
+
+    /// The host directory the guest sees as `/`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The sandbox's metadata.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The sandbox's limits.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
+
+    /// Whether the sandbox has been paused (its processes released).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Ids of the live processes, in ascending order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.keys().copied().collect()
+    }
+
+    /// The WASI configuration for a new process of this sandbox.
+    pub(crate) fn wasi_config(&self, program: &str, args: &[String], stdin: Stdin) -> WasiConfig {
+        let mut argv = Vec::with_capacity(args.len() + 1);
+        argv.push(program.to_owned());
+        argv.extend(args.iter().cloned());
+        WasiConfig {
+            args: argv,
+            env: self.env.clone(),
+            root: self.dir.clone(),
+            mounts: Vec::new(),
+            stdin,
+            stdout: OutputSink::buffer(self.limits.max_output_bytes),
+            stderr: OutputSink::buffer(self.limits.max_output_bytes),
+            limits: WasiLimits::from_sandbox(&self.limits),
+        }
+    }
+
+    /// Starts a new reactor process from `template` and returns its id.
+    pub fn spawn(&mut self, template: &Template) -> Result<u32, SpawnError> {
+        if self.paused {
+            return Err(SpawnError::Paused);
+        }
+        if template.kind() != ModuleKind::Reactor {
+            return Err(SpawnError::NotAReactor(template.name().to_owned()));
+        }
+        if self.processes.len() >= self.limits.max_processes as usize {
+            return Err(SpawnError::TooManyProcesses(self.limits.max_processes));
+        }
+        let wasi = WasiCtx::new(self.wasi_config(template.name(), &self.args, Stdin::Empty))?;
+        let engine = self.runtime.engine();
+        let mut store = new_store(engine, &self.limits, wasi);
+        let instance = instantiate(template, &mut store)?;
+        let pid = self.next_pid;
+        let mut process = Process { pid, template: template.clone(), store, instance, poisoned: false };
+        if let Err(error) = initialize(template, &mut process.store, &instance) {
+            return Err(SpawnError::Init(process.classify_trap(error, self.limits.cpu_time_per_call)));
+        }
+        self.next_pid += 1;
+        self.processes.insert(pid, process);
+        Ok(pid)
+    }
+
+    /// Calls handler `name` of the sandbox's main process (the template's reactor, the lowest live pid).
+    pub fn call(&mut self, name: &str, request: &[u8]) -> Result<Vec<u8>, CallError> {
+        let pid = *self.processes.keys().next().ok_or(if self.paused {
+            CallError::Paused
+        } else {
+            CallError::NoMainProcess
+        })?;
+        self.call_process(pid, name, request)
+    }
+
+    /// Calls handler `name` of process `pid` with `request` and returns the handler's response.
+    ///
+    /// A call that traps or runs past the CPU limit poisons the process: later calls fail with
+    /// [`CallError::Poisoned`] until it is killed and spawned again. A guest that exits ends its process.
+    pub fn call_process(&mut self, pid: u32, name: &str, request: &[u8]) -> Result<Vec<u8>, CallError> {
+        if self.paused {
+            return Err(CallError::Paused);
+        }
+        let ticks = self.runtime.engine().ticks_for(self.limits.cpu_time_per_call);
+        let process = self.processes.get_mut(&pid).ok_or(CallError::NoSuchProcess(pid))?;
+        let result =
+            process.call(name, request, ticks, self.limits.cpu_time_per_call, self.limits.max_response_bytes);
+        if matches!(result, Err(CallError::Exited(_))) {
+            self.processes.remove(&pid);
+        }
+        result
+    }
+
+    /// Calls any export `name` of process `pid` with plain wasm values, for guests that do not use the
+    /// reactor ABI of `stasis-guest`. The same CPU limit and poisoning rules as [`Sandbox::call_process`]
+    /// apply.
+    pub fn invoke(&mut self, pid: u32, name: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
+        if self.paused {
+            return Err(CallError::Paused);
+        }
+        let ticks = self.runtime.engine().ticks_for(self.limits.cpu_time_per_call);
+        let cpu_limit = self.limits.cpu_time_per_call;
+        let process = self.processes.get_mut(&pid).ok_or(CallError::NoSuchProcess(pid))?;
+        let result = process.invoke(name, params, ticks, cpu_limit);
+        if matches!(result, Err(CallError::Exited(_))) {
+            self.processes.remove(&pid);
+        }
+        result
+    }
+
+    /// Ends process `pid`; returns whether it was alive.
+    pub fn kill_process(&mut self, pid: u32) -> bool {
+        self.processes.remove(&pid).is_some()
+    }
+
+    /// Takes what process `pid` wrote to stdout since the last call to this.
+    pub fn take_stdout(&mut self, pid: u32) -> Vec<u8> {
+        self.processes.get_mut(&pid).map(|p| p.store.data_mut().wasi.take_stdout()).unwrap_or_default()
+    }
+
+    /// Takes what process `pid` wrote to stderr since the last call to this.
+    pub fn take_stderr(&mut self, pid: u32) -> Vec<u8> {
+        self.processes.get_mut(&pid).map(|p| p.store.data_mut().wasi.take_stderr()).unwrap_or_default()
+    }
+
+    /// Runs command module `template` to completion in this sandbox's directory, with `args` after the
+    /// program name and `stdin` as its standard input, and returns its output and exit code.
+    pub fn run(&mut self, template: &Template, args: &[String], stdin: &[u8]) -> Result<CommandOutput, RunError> {
+        if self.paused {
+            return Err(RunError::Paused);
+        }
+        if template.kind() != ModuleKind::Command {
+            return Err(RunError::NotACommand(template.name().to_owned()));
+        }
+        let wasi = WasiCtx::new(self.wasi_config(template.name(), args, Stdin::Bytes(stdin.to_vec())))
+            .map_err(SpawnError::from)?;
+        let mut store = new_store(self.runtime.engine(), &self.limits, wasi);
+        let instance = instantiate(template, &mut store)?;
+        let outcome = initialize(template, &mut store, &instance).and_then(|()| {
+            instance.get_typed_func::<(), ()>(&mut store, "_start")?.call(&mut store, ())
+        });
+        let (exit_code, trap) = match outcome {
+            Ok(()) => (0, None),
+            Err(error) => match error.downcast_ref::<ProcExit>() {
+                Some(exit) => (exit.0, None),
+                None if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => (
+                    134,
+                    Some(format!("the command exceeded its CPU time limit of {:?}", self.limits.cpu_time_per_call)),
+                ),
+                None => (134, Some(format!("{error:?}"))),
+            },
+        };
+        let wasi = &mut store.data_mut().wasi;
+        Ok(CommandOutput { exit_code, stdout: wasi.take_stdout(), stderr: wasi.take_stderr(), trap })
+    }
+
+    /// The sha256 of all of process `pid`'s linear memories, in index order: two processes with equal
+    /// digests have identical memory.
+    pub fn memory_digest(&mut self, pid: u32) -> Option<[u8; 32]> {
+        let process = self.processes.get_mut(&pid)?;
+        let mut hasher = Sha256::new();
+        for memory in &process.template.inner.layout.memories {
+            let memory = process.instance.get_memory(&mut process.store, &memory.export_name)?;
+            hasher.update(memory.data(&process.store));
+        }
+        Some(hasher.finalize().into())
+    }
+
+    /// Removes the sandbox directory if the runtime created it.
+    pub(crate) fn release_dir(&mut self) {
+        if self.owns_dir {
+            // Best effort: a directory we cannot remove is garbage, not lost data (the blob has it).
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Registers a restored process under its saved id.
+    pub(crate) fn insert_process(&mut self, process: Process) {
+        self.next_pid = self.next_pid.max(process.pid + 1);
+        if let Entry::Vacant(slot) = self.processes.entry(process.pid) {
+            slot.insert(process);
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.processes.clear();
+        self.release_dir();
+    }
+}
+
+/// A random, URL-safe name for a directory: 128 bits from the OS's generator.
+pub(crate) fn random_name() -> String {
+    let mut bytes = [0u8; 16];
+    crate::lifecycle::id::fill_random(&mut bytes);
+    hex::encode(bytes)
+}

@@ -1,0 +1,42 @@
+//! Fixtures shared by the test areas: a runtime in a temporary data directory and the guest templates.
+
+use anyhow::Result;
+use stasis::{Runtime, RuntimeConfig, SandboxLimits, Template};
+use tempfile::TempDir;
+
+/// A runtime whose data directory is removed with the returned guard.
+pub fn runtime() -> Result<(TempDir, Runtime)> {
+    let dir = tempfile::tempdir()?;
+    let runtime = Runtime::new(RuntimeConfig::new(dir.path().join("data")))?;
+    Ok((dir, runtime))
+}
+
+/// A runtime with the given limits.
+pub fn runtime_with_limits(limits: SandboxLimits) -> Result<(TempDir, Runtime)> {
+    let dir = tempfile::tempdir()?;
+    let mut config = RuntimeConfig::new(dir.path().join("data"));
+    config.limits = limits;
+    Ok((dir, Runtime::new(config)?))
+}
+
+/// The `stateful` reactor guest (see `guests/reactors/stateful`).
+pub fn stateful(runtime: &Runtime) -> Result<Template> {
+    Ok(runtime.load_template("stateful", &stasis_guests::bytes(stasis_guests::STATEFUL))?)
+}
+
+/// Calls a handler of the sandbox's main process and returns the response as text.
+pub fn call(sandbox: &mut stasis::Sandbox, handler: &str, request: &str) -> Result<String> {
+    Ok(String::from_utf8(sandbox.call(handler, request.as_bytes())?)?)
+}
+
+/// Asserts that an error's chain mentions `needle`.
+pub fn assert_contains(error: &dyn std::error::Error, needle: &str) {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    assert!(chain.contains(needle), "expected {needle:?} in error chain {chain:?}");
+}

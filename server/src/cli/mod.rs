@@ -1,0 +1,3 @@
+//! The subcommands of the `stasis` tool, one module each.
+
+pub mod run;

@@ -1,0 +1,82 @@
+//! `stasis run`: a WASI command module under Stasis's own preview1 host, with stdio passed through and the
+//! guest's exit code as the process's own — the same contract as `wasmtime run`, so tools written for that
+//! (the WASI testsuite's adapters, for one) can drive Stasis's host.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use stasis::wasi::{Mount, OutputSink, ProcExit, Stdin, WasiConfig, WasiCtx, add_to_linker};
+
+/// Arguments of `stasis run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A host directory to preopen, as `HOST::GUEST` (or `HOST`, seen under the same name). A guest name of
+    /// `/` makes it the guest's root.
+    #[arg(long = "dir", value_name = "HOST::GUEST")]
+    dirs: Vec<String>,
+    /// An environment variable for the guest, as `NAME=VALUE`.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    envs: Vec<String>,
+    /// The `.wasm` command module to run.
+    module: PathBuf,
+    /// Arguments passed to the guest after its program name.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// Runs the module and returns the guest's exit code.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let mut root = None;
+    let mut mounts = Vec::new();
+    for dir in &args.dirs {
+        let (host, guest) = dir.split_once("::").unwrap_or((dir.as_str(), dir.as_str()));
+        if guest == "/" {
+            root = Some(PathBuf::from(host));
+        } else {
+            mounts.push(Mount { host: host.into(), guest: guest.to_owned(), read_only: false });
+        }
+    }
+    let mut env = Vec::new();
+    for pair in &args.envs {
+        let Some((name, value)) = pair.split_once('=') else { bail!("--env takes NAME=VALUE, got {pair:?}") };
+        env.push((name.to_owned(), value.to_owned()));
+    }
+    // Without a `/` mount the guest still gets a root, an empty directory of its own.
+    let scratch = tempfile::tempdir().context("creating an empty root directory")?;
+    let program = args.module.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut config = WasiConfig::new(root.unwrap_or_else(|| scratch.path().to_owned()));
+    config.args = std::iter::once(program).chain(args.args.iter().cloned()).collect();
+    config.env = env;
+    config.mounts = mounts;
+    config.stdin = Stdin::Reader(Box::new(std::io::stdin()));
+    config.stdout = OutputSink::callback(|bytes| {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (a pipe whose reader left) is the guest's problem to notice, not a host failure.
+        let _ = out.write_all(bytes).and_then(|()| out.flush());
+    });
+    config.stderr = OutputSink::callback(|bytes| {
+        let _ = std::io::stderr().write_all(bytes);
+    });
+
+    let engine = wasmtime::Engine::default();
+    let module = wasmtime::Module::from_file(&engine, &args.module)
+        .with_context(|| format!("loading {}", args.module.display()))?;
+    let mut linker = wasmtime::Linker::new(&engine);
+    add_to_linker(&mut linker, |ctx: &mut WasiCtx| ctx)?;
+    let mut store = wasmtime::Store::new(&engine, WasiCtx::new(config)?);
+    let instance = linker.instantiate(&mut store, &module)?;
+    let start = instance.get_typed_func::<(), ()>(&mut store, "_start").context("the module has no _start")?;
+    match start.call(&mut store, ()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(error) => match error.downcast_ref::<ProcExit>() {
+            Some(ProcExit(code)) => Ok(ExitCode::from(*code as u8)),
+            None => {
+                eprintln!("Error: the guest trapped: {error:?}");
+                Ok(ExitCode::from(134))
+            }
+        },
+    }
+}

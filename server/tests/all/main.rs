@@ -1,0 +1,3 @@
+//! The `stasis` binary's integration tests: one binary, one module per area.
+
+mod run;
