@@ -1,1 +1,4 @@
 //! The runtime's integration tests: one binary, one module per area.
+
+mod engine;
+mod instrument;
