@@ -131,6 +131,16 @@ pub struct StasisEngine {
     inner: Arc<Inner>,
 }
 
+impl fmt::Debug for StasisEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StasisEngine")
+            .field("epoch_tick", &self.inner.epoch_tick)
+            .field("cache_dir", &self.inner.cache_dir)
+            .field("config_hash", &self.inner.config_hash)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A module once loaded; `None` until the first loader of that hash finishes.
 type ModuleSlot = Arc<Mutex<Option<Module>>>;
 
@@ -337,6 +347,17 @@ impl StasisEngine {
             from_cache: false,
             source: ModuleSource::Compiled,
         })
+    }
+
+    /// Forgets the in-memory copy of a module (e.g. when its template is deleted), so its code can be freed
+    /// once no instance uses it. The on-disk artifact stays. Returns whether the module was loaded.
+    pub fn evict(&self, sha256: &[u8; 32]) -> bool {
+        let mut modules = self
+            .inner
+            .modules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        modules.remove(sha256).is_some()
     }
 
     /// Reads and deserializes a cache file; `None` (after logging why) when it is missing, truncated,

@@ -211,7 +211,9 @@ pub enum InstrumentError {
         ty: String,
     },
     /// An active data segment's offset is not a constant this pass can evaluate, so the range a restore must
-    /// clear is unknown.
+    /// clear is unknown. Valid modules cannot reach this today (imported globals are refused, and every other
+    /// integer constant expression is evaluated); it guards against future proposals widening constant
+    /// expressions, where guessing an offset would silently corrupt restored memory.
     #[error(
         "active data segment {segment} has an offset that is not a constant expression Stasis can evaluate"
     )]
@@ -568,5 +570,37 @@ fn add_reserved_exports(exports: &mut wasm_encoder::ExportSection, info: &Inspec
     }
     if let Some(start) = info.start {
         exports.export(START_EXPORT, ExportKind::Func, start);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The validator rejects this module, so only the inspect stage alone can show that an offset it cannot
+    /// evaluate is refused rather than guessed.
+    #[test]
+    fn inspect_refuses_offset_it_cannot_evaluate() {
+        let wasm = wat::parse_str(
+            r#"(module (global $g (mut i32) (i32.const 4)) (memory 1) (data (global.get $g) "x"))"#,
+        )
+        .expect("the text parses");
+        assert!(matches!(
+            inspect(&wasm),
+            Err(InstrumentError::NonConstantDataOffset { segment: 0 })
+        ));
+    }
+
+    #[test]
+    fn eval_const_wraps_like_wasm() {
+        let wasm = wat::parse_str(
+            "(module (global i32 (i32.add (i32.const 0x7fffffff) (i32.const 1))) (global i64 (i64.mul (i64.const -1) (i64.const 5))))",
+        )
+        .expect("the text parses");
+        let info = inspect(&wasm).expect("inspects");
+        assert!(matches!(
+            info.global_values[..],
+            [Some(ConstVal::I32(i32::MIN)), Some(ConstVal::I64(-5))]
+        ));
     }
 }

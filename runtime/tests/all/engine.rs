@@ -39,6 +39,15 @@ fn second_load_is_served_from_memory() -> Result<()> {
     );
     assert_eq!(first.sha256, second.sha256);
 
+    assert!(engine.evict(&first.sha256));
+    assert!(!engine.evict(&first.sha256), "already evicted");
+    assert_eq!(
+        engine.load_module(&wasm)?.source,
+        ModuleSource::Compiled,
+        "no disk cache, so evicted means recompiled"
+    );
+    let second = engine.load_module(&wasm)?;
+
     let mut store = store(&engine);
     let instance = Instance::new(&mut store, &second.module, &[])?;
     assert_eq!(
