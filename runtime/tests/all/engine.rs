@@ -97,6 +97,14 @@ fn new_engine_loads_from_disk() -> Result<()> {
     assert!(path.is_file(), "cache file {} written", path.display());
     let again = engine.load_module(&wasm)?;
     assert_eq!((again.source, again.from_cache), (ModuleSource::Disk, true));
+    let files: Vec<_> = std::fs::read_dir(dir.path())?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        files,
+        [path],
+        "the atomic write leaves no temporary file behind"
+    );
 
     let mut store = store(&engine);
     let instance = Instance::new(&mut store, &again.module, &[])?;
@@ -176,6 +184,21 @@ fn different_config_uses_a_different_key() -> Result<()> {
         "an artifact of another configuration is never reused"
     );
     assert_ne!(speed.cache_path(&a.sha256), none.cache_path(&b.sha256));
+    Ok(())
+}
+
+#[test]
+fn cache_dir_that_is_a_file_is_refused() -> Result<()> {
+    let file = tempfile::NamedTempFile::new()?;
+    let err = StasisEngine::new(EngineConfig {
+        cache_dir: Some(file.path().to_path_buf()),
+        ..EngineConfig::default()
+    })
+    .expect_err("a file cannot be the cache directory");
+    assert!(
+        matches!(err, stasis::engine::EngineError::CacheDir { .. }),
+        "{err:?}"
+    );
     Ok(())
 }
 

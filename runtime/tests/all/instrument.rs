@@ -269,6 +269,38 @@ fn rust_guest_instruments() -> Result<()> {
 }
 
 #[test]
+fn instrumented_rust_guest_still_runs() -> Result<()> {
+    use wasmtime_wasi::WasiCtxBuilder;
+    use wasmtime_wasi::p1::{self, WasiP1Ctx};
+    use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+    let out = instrument(&stasis_guests::bytes(stasis_guests::HELLO))?;
+    assert_eq!(
+        out.start_export, None,
+        "a command has `_start`, not a start section"
+    );
+    let engine = Engine::default();
+    let module = Module::new(&engine, &out.wasm)?;
+    let stdout = MemoryOutputPipe::new(4096);
+    let wasi = WasiCtxBuilder::new()
+        .args(&["hello", "stasis"])
+        .stdout(stdout.clone())
+        .build_p1();
+    let mut store = Store::new(&engine, wasi);
+    let mut linker = wasmtime::Linker::<WasiP1Ctx>::new(&engine);
+    p1::add_to_linker_sync(&mut linker, |cx| cx)?;
+    let instance = linker.instantiate(&mut store, &module)?;
+    instance
+        .get_typed_func::<(), ()>(&mut store, "_start")?
+        .call(&mut store, ())?;
+    assert_eq!(
+        String::from_utf8(stdout.contents().to_vec())?,
+        "hello stasis\n"
+    );
+    Ok(())
+}
+
+#[test]
 fn refuses_invalid_wasm() -> Result<()> {
     let err = instrument(b"\0asm\x01\0\0\0\x01\x05garbage").expect_err("garbage must be refused");
     assert!(matches!(err, InstrumentError::Invalid { .. }), "{err:?}");
