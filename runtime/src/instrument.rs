@@ -228,8 +228,10 @@ pub fn instrument(wasm: &[u8]) -> Result<Instrumented, InstrumentError> {
     if Parser::is_component(wasm) {
         return Err(InstrumentError::Component);
     }
-    // Validate first with the feature set wasmtime enables by default for core modules, so later stages can
-    // rely on indices being in range and sections being in order.
+    // Validate first, so later stages can rely on indices being in range and sections being in order.
+    // wasmparser's default features are a superset of what our wasmtime build runs (it lacks the `gc` and
+    // `threads` cargo features); a module using the difference passes here and is refused by wasmtime's own
+    // validation when it is compiled, with wasmtime's message.
     Validator::new_with_features(WasmFeatures::default())
         .validate_all(wasm)
         .map_err(|e| invalid(&e))?;
