@@ -2,6 +2,8 @@
 
 mod common;
 mod cross_process;
+mod engine;
+mod instrument;
 mod lifecycle;
 mod persistence;
 mod sandbox;
