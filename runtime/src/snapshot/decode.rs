@@ -61,7 +61,7 @@ impl Default for DecodeLimits {
 }
 
 /// Where a memory image's bytes live.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Backing {
     /// Inside the blob buffer (uncompressed section): no copy.
     Blob(Arc<Vec<u8>>),
@@ -70,7 +70,7 @@ enum Backing {
 }
 
 /// One decoded linear memory: its length and its present page runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MemoryImage {
     process: u32,
     memory: u32,
@@ -82,6 +82,22 @@ pub struct MemoryImage {
     data_len: usize,
     /// File offset of the run data when stored uncompressed.
     file_offset: Option<u64>,
+}
+
+impl std::fmt::Debug for MemoryImage {
+    // Not derived: the backing is the whole blob, which must not be dumped
+    // into logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryImage")
+            .field("process", &self.process)
+            .field("memory", &self.memory)
+            .field("byte_len", &self.byte_len)
+            .field("runs", &self.runs)
+            .field("present_bytes", &self.data_len)
+            .field("borrows_blob", &self.borrows_blob())
+            .field("data_file_offset", &self.file_offset)
+            .finish()
+    }
 }
 
 impl MemoryImage {

@@ -497,10 +497,10 @@ impl FsArchive {
                 .ok_or(ArchiveError::InvalidTime(String::new()))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode & MODE_MASK))
                 .map_err(io("chmod", Path::new("")))?;
-            // Through the already-open handle: the root is the one directory
-            // the caller named, so no path resolution is involved.
-            root.into_std_file()
-                .set_modified(st)
+            // The root is the directory the caller named, so opening it by
+            // its ambient path involves no archive-controlled resolution.
+            fs::File::open(dir)
+                .and_then(|d| d.set_modified(st))
                 .map_err(io("set mtime", Path::new("")))?;
         }
         Ok(())

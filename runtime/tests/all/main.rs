@@ -1,1 +1,3 @@
 //! The runtime's integration tests: one binary, one module per area.
+
+mod blob;
