@@ -263,7 +263,7 @@ pub fn encode<M: Serialize, W: Write>(
     let mut entries = Vec::with_capacity(plans.len());
     for plan in &plans {
         debug_assert_eq!(w.bytes_written(), plan.offset);
-        let mut sw = ChecksumWriter::new(&mut w);
+        let mut sw = w.section();
         match &plan.body {
             Body::Pieces(pieces) => {
                 for p in pieces {
@@ -272,10 +272,13 @@ pub fn encode<M: Serialize, W: Write>(
             }
             Body::Compressed(c) => sw.write_all(c).map_err(EncodeError::Io)?,
         }
+        let crc32 = sw.crc32();
+        // Dropping the section writer folds its crc into the file's.
+        drop(sw);
         entries.push(SectionEntry {
             kind: plan.kind as u16,
             compression: plan.compression,
-            crc32: sw.crc32(),
+            crc32,
             offset: plan.offset,
             stored_len: plan.stored_len,
             raw_len: plan.raw_len,
