@@ -51,6 +51,9 @@ pub struct MemorySection<'a> {
 pub struct EncodeOptions {
     /// Compression applied to every section. Off by default: a local pause
     /// should run at disk speed, and uncompressed memory stays mmap-able.
+    /// With zstd every section is compressed into memory before the first
+    /// byte is written (lengths must be known for the header), so peak memory
+    /// grows by the compressed size of the blob.
     pub compression: Compression,
 }
 

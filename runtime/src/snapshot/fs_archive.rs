@@ -141,11 +141,22 @@ struct Index {
 }
 
 /// An archive of a sandbox directory. See the [module docs](self).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct FsArchive {
     root: Option<FsRootMeta>,
     entries: Vec<FsEntry>,
     data: Vec<u8>,
+}
+
+impl std::fmt::Debug for FsArchive {
+    // Not derived: file contents can be gigabytes and have no place in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsArchive")
+            .field("root", &self.root)
+            .field("entries", &self.entries)
+            .field("data_len", &self.data.len())
+            .finish()
+    }
 }
 
 impl FsArchive {

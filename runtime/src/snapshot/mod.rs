@@ -51,6 +51,10 @@
 //! total_len-4   4  crc32 of every byte before it
 //! ```
 //!
+//! Sections are written in the order shown, but readers find them through
+//! the table by kind: exactly one Manifest and one Filesystem section, any
+//! number of Memory sections with distinct (process, memory) pairs.
+//!
 //! The table sits after the sections because a section's crc32 is known only
 //! once it has streamed out; the header still knows where the table is and how
 //! long the file is, because every size is computed before writing starts.
