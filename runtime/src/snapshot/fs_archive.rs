@@ -443,6 +443,12 @@ impl FsArchive {
     /// their children were created). Never writes outside `dir`.
     pub fn restore_into(&self, dir: &Path) -> Result<(), ArchiveError> {
         self.validate()?;
+        self.restore_validated(dir)
+    }
+
+    /// The restore proper. Kept apart from validation so a test can show that
+    /// cap-std alone already stops an escape through an archived symlink.
+    fn restore_validated(&self, dir: &Path) -> Result<(), ArchiveError> {
         let io = |op: &'static str, path: &Path| {
             let path = dir.join(path);
             move |source| ArchiveError::Io { op, path, source }
@@ -595,4 +601,48 @@ fn validate_path(path: &str) -> Result<(), ArchiveError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Second line of defence: with validation skipped, creating `a/x`
+    /// through an archived symlink `a -> <outside>` still fails inside
+    /// cap-std, and nothing appears outside.
+    #[test]
+    fn cap_std_stops_symlink_escape_without_validation() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        let target = tempfile::tempdir().expect("tempdir");
+        let z = FsTime { secs: 0, nanos: 0 };
+        for link_target in [
+            outside.path().to_str().expect("utf-8 temp path").to_owned(),
+            "..".to_owned(),
+        ] {
+            let dst = tempfile::tempdir_in(target.path()).expect("tempdir");
+            let mut a = FsArchive::new();
+            a.push_symlink("a", link_target.clone(), z);
+            a.push_file("a/x", 0o644, z, b"escaped");
+            assert!(a.validate().is_err(), "validation must refuse it too");
+            let r = a.restore_validated(dst.path());
+            assert!(
+                matches!(r, Err(ArchiveError::Io { op: "create", .. })),
+                "{link_target}: {r:?}"
+            );
+            assert!(!outside.path().join("x").exists());
+            assert!(!target.path().join("x").exists());
+        }
+    }
+
+    #[test]
+    fn path_rules() {
+        for ok in ["a", "a/b", "a b/c.d", "..a", "a..", ".hidden"] {
+            assert!(validate_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "/", "/a", "a/", "a//b", ".", "a/./b", "..", "a/..", "a\0b",
+        ] {
+            assert!(validate_path(bad).is_err(), "{bad:?}");
+        }
+    }
 }
