@@ -1,5 +1,6 @@
 //! The runtime's integration tests: one binary, one module per area.
 
+mod blob;
 mod common;
 mod cross_process;
 mod engine;
