@@ -98,7 +98,7 @@ impl Sandbox {
             states.push(state);
         }
         let archive_limits = ArchiveLimits {
-            max_bytes: self.limits.max_disk_bytes,
+            max_total_bytes: self.limits.max_disk_bytes,
             max_entries: self.limits.max_files,
             ..ArchiveLimits::default()
         };
