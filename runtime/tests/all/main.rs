@@ -1,1 +1,2 @@
 //! The runtime's integration tests: one binary, one module per area.
+mod wasi;

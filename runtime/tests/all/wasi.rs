@@ -1,0 +1,233 @@
+//! Tests of Stasis's own preview1 host (`stasis::wasi`): guest programs run under it and, for the differential
+//! tests, under wasmtime-wasi's preview1 with the same inputs, comparing stdout, stderr, exit code and the
+//! resulting files; escapes, quotas, bad pointers, and save/restore into a new instance.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use stasis::wasi::{DiskQuota, Mount, OutputSink, ProcExit, Stdin, WasiConfig, WasiCtx, WasiLimits};
+use wasmtime::{Engine, Linker, Module, Store};
+
+/// What a guest run produced.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    exit: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(Engine::default)
+}
+
+/// Compiles each guest once per test binary.
+fn module(path: &str) -> Result<Module> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Module>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(m) = cache.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.get(path) {
+        return Ok(m.clone());
+    }
+    let m = Module::from_file(engine(), path)?;
+    cache.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(path.to_owned(), m.clone());
+    Ok(m)
+}
+
+fn ours_linker() -> Result<Linker<WasiCtx>> {
+    let mut linker = Linker::new(engine());
+    stasis::wasi::add_to_linker(&mut linker, |c| c)?;
+    Ok(linker)
+}
+
+/// Turns a `_start` result into an exit code, keeping real traps as errors.
+fn exit_code(r: wasmtime::Result<()>) -> Result<i32> {
+    match r {
+        Ok(()) => Ok(0),
+        Err(e) => match e.downcast_ref::<ProcExit>() {
+            Some(p) => Ok(p.0),
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// Runs a command guest under our host.
+fn run_ours(path: &str, config: WasiConfig) -> Result<(Outcome, WasiCtx)> {
+    let mut store = Store::new(engine(), WasiCtx::new(config)?);
+    let instance = ours_linker()?.instantiate(&mut store, &module(path)?)?;
+    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+    let exit = exit_code(start.call(&mut store, ()))?;
+    let mut ctx = store.into_data();
+    let outcome = Outcome {
+        exit,
+        stdout: String::from_utf8(ctx.take_stdout())?,
+        stderr: String::from_utf8(ctx.take_stderr())?,
+    };
+    Ok((outcome, ctx))
+}
+
+/// The inputs of a differential run.
+struct Inputs<'a> {
+    args: &'a [&'a str],
+    env: &'a [(&'a str, &'a str)],
+    stdin: &'a [u8],
+    /// Extra mounts: (host dir, guest name, read-only).
+    mounts: Vec<(PathBuf, &'a str, bool)>,
+}
+
+fn our_config(root: &Path, i: &Inputs<'_>) -> WasiConfig {
+    let mut c = WasiConfig::new(root);
+    c.args = i.args.iter().map(|s| s.to_string()).collect();
+    c.env = i.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    c.stdin = Stdin::Bytes(i.stdin.to_vec());
+    c.mounts =
+        i.mounts.iter().map(|(h, g, ro)| Mount { host: h.clone(), guest: g.to_string(), read_only: *ro }).collect();
+    c
+}
+
+/// Runs a command guest under wasmtime-wasi's preview1.
+fn run_reference(path: &str, root: &Path, i: &Inputs<'_>) -> Result<Outcome> {
+    use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+    use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+    let stdout = MemoryOutputPipe::new(1 << 20);
+    let stderr = MemoryOutputPipe::new(1 << 20);
+    let mut b = WasiCtxBuilder::new();
+    b.args(i.args).stdin(MemoryInputPipe::new(i.stdin.to_vec())).stdout(stdout.clone()).stderr(stderr.clone());
+    for (k, v) in i.env {
+        b.env(k, v);
+    }
+    b.preopened_dir(root, "/", FsPerms::ReadWrite)?;
+    for (h, g, ro) in &i.mounts {
+        b.preopened_dir(h, g, if *ro { FsPerms::ReadOnly } else { FsPerms::ReadWrite })?;
+    }
+    let mut store = Store::new(engine(), b.build_p1());
+    let mut linker = Linker::new(engine());
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |c| c)?;
+    let instance = linker.instantiate(&mut store, &module(path)?)?;
+    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+    let exit = match start.call(&mut store, ()) {
+        Ok(()) => 0,
+        Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(x) => x.0,
+            None => return Err(e.into()),
+        },
+    };
+    drop(store);
+    Ok(Outcome {
+        exit,
+        stdout: String::from_utf8(stdout.contents().to_vec())?,
+        stderr: String::from_utf8(stderr.contents().to_vec())?,
+    })
+}
+
+/// Every entry under `dir` with its content (files), target (symlinks) or a marker (directories).
+fn tree(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            let rel = p.strip_prefix(dir)?.to_string_lossy().into_owned();
+            let meta = p.symlink_metadata()?;
+            let desc = if meta.is_symlink() {
+                // Targets inside the test directory are shown relative to it, so two trees compare equal.
+                let target = std::fs::read_link(&p)?;
+                format!("-> {}", target.strip_prefix(dir).unwrap_or(&target).display())
+            } else if meta.is_dir() {
+                stack.push(p.clone());
+                "<dir>".to_owned()
+            } else {
+                String::from_utf8_lossy(&std::fs::read(&p)?).into_owned()
+            };
+            out.insert(rel, desc);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `path` under both hosts on identical fresh trees made by `setup` and requires identical results.
+/// Returns our outcome and the resulting tree of the root.
+fn differential(
+    path: &str,
+    setup: impl Fn(&Path) -> Result<()>,
+    inputs: impl Fn(&Path) -> Inputs<'static>,
+) -> Result<(Outcome, BTreeMap<String, String>)> {
+    let ours_dir = tempfile::tempdir()?;
+    let ref_dir = tempfile::tempdir()?;
+    setup(ours_dir.path())?;
+    setup(ref_dir.path())?;
+    let (ours, _) = run_ours(path, our_config(&ours_dir.path().join("root"), &inputs(ours_dir.path())))?;
+    let reference = run_reference(path, &ref_dir.path().join("root"), &inputs(ref_dir.path()))?;
+    for (o, r) in ours.stdout.lines().zip(reference.stdout.lines()) {
+        ensure!(o == r, "first differing line:\n  ours:      {o}\n  reference: {r}");
+    }
+    ensure!(ours == reference, "outcomes differ:\nours: {ours:#?}\nreference: {reference:#?}");
+    let ours_tree = tree(ours_dir.path())?;
+    ensure!(ours_tree == tree(ref_dir.path())?, "resulting files differ");
+    Ok((ours, ours_tree))
+}
+
+fn assert_line(out: &Outcome, line: &str) -> Result<()> {
+    ensure!(out.stdout.lines().any(|l| l == line), "missing line {line:?} in:\n{}", out.stdout);
+    Ok(())
+}
+
+fn fs_setup(dir: &Path) -> Result<()> {
+    std::fs::create_dir(dir.join("root"))?;
+    std::fs::create_dir(dir.join("data"))?;
+    std::fs::write(dir.join("data/ro.txt"), b"read only\n")?;
+    Ok(())
+}
+
+fn fs_inputs(dir: &Path) -> Inputs<'static> {
+    Inputs {
+        args: &["wasi_fs", "7"],
+        env: &[("GREETING", "hi"), ("EMPTY", "")],
+        stdin: b"piped input",
+        mounts: vec![(dir.join("data"), "/data", true)],
+    }
+}
+
+#[test]
+fn fs_matches_wasmtime_wasi() -> Result<()> {
+    let (out, files) = differential(stasis_guests::WASI_FS, fs_setup, fs_inputs)?;
+    assert_eq!(out.exit, 7);
+    assert_eq!(out.stderr, "to stderr\n");
+    assert_line(&out, r#"stdin: ok "piped input""#)?;
+    assert_line(&out, r#"after append: ok "hello world\nmore\nend\n""#)?;
+    assert_line(&out, "data write: errno Some(63)")?;
+    assert_eq!(files.get("root/work/a/f.txt").map(String::as_str), Some("hello"));
+    assert_eq!(files.get("data/ro.txt").map(String::as_str), Some("read only\n"));
+    Ok(())
+}
+
+fn escape_setup(dir: &Path) -> Result<()> {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("sub"))?;
+    std::fs::write(dir.join("outside.txt"), b"secret")?;
+    std::fs::write(root.join("inside.txt"), b"inside")?;
+    std::os::unix::fs::symlink(dir.join("outside.txt"), root.join("abs_link"))?;
+    std::os::unix::fs::symlink("../outside.txt", root.join("rel_link"))?;
+    std::os::unix::fs::symlink("..", root.join("dir_link"))?;
+    std::os::unix::fs::symlink("loop_b", root.join("loop_a"))?;
+    std::os::unix::fs::symlink("loop_a", root.join("loop_b"))?;
+    std::os::unix::fs::symlink("self_loop", root.join("self_loop"))?;
+    Ok(())
+}
+
+#[test]
+fn escapes_are_refused_like_wasmtime_wasi() -> Result<()> {
+    let (out, files) = differential(stasis_guests::WASI_ESCAPE, escape_setup, |_| Inputs {
+        args: &["wasi_escape"],
+        env: &[],
+        stdin: b"",
+        mounts: vec![],
+    })?;
+    assert_line(&out, "symlink loop: errno Some(32)")?;
+    assert_line(&out, r#"inside still readable: ok "inside""#)?;
+    ensure!(!out.stdout.contains("secret"), "an outside file was read:\n{}", out.stdout);
+    assert_eq!(files.get("outside.txt").map(String::as_str), Some("secret"));
+    ensure!(!files.contains_key("moved.txt") && !files.contains_key("newdir"));
+    Ok(())
+}
