@@ -231,3 +231,57 @@ fn escapes_are_refused_like_wasmtime_wasi() -> Result<()> {
     ensure!(!files.contains_key("moved.txt") && !files.contains_key("newdir"));
     Ok(())
 }
+
+/// Runs `path` under both hosts on identical fresh trees and returns both outcomes, for guests whose output
+/// has lines (prefixed `x-`) where Stasis deliberately differs.
+fn both(path: &str, setup: impl Fn(&Path) -> Result<()>, inputs: &Inputs<'_>) -> Result<(Outcome, Outcome)> {
+    let ours_dir = tempfile::tempdir()?;
+    let ref_dir = tempfile::tempdir()?;
+    setup(ours_dir.path())?;
+    setup(ref_dir.path())?;
+    let (ours, _) = run_ours(path, our_config(&ours_dir.path().join("root"), inputs))?;
+    let reference = run_reference(path, &ref_dir.path().join("root"), inputs)?;
+    Ok((ours, reference))
+}
+
+fn root_only(dir: &Path) -> Result<()> {
+    std::fs::create_dir(dir.join("root"))?;
+    Ok(())
+}
+
+#[test]
+fn raw_imports_match_wasmtime_wasi_and_bad_pointers_are_efault() -> Result<()> {
+    let inputs = Inputs { args: &["wasi_raw", "a"], env: &[("K", "V")], stdin: b"in", mounts: vec![] };
+    let (ours, reference) = both(stasis_guests::WASI_RAW, root_only, &inputs)?;
+    let common = |o: &Outcome| o.stdout.lines().filter(|l| !l.starts_with("x-")).map(str::to_owned).collect::<Vec<_>>();
+    for (o, r) in common(&ours).iter().zip(common(&reference).iter()) {
+        ensure!(o == r, "first differing line:\n  ours:      {o}\n  reference: {r}\nfull output:\n{}", ours.stdout);
+    }
+    assert_eq!(common(&ours), common(&reference));
+    assert_eq!((ours.exit, reference.exit), (3, 3));
+    for line in [
+        "poll_oneoff sleep: (0, 1, 7, 0, true)",
+        "clock_time_get thread cputime: 8",
+        "sock_accept: 57",
+        "x-fd_allocate: 0",
+        "x-sock_shutdown closed: 8",
+        r#"fd_read stdin: (0, 2, [105, 110])"#,
+        r#"fd_read renumbered: (0, 3, [48, 49, 50])"#,
+    ] {
+        ensure!(ours.stdout.lines().any(|l| l == line), "missing {line:?} in:\n{}", ours.stdout);
+    }
+
+    // Bogus pointers: wasmtime-wasi traps, Stasis answers EFAULT (21) and the guest carries on.
+    let dir = tempfile::tempdir()?;
+    root_only(dir.path())?;
+    let bad = Inputs { env: &[("K", "V"), ("BAD", "1")], ..inputs };
+    let (ours, _) = run_ours(stasis_guests::WASI_RAW, our_config(&dir.path().join("root"), &bad))?;
+    assert_eq!(ours.exit, 3);
+    let bad_lines: Vec<&str> = ours.stdout.lines().filter(|l| l.starts_with("x-") && l.contains(" bad")).collect();
+    ensure!(bad_lines.len() >= 18, "too few bad-pointer calls ran:\n{}", ours.stdout);
+    for l in bad_lines {
+        ensure!(l.ends_with(": 21"), "not EFAULT: {l}");
+    }
+    assert_line(&ours, "x-path_open huge path len: 37")?;
+    Ok(())
+}
