@@ -285,3 +285,106 @@ fn raw_imports_match_wasmtime_wasi_and_bad_pointers_are_efault() -> Result<()> {
     assert_line(&ours, "x-path_open huge path len: 37")?;
     Ok(())
 }
+
+/// Runs the quota guest in `mode` under our host with `limits` on `root`.
+fn run_quota(mode: &str, root: &Path, limits: WasiLimits) -> Result<Outcome> {
+    let mut c = WasiConfig::new(root);
+    c.args = vec!["wasi_quota".into(), mode.into()];
+    c.limits = limits;
+    Ok(run_ours(stasis_guests::WASI_QUOTA, c)?.0)
+}
+
+#[test]
+fn disk_byte_quota_is_enospc_and_counts_existing_files() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Existing content is found by the scan at creation: 2000 of the 10000 bytes are already used.
+    std::fs::write(dir.path().join("existing"), [0u8; 2000])?;
+    let quota = Arc::new(DiskQuota::new(10_000, u64::MAX));
+    let out = run_quota("bytes", dir.path(), WasiLimits { disk_quota: Some(quota.clone()), ..Default::default() })?;
+    assert_eq!(out.exit, 0, "{out:?}");
+    assert_line(&out, "write: 8000 then errno 51")?;
+    assert_line(&out, "set_len grow: errno Some(51)")?;
+    assert_line(&out, "fd_allocate: Err(51)")?;
+    assert_line(&out, "set_len shrink: ok ()")?;
+    assert_line(&out, "write after shrink: ok ()")?;
+    assert_line(&out, "write after remove: ok ()")?;
+    assert_eq!(quota.used_bytes(), 5000);
+    assert_eq!(std::fs::metadata(dir.path().join("small"))?.len(), 3000);
+    Ok(())
+}
+
+#[test]
+fn disk_quota_is_shared_between_contexts_of_a_sandbox() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let quota = Arc::new(DiskQuota::new(10_000, u64::MAX));
+    let limits = WasiLimits { disk_quota: Some(quota.clone()), ..Default::default() };
+    run_quota("bytes", dir.path(), limits.clone())?;
+    assert_eq!(quota.used_bytes(), 3000);
+    // A second process of the same sandbox sees the first one's usage instead of rescanning from zero.
+    std::fs::write(dir.path().join("other"), [0u8; 100])?;
+    let out = run_quota("bytes", dir.path(), limits)?;
+    assert_line(&out, "write: 7000 then errno 51")?;
+    Ok(())
+}
+
+#[test]
+fn file_count_quota_is_edquot_for_every_kind_of_creation() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("existing"), b"")?;
+    let quota = Arc::new(DiskQuota::new(u64::MAX, 5));
+    let out = run_quota("files", dir.path(), WasiLimits { disk_quota: Some(quota.clone()), ..Default::default() })?;
+    assert_line(&out, "create: 4 then errno 19")?;
+    assert_line(&out, "mkdir: errno Some(19)")?;
+    assert_line(&out, "symlink: errno Some(19)")?;
+    assert_line(&out, "hard link: errno Some(19)")?;
+    assert_line(&out, "open existing: ok ()")?;
+    assert_line(&out, "remove: ok ()")?;
+    assert_line(&out, "create after remove: ok ()")?;
+    assert_eq!(quota.used_files(), 5);
+    Ok(())
+}
+
+#[test]
+fn open_fd_limit_is_emfile() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = run_quota("fds", dir.path(), WasiLimits { max_open_fds: 10, ..Default::default() })?;
+    // stdio and the root take 4 of the 10.
+    assert_line(&out, "open: 6 then errno 33")?;
+    assert_line(&out, "open after close: ok ()")?;
+    Ok(())
+}
+
+#[test]
+fn path_length_limit_is_enametoolong() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = run_quota("path", dir.path(), WasiLimits { max_path_len: 1000, ..Default::default() })?;
+    assert_line(&out, "long path: errno Some(37)")?;
+    assert_line(&out, "long mkdir: errno Some(37)")?;
+    assert_line(&out, "short path: errno Some(44)")?;
+    Ok(())
+}
+
+#[test]
+fn stdout_capture_is_bounded_and_callbacks_see_everything() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let mut c = our_config(dir.path(), &fs_inputs(dir.path()));
+    c.mounts.clear();
+    c.stdout = OutputSink::capture(10).with_callback(move |b| seen2.lock().map(|mut s| s.extend_from_slice(b)).unwrap_or(()));
+    c.stderr = OutputSink::callback(|_| {});
+    c.stdin = Stdin::Reader(Box::new(std::io::Cursor::new(b"from a reader".to_vec())));
+    let mut store = Store::new(engine(), WasiCtx::new(c)?);
+    let instance = ours_linker()?.instantiate(&mut store, &module(stasis_guests::WASI_FS)?)?;
+    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+    assert_eq!(exit_code(start.call(&mut store, ()))?, 7);
+    let ctx = store.data_mut();
+    assert_eq!(ctx.take_stdout(), b"args: [\"7\"");
+    assert!(ctx.stdout_truncated());
+    assert!(ctx.take_stderr().is_empty(), "stderr went to a callback only");
+    assert!(!ctx.stderr_truncated());
+    let all = String::from_utf8(seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone())?;
+    ensure!(all.contains(r#"stdin: ok "from a reader""#), "{all}");
+    ensure!(all.len() > 1000);
+    Ok(())
+}
