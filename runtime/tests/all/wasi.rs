@@ -388,3 +388,131 @@ fn stdout_capture_is_bounded_and_callbacks_see_everything() -> Result<()> {
     ensure!(all.len() > 1000);
     Ok(())
 }
+
+fn steps_setup(dir: &Path) -> Result<()> {
+    let s = dir.join("root/s");
+    std::fs::create_dir_all(s.join("dir"))?;
+    std::fs::create_dir(dir.join("mount"))?;
+    std::fs::write(s.join("file.txt"), b"0123456789abcdef")?;
+    for n in ["a", "b", "c", "d"] {
+        std::fs::write(s.join("dir").join(n), n)?;
+    }
+    std::fs::write(s.join("log.txt"), b"")?;
+    std::fs::write(s.join("x.txt"), b"XXXXXXXX")?;
+    std::fs::write(s.join("y.txt"), b"YYYYYYYY")?;
+    Ok(())
+}
+
+fn steps_config(dir: &Path) -> WasiConfig {
+    let mut c = WasiConfig::new(dir.join("root"));
+    c.args = vec!["wasi_steps".into()];
+    c.mounts = vec![Mount { host: dir.join("mount"), guest: "/mnt".into(), read_only: false }];
+    c
+}
+
+/// A store with the steps guest instantiated under `ctx`.
+fn steps_instance(ctx: WasiCtx) -> Result<(Store<WasiCtx>, wasmtime::Instance)> {
+    let mut store = Store::new(engine(), ctx);
+    let instance = ours_linker()?.instantiate(&mut store, &module(stasis_guests::WASI_STEPS)?)?;
+    Ok((store, instance))
+}
+
+fn call(store: &mut Store<WasiCtx>, instance: &wasmtime::Instance, name: &str) -> Result<()> {
+    instance.get_typed_func::<(), ()>(&mut *store, name)?.call(&mut *store, ())?;
+    Ok(())
+}
+
+#[test]
+fn save_and_restore_continue_every_fd_kind_in_a_new_instance() -> Result<()> {
+    // Uninterrupted run.
+    let straight = tempfile::tempdir()?;
+    steps_setup(straight.path())?;
+    let (mut store, instance) = steps_instance(WasiCtx::new(steps_config(straight.path()))?)?;
+    call(&mut store, &instance, "step1")?;
+    call(&mut store, &instance, "step2")?;
+    let expected = String::from_utf8(store.data_mut().take_stdout())?;
+
+    // Interrupted run: step1 in instance A, save, restore into a new store and instance B, step2 there.
+    let paused = tempfile::tempdir()?;
+    steps_setup(paused.path())?;
+    let (mut a, instance_a) = steps_instance(WasiCtx::new(steps_config(paused.path()))?)?;
+    call(&mut a, &instance_a, "step1")?;
+    let state = a.data().save()?;
+    // The state is plain data: it survives a trip through a serializer.
+    let state: stasis::wasi::WasiState = serde_json::from_str(&serde_json::to_string(&state)?)?;
+    let memory = instance_a.get_memory(&mut a, "memory").context("memory export")?.data(&a).to_vec();
+    let mut printed = a.data_mut().take_stdout();
+    let open_before = a.data().open_fds();
+    drop(a);
+
+    let (mut b, instance_b) = steps_instance(WasiCtx::restore(steps_config(paused.path()), &state)?)?;
+    assert_eq!(b.data().open_fds(), open_before, "same fd numbers, gaps and closed preopen included");
+    let mem_b = instance_b.get_memory(&mut b, "memory").context("memory export")?;
+    let pages_missing = (memory.len() - mem_b.data_size(&b)) as u64 / 65536;
+    mem_b.grow(&mut b, pages_missing)?;
+    mem_b.data_mut(&mut b).copy_from_slice(&memory);
+    call(&mut b, &instance_b, "step2")?;
+    printed.extend(b.data_mut().take_stdout());
+    let resumed = String::from_utf8(printed)?;
+
+    assert_eq!(resumed, expected);
+    for line in [
+        "file continues \"56789\"",
+        "dir continues [\"b\", \"c\", \"d\"] cookie 6",
+        "log flags 1",
+        "renumbered continues \"XXX\"",
+        "closed preopen Err(8)",
+        "monotonic not backwards 1",
+    ] {
+        ensure!(resumed.lines().any(|l| l == line), "missing {line:?} in:\n{resumed}");
+    }
+    assert_eq!(std::fs::read_to_string(paused.path().join("root/s/log.txt"))?, "one\ntwo\n");
+    assert_eq!(tree(paused.path())?, tree(straight.path())?);
+    Ok(())
+}
+
+#[test]
+fn save_refuses_a_file_deleted_while_open() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    steps_setup(dir.path())?;
+    let (mut store, instance) = steps_instance(WasiCtx::new(steps_config(dir.path()))?)?;
+    call(&mut store, &instance, "step1")?;
+    store.data().save()?;
+    std::fs::remove_file(dir.path().join("root/s/file.txt"))?;
+    let err = store.data().save().err().context("save of a deleted open file must fail")?;
+    ensure!(
+        matches!(&err, stasis::wasi::WasiSaveError::FileGone { path, .. } if path == "s/file.txt"),
+        "wrong error: {err:?}"
+    );
+    ensure!(err.to_string().contains("s/file.txt"), "{err}");
+    // Replaced by another file at the same path is refused too: the handle no longer matches the path.
+    std::fs::write(dir.path().join("root/s/file.txt"), b"new")?;
+    ensure!(store.data().save().is_err());
+    Ok(())
+}
+
+#[test]
+fn restored_monotonic_clock_continues_from_the_saved_value() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut ctx = WasiCtx::new(WasiConfig::new(dir.path()))?;
+    let mut state = ctx.save()?;
+    // Pretend the sandbox had been running for an hour before it was paused.
+    state.monotonic_ns += 3_600_000_000_000;
+    let saved = state.monotonic_ns;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut restored = WasiCtx::restore(WasiConfig::new(dir.path()), &state)?;
+    let now = restored.monotonic_now();
+    ensure!(now >= saved && now < saved + 10_000_000, "paused time must not count: {now} vs {saved}");
+    ensure!(ctx.monotonic_now() < saved);
+    Ok(())
+}
+
+#[test]
+fn restore_refuses_different_preopens() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    steps_setup(dir.path())?;
+    let state = WasiCtx::new(steps_config(dir.path()))?.save()?;
+    let err = WasiCtx::restore(WasiConfig::new(dir.path().join("root")), &state).err().context("must fail")?;
+    ensure!(matches!(err, stasis::wasi::WasiRestoreError::PreopenMismatch { .. }), "{err:?}");
+    Ok(())
+}
