@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use anyhow::{Context as _, Result, bail, ensure};
-use stasis::wasi::{DiskQuota, Mount, OutputSink, ProcExit, Stdin, WasiConfig, WasiCtx, WasiLimits};
+use anyhow::{Context as _, Result, ensure};
+use stasis::wasi::{
+    DiskQuota, Mount, OutputSink, ProcExit, Stdin, WasiConfig, WasiCtx, WasiLimits,
+};
 use wasmtime::{Engine, Linker, Module, Store};
 
 /// What a guest run produced.
@@ -27,11 +29,18 @@ fn engine() -> &'static Engine {
 fn module(path: &str) -> Result<Module> {
     static CACHE: OnceLock<Mutex<HashMap<String, Module>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(m) = cache.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.get(path) {
+    if let Some(m) = cache
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .get(path)
+    {
         return Ok(m.clone());
     }
     let m = Module::from_file(engine(), path)?;
-    cache.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(path.to_owned(), m.clone());
+    cache
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .insert(path.to_owned(), m.clone());
     Ok(m)
 }
 
@@ -79,10 +88,21 @@ struct Inputs<'a> {
 fn our_config(root: &Path, i: &Inputs<'_>) -> WasiConfig {
     let mut c = WasiConfig::new(root);
     c.args = i.args.iter().map(|s| s.to_string()).collect();
-    c.env = i.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    c.env = i
+        .env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     c.stdin = Stdin::Bytes(i.stdin.to_vec());
-    c.mounts =
-        i.mounts.iter().map(|(h, g, ro)| Mount { host: h.clone(), guest: g.to_string(), read_only: *ro }).collect();
+    c.mounts = i
+        .mounts
+        .iter()
+        .map(|(h, g, ro)| Mount {
+            host: h.clone(),
+            guest: g.to_string(),
+            read_only: *ro,
+        })
+        .collect();
     c
 }
 
@@ -93,13 +113,24 @@ fn run_reference(path: &str, root: &Path, i: &Inputs<'_>) -> Result<Outcome> {
     let stdout = MemoryOutputPipe::new(1 << 20);
     let stderr = MemoryOutputPipe::new(1 << 20);
     let mut b = WasiCtxBuilder::new();
-    b.args(i.args).stdin(MemoryInputPipe::new(i.stdin.to_vec())).stdout(stdout.clone()).stderr(stderr.clone());
+    b.args(i.args)
+        .stdin(MemoryInputPipe::new(i.stdin.to_vec()))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone());
     for (k, v) in i.env {
         b.env(k, v);
     }
     b.preopened_dir(root, "/", FsPerms::ReadWrite)?;
     for (h, g, ro) in &i.mounts {
-        b.preopened_dir(h, g, if *ro { FsPerms::ReadOnly } else { FsPerms::ReadWrite })?;
+        b.preopened_dir(
+            h,
+            g,
+            if *ro {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            },
+        )?;
     }
     let mut store = Store::new(engine(), b.build_p1());
     let mut linker = Linker::new(engine());
@@ -133,7 +164,10 @@ fn tree(dir: &Path) -> Result<BTreeMap<String, String>> {
             let desc = if meta.is_symlink() {
                 // Targets inside the test directory are shown relative to it, so two trees compare equal.
                 let target = std::fs::read_link(&p)?;
-                format!("-> {}", target.strip_prefix(dir).unwrap_or(&target).display())
+                format!(
+                    "-> {}",
+                    target.strip_prefix(dir).unwrap_or(&target).display()
+                )
             } else if meta.is_dir() {
                 stack.push(p.clone());
                 "<dir>".to_owned()
@@ -157,19 +191,32 @@ fn differential(
     let ref_dir = tempfile::tempdir()?;
     setup(ours_dir.path())?;
     setup(ref_dir.path())?;
-    let (ours, _) = run_ours(path, our_config(&ours_dir.path().join("root"), &inputs(ours_dir.path())))?;
+    let (ours, _) = run_ours(
+        path,
+        our_config(&ours_dir.path().join("root"), &inputs(ours_dir.path())),
+    )?;
     let reference = run_reference(path, &ref_dir.path().join("root"), &inputs(ref_dir.path()))?;
     for (o, r) in ours.stdout.lines().zip(reference.stdout.lines()) {
-        ensure!(o == r, "first differing line:\n  ours:      {o}\n  reference: {r}");
+        ensure!(
+            o == r,
+            "first differing line:\n  ours:      {o}\n  reference: {r}"
+        );
     }
-    ensure!(ours == reference, "outcomes differ:\nours: {ours:#?}\nreference: {reference:#?}");
+    ensure!(
+        ours == reference,
+        "outcomes differ:\nours: {ours:#?}\nreference: {reference:#?}"
+    );
     let ours_tree = tree(ours_dir.path())?;
     ensure!(ours_tree == tree(ref_dir.path())?, "resulting files differ");
     Ok((ours, ours_tree))
 }
 
 fn assert_line(out: &Outcome, line: &str) -> Result<()> {
-    ensure!(out.stdout.lines().any(|l| l == line), "missing line {line:?} in:\n{}", out.stdout);
+    ensure!(
+        out.stdout.lines().any(|l| l == line),
+        "missing line {line:?} in:\n{}",
+        out.stdout
+    );
     Ok(())
 }
 
@@ -197,8 +244,14 @@ fn fs_matches_wasmtime_wasi() -> Result<()> {
     assert_line(&out, r#"stdin: ok "piped input""#)?;
     assert_line(&out, r#"after append: ok "hello world\nmore\nend\n""#)?;
     assert_line(&out, "data write: errno Some(63)")?;
-    assert_eq!(files.get("root/work/a/f.txt").map(String::as_str), Some("hello"));
-    assert_eq!(files.get("data/ro.txt").map(String::as_str), Some("read only\n"));
+    assert_eq!(
+        files.get("root/work/a/f.txt").map(String::as_str),
+        Some("hello")
+    );
+    assert_eq!(
+        files.get("data/ro.txt").map(String::as_str),
+        Some("read only\n")
+    );
     Ok(())
 }
 
@@ -226,7 +279,11 @@ fn escapes_are_refused_like_wasmtime_wasi() -> Result<()> {
     })?;
     assert_line(&out, "symlink loop: errno Some(32)")?;
     assert_line(&out, r#"inside still readable: ok "inside""#)?;
-    ensure!(!out.stdout.contains("secret"), "an outside file was read:\n{}", out.stdout);
+    ensure!(
+        !out.stdout.contains("secret"),
+        "an outside file was read:\n{}",
+        out.stdout
+    );
     assert_eq!(files.get("outside.txt").map(String::as_str), Some("secret"));
     ensure!(!files.contains_key("moved.txt") && !files.contains_key("newdir"));
     Ok(())
@@ -234,7 +291,11 @@ fn escapes_are_refused_like_wasmtime_wasi() -> Result<()> {
 
 /// Runs `path` under both hosts on identical fresh trees and returns both outcomes, for guests whose output
 /// has lines (prefixed `x-`) where Stasis deliberately differs.
-fn both(path: &str, setup: impl Fn(&Path) -> Result<()>, inputs: &Inputs<'_>) -> Result<(Outcome, Outcome)> {
+fn both(
+    path: &str,
+    setup: impl Fn(&Path) -> Result<()>,
+    inputs: &Inputs<'_>,
+) -> Result<(Outcome, Outcome)> {
     let ours_dir = tempfile::tempdir()?;
     let ref_dir = tempfile::tempdir()?;
     setup(ours_dir.path())?;
@@ -251,11 +312,26 @@ fn root_only(dir: &Path) -> Result<()> {
 
 #[test]
 fn raw_imports_match_wasmtime_wasi_and_bad_pointers_are_efault() -> Result<()> {
-    let inputs = Inputs { args: &["wasi_raw", "a"], env: &[("K", "V")], stdin: b"in", mounts: vec![] };
+    let inputs = Inputs {
+        args: &["wasi_raw", "a"],
+        env: &[("K", "V")],
+        stdin: b"in",
+        mounts: vec![],
+    };
     let (ours, reference) = both(stasis_guests::WASI_RAW, root_only, &inputs)?;
-    let common = |o: &Outcome| o.stdout.lines().filter(|l| !l.starts_with("x-")).map(str::to_owned).collect::<Vec<_>>();
+    let common = |o: &Outcome| {
+        o.stdout
+            .lines()
+            .filter(|l| !l.starts_with("x-"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     for (o, r) in common(&ours).iter().zip(common(&reference).iter()) {
-        ensure!(o == r, "first differing line:\n  ours:      {o}\n  reference: {r}\nfull output:\n{}", ours.stdout);
+        ensure!(
+            o == r,
+            "first differing line:\n  ours:      {o}\n  reference: {r}\nfull output:\n{}",
+            ours.stdout
+        );
     }
     assert_eq!(common(&ours), common(&reference));
     assert_eq!((ours.exit, reference.exit), (3, 3));
@@ -268,17 +344,35 @@ fn raw_imports_match_wasmtime_wasi_and_bad_pointers_are_efault() -> Result<()> {
         r#"fd_read stdin: (0, 2, [105, 110])"#,
         r#"fd_read renumbered: (0, 3, [48, 49, 50])"#,
     ] {
-        ensure!(ours.stdout.lines().any(|l| l == line), "missing {line:?} in:\n{}", ours.stdout);
+        ensure!(
+            ours.stdout.lines().any(|l| l == line),
+            "missing {line:?} in:\n{}",
+            ours.stdout
+        );
     }
 
     // Bogus pointers: wasmtime-wasi traps, Stasis answers EFAULT (21) and the guest carries on.
     let dir = tempfile::tempdir()?;
     root_only(dir.path())?;
-    let bad = Inputs { env: &[("K", "V"), ("BAD", "1")], ..inputs };
-    let (ours, _) = run_ours(stasis_guests::WASI_RAW, our_config(&dir.path().join("root"), &bad))?;
+    let bad = Inputs {
+        env: &[("K", "V"), ("BAD", "1")],
+        ..inputs
+    };
+    let (ours, _) = run_ours(
+        stasis_guests::WASI_RAW,
+        our_config(&dir.path().join("root"), &bad),
+    )?;
     assert_eq!(ours.exit, 3);
-    let bad_lines: Vec<&str> = ours.stdout.lines().filter(|l| l.starts_with("x-") && l.contains(" bad")).collect();
-    ensure!(bad_lines.len() >= 18, "too few bad-pointer calls ran:\n{}", ours.stdout);
+    let bad_lines: Vec<&str> = ours
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("x-") && l.contains(" bad"))
+        .collect();
+    ensure!(
+        bad_lines.len() >= 18,
+        "too few bad-pointer calls ran:\n{}",
+        ours.stdout
+    );
     for l in bad_lines {
         ensure!(l.ends_with(": 21"), "not EFAULT: {l}");
     }
@@ -300,7 +394,14 @@ fn disk_byte_quota_is_enospc_and_counts_existing_files() -> Result<()> {
     // Existing content is found by the scan at creation: 2000 of the 10000 bytes are already used.
     std::fs::write(dir.path().join("existing"), [0u8; 2000])?;
     let quota = Arc::new(DiskQuota::new(10_000, u64::MAX));
-    let out = run_quota("bytes", dir.path(), WasiLimits { disk_quota: Some(quota.clone()), ..Default::default() })?;
+    let out = run_quota(
+        "bytes",
+        dir.path(),
+        WasiLimits {
+            disk_quota: Some(quota.clone()),
+            ..Default::default()
+        },
+    )?;
     assert_eq!(out.exit, 0, "{out:?}");
     assert_line(&out, "write: 8000 then errno 51")?;
     assert_line(&out, "set_len grow: errno Some(51)")?;
@@ -317,7 +418,10 @@ fn disk_byte_quota_is_enospc_and_counts_existing_files() -> Result<()> {
 fn disk_quota_is_shared_between_contexts_of_a_sandbox() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let quota = Arc::new(DiskQuota::new(10_000, u64::MAX));
-    let limits = WasiLimits { disk_quota: Some(quota.clone()), ..Default::default() };
+    let limits = WasiLimits {
+        disk_quota: Some(quota.clone()),
+        ..Default::default()
+    };
     run_quota("bytes", dir.path(), limits.clone())?;
     assert_eq!(quota.used_bytes(), 3000);
     // A second process of the same sandbox sees the first one's usage instead of rescanning from zero.
@@ -332,7 +436,14 @@ fn file_count_quota_is_edquot_for_every_kind_of_creation() -> Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("existing"), b"")?;
     let quota = Arc::new(DiskQuota::new(u64::MAX, 5));
-    let out = run_quota("files", dir.path(), WasiLimits { disk_quota: Some(quota.clone()), ..Default::default() })?;
+    let out = run_quota(
+        "files",
+        dir.path(),
+        WasiLimits {
+            disk_quota: Some(quota.clone()),
+            ..Default::default()
+        },
+    )?;
     assert_line(&out, "create: 4 then errno 19")?;
     assert_line(&out, "mkdir: errno Some(19)")?;
     assert_line(&out, "symlink: errno Some(19)")?;
@@ -347,7 +458,14 @@ fn file_count_quota_is_edquot_for_every_kind_of_creation() -> Result<()> {
 #[test]
 fn open_fd_limit_is_emfile() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let out = run_quota("fds", dir.path(), WasiLimits { max_open_fds: 10, ..Default::default() })?;
+    let out = run_quota(
+        "fds",
+        dir.path(),
+        WasiLimits {
+            max_open_fds: 10,
+            ..Default::default()
+        },
+    )?;
     // stdio and the root take 4 of the 10.
     assert_line(&out, "open: 6 then errno 33")?;
     assert_line(&out, "open after close: ok ()")?;
@@ -357,7 +475,14 @@ fn open_fd_limit_is_emfile() -> Result<()> {
 #[test]
 fn path_length_limit_is_enametoolong() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let out = run_quota("path", dir.path(), WasiLimits { max_path_len: 1000, ..Default::default() })?;
+    let out = run_quota(
+        "path",
+        dir.path(),
+        WasiLimits {
+            max_path_len: 1000,
+            ..Default::default()
+        },
+    )?;
     assert_line(&out, "long path: errno Some(37)")?;
     assert_line(&out, "long mkdir: errno Some(37)")?;
     assert_line(&out, "short path: errno Some(44)")?;
@@ -371,7 +496,12 @@ fn stdout_capture_is_bounded_and_callbacks_see_everything() -> Result<()> {
     let seen2 = seen.clone();
     let mut c = our_config(dir.path(), &fs_inputs(dir.path()));
     c.mounts.clear();
-    c.stdout = OutputSink::capture(10).with_callback(move |b| seen2.lock().map(|mut s| s.extend_from_slice(b)).unwrap_or(()));
+    c.stdout = OutputSink::capture(10).with_callback(move |b| {
+        seen2
+            .lock()
+            .map(|mut s| s.extend_from_slice(b))
+            .unwrap_or(())
+    });
     c.stderr = OutputSink::callback(|_| {});
     c.stdin = Stdin::Reader(Box::new(std::io::Cursor::new(b"from a reader".to_vec())));
     let mut store = Store::new(engine(), WasiCtx::new(c)?);
@@ -381,9 +511,16 @@ fn stdout_capture_is_bounded_and_callbacks_see_everything() -> Result<()> {
     let ctx = store.data_mut();
     assert_eq!(ctx.take_stdout(), b"args: [\"7\"");
     assert!(ctx.stdout_truncated());
-    assert!(ctx.take_stderr().is_empty(), "stderr went to a callback only");
+    assert!(
+        ctx.take_stderr().is_empty(),
+        "stderr went to a callback only"
+    );
     assert!(!ctx.stderr_truncated());
-    let all = String::from_utf8(seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone())?;
+    let all = String::from_utf8(
+        seen.lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .clone(),
+    )?;
     ensure!(all.contains(r#"stdin: ok "from a reader""#), "{all}");
     ensure!(all.len() > 1000);
     Ok(())
@@ -406,7 +543,11 @@ fn steps_setup(dir: &Path) -> Result<()> {
 fn steps_config(dir: &Path) -> WasiConfig {
     let mut c = WasiConfig::new(dir.join("root"));
     c.args = vec!["wasi_steps".into()];
-    c.mounts = vec![Mount { host: dir.join("mount"), guest: "/mnt".into(), read_only: false }];
+    c.mounts = vec![Mount {
+        host: dir.join("mount"),
+        guest: "/mnt".into(),
+        read_only: false,
+    }];
     c
 }
 
@@ -418,7 +559,9 @@ fn steps_instance(ctx: WasiCtx) -> Result<(Store<WasiCtx>, wasmtime::Instance)> 
 }
 
 fn call(store: &mut Store<WasiCtx>, instance: &wasmtime::Instance, name: &str) -> Result<()> {
-    instance.get_typed_func::<(), ()>(&mut *store, name)?.call(&mut *store, ())?;
+    instance
+        .get_typed_func::<(), ()>(&mut *store, name)?
+        .call(&mut *store, ())?;
     Ok(())
 }
 
@@ -440,14 +583,25 @@ fn save_and_restore_continue_every_fd_kind_in_a_new_instance() -> Result<()> {
     let state = a.data().save()?;
     // The state is plain data: it survives a trip through a serializer.
     let state: stasis::wasi::WasiState = serde_json::from_str(&serde_json::to_string(&state)?)?;
-    let memory = instance_a.get_memory(&mut a, "memory").context("memory export")?.data(&a).to_vec();
+    let memory = instance_a
+        .get_memory(&mut a, "memory")
+        .context("memory export")?
+        .data(&a)
+        .to_vec();
     let mut printed = a.data_mut().take_stdout();
     let open_before = a.data().open_fds();
     drop(a);
 
-    let (mut b, instance_b) = steps_instance(WasiCtx::restore(steps_config(paused.path()), &state)?)?;
-    assert_eq!(b.data().open_fds(), open_before, "same fd numbers, gaps and closed preopen included");
-    let mem_b = instance_b.get_memory(&mut b, "memory").context("memory export")?;
+    let (mut b, instance_b) =
+        steps_instance(WasiCtx::restore(steps_config(paused.path()), &state)?)?;
+    assert_eq!(
+        b.data().open_fds(),
+        open_before,
+        "same fd numbers, gaps and closed preopen included"
+    );
+    let mem_b = instance_b
+        .get_memory(&mut b, "memory")
+        .context("memory export")?;
     let pages_missing = (memory.len() - mem_b.data_size(&b)) as u64 / 65536;
     mem_b.grow(&mut b, pages_missing)?;
     mem_b.data_mut(&mut b).copy_from_slice(&memory);
@@ -464,9 +618,15 @@ fn save_and_restore_continue_every_fd_kind_in_a_new_instance() -> Result<()> {
         "closed preopen Err(8)",
         "monotonic not backwards 1",
     ] {
-        ensure!(resumed.lines().any(|l| l == line), "missing {line:?} in:\n{resumed}");
+        ensure!(
+            resumed.lines().any(|l| l == line),
+            "missing {line:?} in:\n{resumed}"
+        );
     }
-    assert_eq!(std::fs::read_to_string(paused.path().join("root/s/log.txt"))?, "one\ntwo\n");
+    assert_eq!(
+        std::fs::read_to_string(paused.path().join("root/s/log.txt"))?,
+        "one\ntwo\n"
+    );
     assert_eq!(tree(paused.path())?, tree(straight.path())?);
     Ok(())
 }
@@ -479,7 +639,11 @@ fn save_refuses_a_file_deleted_while_open() -> Result<()> {
     call(&mut store, &instance, "step1")?;
     store.data().save()?;
     std::fs::remove_file(dir.path().join("root/s/file.txt"))?;
-    let err = store.data().save().err().context("save of a deleted open file must fail")?;
+    let err = store
+        .data()
+        .save()
+        .err()
+        .context("save of a deleted open file must fail")?;
     ensure!(
         matches!(&err, stasis::wasi::WasiSaveError::FileGone { path, .. } if path == "s/file.txt"),
         "wrong error: {err:?}"
@@ -502,7 +666,10 @@ fn restored_monotonic_clock_continues_from_the_saved_value() -> Result<()> {
     std::thread::sleep(std::time::Duration::from_millis(20));
     let mut restored = WasiCtx::restore(WasiConfig::new(dir.path()), &state)?;
     let now = restored.monotonic_now();
-    ensure!(now >= saved && now < saved + 10_000_000, "paused time must not count: {now} vs {saved}");
+    ensure!(
+        now >= saved && now < saved + 10_000_000,
+        "paused time must not count: {now} vs {saved}"
+    );
     ensure!(ctx.monotonic_now() < saved);
     Ok(())
 }
@@ -512,7 +679,12 @@ fn restore_refuses_different_preopens() -> Result<()> {
     let dir = tempfile::tempdir()?;
     steps_setup(dir.path())?;
     let state = WasiCtx::new(steps_config(dir.path()))?.save()?;
-    let err = WasiCtx::restore(WasiConfig::new(dir.path().join("root")), &state).err().context("must fail")?;
-    ensure!(matches!(err, stasis::wasi::WasiRestoreError::PreopenMismatch { .. }), "{err:?}");
+    let err = WasiCtx::restore(WasiConfig::new(dir.path().join("root")), &state)
+        .err()
+        .context("must fail")?;
+    ensure!(
+        matches!(err, stasis::wasi::WasiRestoreError::PreopenMismatch { .. }),
+        "{err:?}"
+    );
     Ok(())
 }
