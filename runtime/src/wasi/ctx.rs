@@ -302,6 +302,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ctx_can_live_in_a_store() {
+        fn store_data<T: Send + 'static>() {}
+        store_data::<WasiCtx>();
+    }
+
+    #[test]
     fn join_rel_keeps_paths_relative() {
         assert_eq!(join_rel("", "a/b"), "a/b");
         assert_eq!(join_rel("a", "../b"), "a/../b");

@@ -21,6 +21,13 @@
 //!   onto a re-extracted file tree (wasmtime-wasi uses the host's order); `d_ino` is the host inode number.
 //! - **Clocks**: the monotonic clock is virtual and continues from its saved value; realtime is the host's;
 //!   the CPU-time clocks answer `EBADF` as in wasmtime-wasi.
+//! - **Stdio across a restore**: the restored context reads stdin from the [`WasiConfig`] it is given (what
+//!   the guest reads next) and captures output afresh; stdio fds keep their numbers, renumbered or closed.
+//! - **The guest's cwd** lives in wasi-libc's memory, so the memory snapshot carries it, not this state.
+//! - **Bounds on guest input**: at most [`memory::MAX_IOVECS`] iovecs, 4096 `poll_oneoff` subscriptions,
+//!   `max_path_len` bytes of path; buffers are checked against memory before use and filled in place, so
+//!   no guest length sizes a host allocation. Out-of-bounds pointers are `EFAULT` (wasmtime-wasi traps),
+//!   invalid enum values `EINVAL` (wasmtime-wasi traps).
 //! - **Not like wasmtime-wasi**: `fd_allocate` grows files (within the quota) where wasmtime-wasi answers
 //!   `ENOTSUP`; the socket calls answer `EBADF` for a closed fd and `ENOTSOCK` otherwise (no socket exists).
 

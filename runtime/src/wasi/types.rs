@@ -4,12 +4,16 @@
 pub mod filetype {
     /// Unknown type (also used for stdio that is not a terminal, as wasmtime-wasi does for pipes).
     pub const UNKNOWN: u8 = 0;
+    /// A block device.
+    pub const BLOCK_DEVICE: u8 = 1;
     /// A character device (stdio).
     pub const CHARACTER_DEVICE: u8 = 2;
     /// A directory.
     pub const DIRECTORY: u8 = 3;
     /// A regular file.
     pub const REGULAR_FILE: u8 = 4;
+    /// A stream socket (a host socket file seen in a directory).
+    pub const SOCKET_STREAM: u8 = 6;
     /// A symbolic link.
     pub const SYMBOLIC_LINK: u8 = 7;
 }

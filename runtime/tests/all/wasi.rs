@@ -535,7 +535,7 @@ fn steps_setup(dir: &Path) -> Result<()> {
         std::fs::write(s.join("dir").join(n), n)?;
     }
     std::fs::write(s.join("log.txt"), b"")?;
-    std::fs::write(s.join("x.txt"), b"XXXXXXXX")?;
+    std::fs::write(s.join("x.txt"), b"XXabcdef")?;
     std::fs::write(s.join("y.txt"), b"YYYYYYYY")?;
     Ok(())
 }
@@ -614,7 +614,7 @@ fn save_and_restore_continue_every_fd_kind_in_a_new_instance() -> Result<()> {
         "file continues \"56789\"",
         "dir continues [\"b\", \"c\", \"d\"] cookie 6",
         "log flags 1",
-        "renumbered continues \"XXX\"",
+        "renumbered continues \"abc\"",
         "closed preopen Err(8)",
         "monotonic not backwards 1",
     ] {
@@ -687,4 +687,22 @@ fn restore_refuses_different_preopens() -> Result<()> {
         "{err:?}"
     );
     Ok(())
+}
+
+#[test]
+fn every_wasi_guest_program_has_a_host_test() {
+    // Extend this list together with a test whenever a `wasi_*` guest is added.
+    let tested = [
+        "wasi_escape",
+        "wasi_fs",
+        "wasi_quota",
+        "wasi_raw",
+        "wasi_steps",
+    ];
+    let guests: Vec<&str> = stasis_guests::ALL
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| n.starts_with("wasi_"))
+        .collect();
+    assert_eq!(guests, tested);
 }

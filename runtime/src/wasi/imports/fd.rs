@@ -282,7 +282,8 @@ fn sync(ctx: &mut WasiCtx, fd: u32, data_only: bool) -> GuestResult<()> {
         Handle::File(f) => f.sync_all()?,
         // Directory metadata is made durable by its host; nothing the guest could observe differs.
         Handle::Dir(_) => {}
-        _ => return Err(Errno::Inval),
+        // Stdio is not a file: EBADF, as wasmtime-wasi answers.
+        _ => return Err(Errno::Badf),
     }
     Ok(())
 }
@@ -348,9 +349,9 @@ pub(crate) fn filetype_of(t: &std::fs::FileType) -> u8 {
     } else if t.is_char_device() {
         filetype::CHARACTER_DEVICE
     } else if t.is_block_device() {
-        1
+        filetype::BLOCK_DEVICE
     } else if t.is_socket() {
-        6
+        filetype::SOCKET_STREAM
     } else {
         filetype::UNKNOWN
     }

@@ -30,6 +30,9 @@ pub(super) fn add<T: Send + 'static>(
     Ok(())
 }
 
+/// Most subscriptions one `poll_oneoff` call may pass.
+pub const MAX_SUBSCRIPTIONS: u32 = 4096;
+
 /// An event to report.
 struct Event {
     userdata: u64,
@@ -45,8 +48,9 @@ fn poll_oneoff(
     events: u32,
     n: u32,
 ) -> GuestResult<u32> {
-    // wasmtime-wasi refuses an empty subscription list: it would sleep forever.
-    if n == 0 {
+    // wasmtime-wasi refuses an empty subscription list: it would sleep forever. The upper bound keeps the
+    // host's bookkeeping small whatever count a guest passes.
+    if n == 0 || n > MAX_SUBSCRIPTIONS {
         return Err(Errno::Inval);
     }
     // Both arrays are checked before anything is allocated from the guest's count.
