@@ -343,6 +343,8 @@ fn raw_imports_match_wasmtime_wasi_and_bad_pointers_are_efault() -> Result<()> {
         "x-sock_shutdown closed: 8",
         r#"fd_read stdin: (0, 2, [105, 110])"#,
         r#"fd_read renumbered: (0, 3, [48, 49, 50])"#,
+        "poll_oneoff fd ready: (0, 1, 2, 0, 1)",
+        "poll_oneoff closed fd: (8, 1, 2, 0, 1)",
     ] {
         ensure!(
             ours.stdout.lines().any(|l| l == line),
@@ -705,4 +707,33 @@ fn every_wasi_guest_program_has_a_host_test() {
         .filter(|n| n.starts_with("wasi_"))
         .collect();
     assert_eq!(guests, tested);
+}
+
+#[test]
+fn restore_takes_args_and_env_from_the_state() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut c = WasiConfig::new(dir.path());
+    c.args = vec!["prog".into(), "saved".into()];
+    c.env = vec![("K".into(), "saved".into())];
+    let state = WasiCtx::new(c)?.save()?;
+    let mut c = WasiConfig::new(dir.path());
+    c.args = vec!["other".into()];
+    let restored = WasiCtx::restore(c, &state)?.save()?;
+    assert_eq!(restored.args, state.args);
+    assert_eq!(restored.env, state.env);
+    assert_eq!(restored.fds, state.fds);
+    Ok(())
+}
+
+#[test]
+fn missing_root_is_a_setup_error() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let err = WasiCtx::new(WasiConfig::new(dir.path().join("nope")))
+        .err()
+        .context("must fail")?;
+    ensure!(
+        matches!(err, stasis::wasi::WasiSetupError::OpenPreopen { .. }),
+        "{err:?}"
+    );
+    Ok(())
 }

@@ -182,6 +182,20 @@ fn main() {
         // Within the current size, so the file stays comparable; growth is tested with the quota.
         line("x-fd_allocate", raw::fd_allocate(f, 0, 4));
 
+        // poll_oneoff with a 10 s timeout and a file read subscription: the file is ready at once.
+        let mut subs = [0u8; 96];
+        subs[0..8].copy_from_slice(&1u64.to_le_bytes());
+        subs[16..20].copy_from_slice(&1u32.to_le_bytes());
+        subs[24..32].copy_from_slice(&10_000_000_000u64.to_le_bytes());
+        subs[48..56].copy_from_slice(&2u64.to_le_bytes());
+        subs[56] = 1; // fd_read
+        subs[64..68].copy_from_slice(&(f as u32).to_le_bytes());
+        let r = raw::poll_oneoff(subs.as_ptr() as i32, ev.as_mut_ptr() as i32, 2, p(&mut n));
+        line("poll_oneoff fd ready", (r, n, ev[0], ev[8], ev[10]));
+        subs[64..68].copy_from_slice(&77u32.to_le_bytes());
+        let r = raw::poll_oneoff(subs.as_ptr() as i32, ev.as_mut_ptr() as i32, 2, p(&mut n));
+        line("poll_oneoff closed fd", (r, n, ev[0], ev[8], ev[10]));
+
         // fd_renumber
         let (_, g) = open("raw/f", 0, 1 << 1, 0);
         line("fd_renumber to closed", raw::fd_renumber(g, 40));

@@ -91,6 +91,8 @@ fn poll_oneoff(
             }
             kind @ (eventtype::FD_READ | eventtype::FD_WRITE) => {
                 let fd = m.read_u32(at + 16)?;
+                // A closed fd fails the whole call, as in wasmtime-wasi.
+                ctx.entry(fd)?;
                 let (error, nbytes) = fd_readiness(ctx, fd, kind);
                 ready.push(Event {
                     userdata,
