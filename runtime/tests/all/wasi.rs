@@ -406,6 +406,8 @@ fn disk_byte_quota_is_enospc_and_counts_existing_files() -> Result<()> {
     )?;
     assert_eq!(out.exit, 0, "{out:?}");
     assert_line(&out, "write: 8000 then errno 51")?;
+    assert_line(&out, "fd_pwrite past end: Err(51)")?;
+    assert_line(&out, "fd_pwrite inside: Ok(1)")?;
     assert_line(&out, "set_len grow: errno Some(51)")?;
     assert_line(&out, "fd_allocate: Err(51)")?;
     assert_line(&out, "set_len shrink: ok ()")?;

@@ -22,9 +22,18 @@ fn bytes() {
             Err(e) => break println!("write: {written} then errno {}", errno(&e)),
         }
     }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f) as u32;
+    let one = [1u8];
+    // SAFETY: a plain preview1 call on an fd this program owns, with a live buffer.
+    let pwrite = unsafe { wasi::fd_pwrite(fd, &[wasi::Ciovec { buf: one.as_ptr(), buf_len: 1 }], 50_000) };
+    println!("fd_pwrite past end: {:?}", pwrite.map_err(|e| e.raw()));
+    // Overwriting existing bytes needs no new space.
+    // SAFETY: as above.
+    let pwrite = unsafe { wasi::fd_pwrite(fd, &[wasi::Ciovec { buf: one.as_ptr(), buf_len: 1 }], 0) };
+    println!("fd_pwrite inside: {:?}", pwrite.map_err(|e| e.raw()));
     show("set_len grow", f.set_len(1 << 20));
     // SAFETY: a plain preview1 call on an fd this program owns.
-    let alloc = unsafe { wasi::fd_allocate(std::os::fd::AsRawFd::as_raw_fd(&f) as u32, 0, 1 << 20) };
+    let alloc = unsafe { wasi::fd_allocate(fd, 0, 1 << 20) };
     println!("fd_allocate: {:?}", alloc.map_err(|e| e.raw()));
     show("set_len shrink", f.set_len(0));
     // The offset is still past the end; rewind so the write reuses the space just freed.
