@@ -5,7 +5,8 @@
 pub fn symlink(target: &str, link: &str) -> std::io::Result<()> {
     let link = link.trim_start_matches('/');
     // SAFETY: both strings are valid for the duration of the call.
-    unsafe { wasi::path_symlink(target, 3, link) }.map_err(|e| std::io::Error::from_raw_os_error(i32::from(e.raw())))
+    unsafe { wasi::path_symlink(target, 3, link) }
+        .map_err(|e| std::io::Error::from_raw_os_error(i32::from(e.raw())))
 }
 
 /// Prints `what: ok <value>` or `what: errno <n>`, the line format every guest uses so hosts can be compared.

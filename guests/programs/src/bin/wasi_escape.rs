@@ -12,14 +12,29 @@ fn main() {
     show("absolute symlink out", fs::read_to_string("/abs_link"));
     show("relative symlink out", fs::read_to_string("/rel_link"));
     show("symlink to dir out", fs::read_dir("/dir_link").map(|_| ()));
-    show("write through symlink out", fs::write("/rel_link", b"pwned"));
-    show("hard link to outside", fs::hard_link("/../outside.txt", "/stolen.txt"));
-    show("hard link via symlink", fs::hard_link("/rel_link", "/stolen2.txt"));
+    show(
+        "write through symlink out",
+        fs::write("/rel_link", b"pwned"),
+    );
+    show(
+        "hard link to outside",
+        fs::hard_link("/../outside.txt", "/stolen.txt"),
+    );
+    show(
+        "hard link via symlink",
+        fs::hard_link("/rel_link", "/stolen2.txt"),
+    );
     show("symlink loop", fs::read_to_string("/loop_a"));
     show("self loop", fs::metadata("/self_loop").map(|_| ()));
-    show("create symlink absolute", symlink("/etc/passwd", "/made_abs"));
+    show(
+        "create symlink absolute",
+        symlink("/etc/passwd", "/made_abs"),
+    );
     show("read made_abs", fs::read_to_string("/made_abs"));
-    show("create symlink dotdot", symlink("../outside.txt", "/made_rel"));
+    show(
+        "create symlink dotdot",
+        symlink("../outside.txt", "/made_rel"),
+    );
     show("read made_rel", fs::read_to_string("/made_rel"));
     show("rename out", fs::rename("/inside.txt", "/../moved.txt"));
     show("mkdir out", fs::create_dir("/../newdir"));

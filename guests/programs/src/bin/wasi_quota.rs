@@ -25,11 +25,29 @@ fn bytes() {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f) as u32;
     let one = [1u8];
     // SAFETY: a plain preview1 call on an fd this program owns, with a live buffer.
-    let pwrite = unsafe { wasi::fd_pwrite(fd, &[wasi::Ciovec { buf: one.as_ptr(), buf_len: 1 }], 50_000) };
+    let pwrite = unsafe {
+        wasi::fd_pwrite(
+            fd,
+            &[wasi::Ciovec {
+                buf: one.as_ptr(),
+                buf_len: 1,
+            }],
+            50_000,
+        )
+    };
     println!("fd_pwrite past end: {:?}", pwrite.map_err(|e| e.raw()));
     // Overwriting existing bytes needs no new space.
     // SAFETY: as above.
-    let pwrite = unsafe { wasi::fd_pwrite(fd, &[wasi::Ciovec { buf: one.as_ptr(), buf_len: 1 }], 0) };
+    let pwrite = unsafe {
+        wasi::fd_pwrite(
+            fd,
+            &[wasi::Ciovec {
+                buf: one.as_ptr(),
+                buf_len: 1,
+            }],
+            0,
+        )
+    };
     println!("fd_pwrite inside: {:?}", pwrite.map_err(|e| e.raw()));
     show("set_len grow", f.set_len(1 << 20));
     // SAFETY: a plain preview1 call on an fd this program owns.
@@ -55,7 +73,14 @@ fn files() {
     show("mkdir", fs::create_dir("/d"));
     show("symlink", symlink("f0", "/s"));
     show("hard link", fs::hard_link("/f0", "/h"));
-    show("open existing", OpenOptions::new().write(true).create(true).open("/f0").map(drop));
+    show(
+        "open existing",
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .open("/f0")
+            .map(drop),
+    );
     show("remove", fs::remove_file("/f0"));
     show("create after remove", File::create("/again").map(drop));
 }
@@ -77,7 +102,10 @@ fn path() {
     let long = format!("/{}", "a".repeat(5000));
     show("long path", fs::metadata(&long).map(drop));
     show("long mkdir", fs::create_dir(&long));
-    show("short path", fs::metadata(format!("/{}", "a".repeat(100))).map(drop));
+    show(
+        "short path",
+        fs::metadata(format!("/{}", "a".repeat(100))).map(drop),
+    );
 }
 
 fn main() {

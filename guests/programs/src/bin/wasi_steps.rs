@@ -17,20 +17,36 @@ static CLOCK: AtomicU64 = AtomicU64::new(0);
 
 fn out(s: &str) {
     let line = format!("{s}\n");
-    let iov = [wasi::Ciovec { buf: line.as_ptr(), buf_len: line.len() }];
+    let iov = [wasi::Ciovec {
+        buf: line.as_ptr(),
+        buf_len: line.len(),
+    }];
     // SAFETY: the iovec points at a live string.
     let _ = unsafe { wasi::fd_write(1, &iov) };
 }
 
 fn open(path: &str, oflags: wasi::Oflags, rights: wasi::Rights, fdflags: wasi::Fdflags) -> u32 {
     // SAFETY: a plain preview1 call with a valid string.
-    unsafe { wasi::path_open(3, wasi::LOOKUPFLAGS_SYMLINK_FOLLOW, path, oflags, rights, rights, fdflags) }
-        .unwrap_or_else(|e| panic!("open {path}: {e}"))
+    unsafe {
+        wasi::path_open(
+            3,
+            wasi::LOOKUPFLAGS_SYMLINK_FOLLOW,
+            path,
+            oflags,
+            rights,
+            rights,
+            fdflags,
+        )
+    }
+    .unwrap_or_else(|e| panic!("open {path}: {e}"))
 }
 
 fn read(fd: u32, n: usize) -> String {
     let mut buf = vec![0u8; n];
-    let iov = [wasi::Iovec { buf: buf.as_mut_ptr(), buf_len: n }];
+    let iov = [wasi::Iovec {
+        buf: buf.as_mut_ptr(),
+        buf_len: n,
+    }];
     // SAFETY: the iovec points at a live buffer.
     let got = unsafe { wasi::fd_read(fd, &iov) }.unwrap_or(0);
     String::from_utf8_lossy(&buf[..got]).into_owned()
@@ -44,7 +60,8 @@ fn readdir(fd: u32, cookie: u64, buf_len: usize) -> (Vec<String>, u64) {
     let (mut names, mut next, mut off) = (Vec::new(), cookie, 0);
     while off + 24 <= used {
         let d_next = u64::from_le_bytes(buf[off..off + 8].try_into().unwrap_or_default());
-        let len = u32::from_le_bytes(buf[off + 16..off + 20].try_into().unwrap_or_default()) as usize;
+        let len =
+            u32::from_le_bytes(buf[off + 16..off + 20].try_into().unwrap_or_default()) as usize;
         if off + 24 + len > used {
             break; // truncated entry: read again from `next`
         }
@@ -63,7 +80,12 @@ fn monotonic() -> u64 {
 /// Opens everything and consumes part of each fd.
 #[unsafe(no_mangle)]
 pub extern "C" fn step1() {
-    let f = open("s/file.txt", 0, wasi::RIGHTS_FD_READ | wasi::RIGHTS_FD_SEEK, 0);
+    let f = open(
+        "s/file.txt",
+        0,
+        wasi::RIGHTS_FD_READ | wasi::RIGHTS_FD_SEEK,
+        0,
+    );
     FILE.store(f, Relaxed);
     out(&format!("file fd {f} read {:?}", read(f, 5)));
 
@@ -74,12 +96,23 @@ pub extern "C" fn step1() {
     COOKIE.store(cookie, Relaxed);
     out(&format!("dir fd {d} first {names:?} cookie {cookie}"));
 
-    let l = open("s/log.txt", 0, wasi::RIGHTS_FD_WRITE | wasi::RIGHTS_FD_SEEK, wasi::FDFLAGS_APPEND);
+    let l = open(
+        "s/log.txt",
+        0,
+        wasi::RIGHTS_FD_WRITE | wasi::RIGHTS_FD_SEEK,
+        wasi::FDFLAGS_APPEND,
+    );
     LOG.store(l, Relaxed);
     let one = b"one\n";
     // SAFETY: live buffers.
     unsafe {
-        let _ = wasi::fd_write(l, &[wasi::Ciovec { buf: one.as_ptr(), buf_len: one.len() }]);
+        let _ = wasi::fd_write(
+            l,
+            &[wasi::Ciovec {
+                buf: one.as_ptr(),
+                buf_len: one.len(),
+            }],
+        );
         let _ = wasi::fd_seek(l, 0, wasi::WHENCE_SET);
     }
 
@@ -94,7 +127,10 @@ pub extern "C" fn step1() {
         let _ = wasi::fd_close(4);
     }
     RENUMBERED.store(y, Relaxed);
-    out(&format!("renumbered {x} -> {y} read {:?}, closed {gap} and 4", read(y, 2)));
+    out(&format!(
+        "renumbered {x} -> {y} read {:?}, closed {gap} and 4",
+        read(y, 2)
+    ));
     CLOCK.store(monotonic(), Relaxed);
 }
 
@@ -106,13 +142,28 @@ pub extern "C" fn step2() {
     out(&format!("dir continues {names:?} cookie {cookie}"));
     let two = b"two\n";
     // SAFETY: live buffer, fd opened by step1.
-    let _ = unsafe { wasi::fd_write(LOG.load(Relaxed), &[wasi::Ciovec { buf: two.as_ptr(), buf_len: two.len() }]) };
+    let _ = unsafe {
+        wasi::fd_write(
+            LOG.load(Relaxed),
+            &[wasi::Ciovec {
+                buf: two.as_ptr(),
+                buf_len: two.len(),
+            }],
+        )
+    };
     // SAFETY: fd opened by step1.
-    let mut stat = unsafe { wasi::fd_fdstat_get(LOG.load(Relaxed)) }.map(|s| s.fs_flags).unwrap_or(0);
+    let mut stat = unsafe { wasi::fd_fdstat_get(LOG.load(Relaxed)) }
+        .map(|s| s.fs_flags)
+        .unwrap_or(0);
     out(&format!("log flags {stat}"));
-    out(&format!("renumbered continues {:?}", read(RENUMBERED.load(Relaxed), 3)));
+    out(&format!(
+        "renumbered continues {:?}",
+        read(RENUMBERED.load(Relaxed), 3)
+    ));
     // SAFETY: plain preview1 calls.
-    let closed = unsafe { wasi::fd_prestat_get(4) }.map(|_| ()).map_err(|e| e.raw());
+    let closed = unsafe { wasi::fd_prestat_get(4) }
+        .map(|_| ())
+        .map_err(|e| e.raw());
     out(&format!("closed preopen {closed:?}"));
     let again = open("s/x.txt", 0, wasi::RIGHTS_FD_READ, 0);
     out(&format!("next free fd {again}"));
