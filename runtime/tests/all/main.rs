@@ -8,3 +8,4 @@ mod instrument;
 mod lifecycle;
 mod persistence;
 mod sandbox;
+mod wasi;

@@ -1,0 +1,333 @@
+//! The live fd table of a guest: open handles plus the plain data that describes each of them, stdio, the
+//! virtual clock and the limits. Imports reach it through [`WasiCtx`]'s crate-private helpers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+
+use super::clocks::VirtualClock;
+use super::errno::{Errno, GuestResult};
+use super::quota::DiskQuota;
+use super::stdio::{OutputState, StdinState};
+use super::types::rights;
+use super::{WasiConfig, WasiLimits, WasiSetupError};
+
+/// The open object behind an fd.
+pub(crate) enum Handle {
+    Stdin,
+    Stdout,
+    Stderr,
+    Dir(Dir),
+    File(std::fs::File),
+}
+
+/// One fd: its handle and the plain data needed to describe and re-open it.
+pub(crate) struct FdEntry {
+    pub handle: Handle,
+    /// Index of the preopen this hangs from (0 is the root); `None` for stdio.
+    pub preopen: Option<u32>,
+    /// This fd is the preopen itself.
+    pub is_preopen: bool,
+    /// Path relative to the preopen ("" for the preopen itself).
+    pub rel_path: String,
+    /// `lookupflags` it was opened with (symlink following matters to re-open it).
+    pub lookupflags: u32,
+    pub oflags: u16,
+    pub fdflags: u16,
+    pub rights_base: u64,
+    pub rights_inheriting: u64,
+    pub read: bool,
+    pub write: bool,
+    pub offset: u64,
+    /// Cookie the guest will most likely pass next to `fd_readdir` (recorded for inspection).
+    pub readdir_cookie: u64,
+}
+
+/// A preopened directory.
+pub(crate) struct Preopen {
+    pub guest: String,
+    pub host: PathBuf,
+    pub read_only: bool,
+    /// Handle on the preopen's directory, kept even when the guest closes its fd, to re-open paths on restore.
+    pub dir: Dir,
+}
+
+/// The live WASI state of one guest instance. `Send + 'static`, so it can live in a `wasmtime::Store`.
+pub struct WasiCtx {
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) fds: BTreeMap<u32, FdEntry>,
+    pub(crate) preopens: Vec<Preopen>,
+    pub(crate) stdin: StdinState,
+    pub(crate) stdout: OutputState,
+    pub(crate) stderr: OutputState,
+    pub(crate) limits: WasiLimits,
+    pub(crate) clock: VirtualClock,
+}
+
+impl std::fmt::Debug for WasiCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasiCtx")
+            .field("args", &self.args)
+            .field("fds", &self.fds.keys().collect::<Vec<_>>())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasiCtx {
+    /// Builds a fresh context: stdio at fds 0–2, the root preopened as "/" at fd 3 and the mounts at 4, ….
+    pub fn new(config: WasiConfig) -> Result<Self, WasiSetupError> {
+        let mut ctx = Self::without_fds(config, 0)?;
+        for (fd, handle) in [(0, Handle::Stdin), (1, Handle::Stdout), (2, Handle::Stderr)] {
+            ctx.fds.insert(fd, FdEntry::stdio(handle));
+        }
+        for i in 0..ctx.preopens.len() {
+            let entry =
+                ctx.preopen_entry(i as u32)
+                    .map_err(|source| WasiSetupError::OpenPreopen {
+                        path: ctx.preopens[i].host.clone(),
+                        source,
+                    })?;
+            ctx.fds.insert(3 + i as u32, entry);
+        }
+        Ok(ctx)
+    }
+
+    /// Opens the preopens and stdio of `config` with an empty fd table and the clock at `clock_ns`.
+    pub(crate) fn without_fds(config: WasiConfig, clock_ns: u64) -> Result<Self, WasiSetupError> {
+        let needed = 3 + 1 + config.mounts.len();
+        if needed > config.limits.max_open_fds {
+            return Err(WasiSetupError::TooManyPreopens {
+                needed,
+                max: config.limits.max_open_fds,
+            });
+        }
+        let mut preopens = Vec::with_capacity(1 + config.mounts.len());
+        let open = |path: &PathBuf| {
+            Dir::open_ambient_dir(path, ambient_authority()).map_err(|source| {
+                WasiSetupError::OpenPreopen {
+                    path: path.clone(),
+                    source,
+                }
+            })
+        };
+        preopens.push(Preopen {
+            guest: "/".into(),
+            host: config.root.clone(),
+            read_only: false,
+            dir: open(&config.root)?,
+        });
+        for m in &config.mounts {
+            preopens.push(Preopen {
+                guest: m.guest.clone(),
+                host: m.host.clone(),
+                read_only: m.read_only,
+                dir: open(&m.host)?,
+            });
+        }
+        if let Some(q) = &config.limits.disk_quota {
+            q.ensure_scanned(&config.root)
+                .map_err(|source| WasiSetupError::ScanQuota {
+                    path: config.root.clone(),
+                    source,
+                })?;
+        }
+        Ok(Self {
+            args: config.args,
+            env: config.env,
+            fds: BTreeMap::new(),
+            preopens,
+            stdin: StdinState::new(config.stdin),
+            stdout: OutputState::new(config.stdout),
+            stderr: OutputState::new(config.stderr),
+            limits: config.limits,
+            clock: VirtualClock::starting_at(clock_ns),
+        })
+    }
+
+    /// The fd entry of preopen `index` (a fresh handle on its directory).
+    pub(crate) fn preopen_entry(&self, index: u32) -> std::io::Result<FdEntry> {
+        let p = self
+            .preopens
+            .get(index as usize)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+        Ok(FdEntry {
+            handle: Handle::Dir(p.dir.try_clone()?),
+            preopen: Some(index),
+            is_preopen: true,
+            rel_path: String::new(),
+            lookupflags: 0,
+            oflags: super::types::oflags::DIRECTORY,
+            fdflags: 0,
+            rights_base: rights::PREOPEN_BASE,
+            rights_inheriting: rights::PREOPEN_INHERITING,
+            read: true,
+            write: false,
+            offset: 0,
+            readdir_cookie: 0,
+        })
+    }
+
+    /// Drains the captured stdout.
+    pub fn take_stdout(&mut self) -> Vec<u8> {
+        self.stdout.take()
+    }
+
+    /// Drains the captured stderr.
+    pub fn take_stderr(&mut self) -> Vec<u8> {
+        self.stderr.take()
+    }
+
+    /// Whether stdout output was dropped because the capture buffer was full.
+    pub fn stdout_truncated(&self) -> bool {
+        self.stdout.truncated()
+    }
+
+    /// Whether stderr output was dropped because the capture buffer was full.
+    pub fn stderr_truncated(&self) -> bool {
+        self.stderr.truncated()
+    }
+
+    /// The fds currently open, in increasing order.
+    pub fn open_fds(&self) -> Vec<u32> {
+        self.fds.keys().copied().collect()
+    }
+
+    /// Current value of the virtual monotonic clock in nanoseconds.
+    pub fn monotonic_now(&mut self) -> u64 {
+        self.clock.now()
+    }
+
+    pub(crate) fn entry(&mut self, fd: u32) -> GuestResult<&mut FdEntry> {
+        self.fds.get_mut(&fd).ok_or(Errno::Badf)
+    }
+
+    /// The directory behind `fd` with its preopen index, or `EBADF`/`ENOTDIR`.
+    pub(crate) fn dir(&self, fd: u32) -> GuestResult<(&Dir, u32, &FdEntry)> {
+        let e = self.fds.get(&fd).ok_or(Errno::Badf)?;
+        match (&e.handle, e.preopen) {
+            (Handle::Dir(d), Some(p)) => Ok((d, p, e)),
+            (Handle::File(_), _) => Err(Errno::Notdir),
+            _ => Err(Errno::Badf),
+        }
+    }
+
+    /// Like [`Self::dir`], but `EPERM` when the directory lies in a read-only mount (wasmtime-wasi's answer to
+    /// a write through a directory without mutate permission).
+    pub(crate) fn dir_mut(&self, fd: u32) -> GuestResult<(&Dir, u32, &FdEntry)> {
+        let (d, p, e) = self.dir(fd)?;
+        if self.read_only(p) {
+            return Err(Errno::Perm);
+        }
+        Ok((d, p, e))
+    }
+
+    pub(crate) fn read_only(&self, preopen: u32) -> bool {
+        self.preopens
+            .get(preopen as usize)
+            .is_none_or(|p| p.read_only)
+    }
+
+    /// The quota that applies under preopen `preopen`: only the root (0) is counted.
+    pub(crate) fn quota(&self, preopen: u32) -> Option<Arc<DiskQuota>> {
+        if preopen == 0 {
+            self.limits.disk_quota.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Inserts at the lowest free fd, or `EMFILE` when `max_open_fds` are open.
+    pub(crate) fn insert(&mut self, entry: FdEntry) -> GuestResult<u32> {
+        if self.fds.len() >= self.limits.max_open_fds {
+            return Err(Errno::Mfile);
+        }
+        let mut fd = 0u32;
+        for &k in self.fds.keys() {
+            if k != fd {
+                break;
+            }
+            fd += 1;
+        }
+        self.fds.insert(fd, entry);
+        Ok(fd)
+    }
+
+    pub(crate) fn max_path_len(&self) -> usize {
+        self.limits.max_path_len
+    }
+}
+
+impl FdEntry {
+    pub(crate) fn stdio(handle: Handle) -> Self {
+        let (read, write, r) = match handle {
+            Handle::Stdin => (true, false, rights::FD_READ),
+            _ => (false, true, rights::FD_WRITE),
+        };
+        Self {
+            handle,
+            preopen: None,
+            is_preopen: false,
+            rel_path: String::new(),
+            lookupflags: 0,
+            oflags: 0,
+            fdflags: 0,
+            rights_base: r,
+            rights_inheriting: r,
+            read,
+            write,
+            offset: 0,
+            readdir_cookie: 0,
+        }
+    }
+}
+
+/// Joins a guest path onto the path of the directory it is relative to, to re-open it later from the preopen.
+pub(crate) fn join_rel(base: &str, path: &str) -> String {
+    if base.is_empty() {
+        path.to_owned()
+    } else if path.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}/{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctx_can_live_in_a_store() {
+        fn store_data<T: Send + 'static>() {}
+        store_data::<WasiCtx>();
+    }
+
+    #[test]
+    fn join_rel_keeps_paths_relative() {
+        assert_eq!(join_rel("", "a/b"), "a/b");
+        assert_eq!(join_rel("a", "../b"), "a/../b");
+        assert_eq!(join_rel("a", ""), "a");
+    }
+
+    #[test]
+    fn insert_takes_lowest_free_fd_and_respects_the_limit() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = WasiConfig::new(dir.path());
+        cfg.limits.max_open_fds = 6;
+        let mut ctx = WasiCtx::new(cfg)?;
+        ctx.fds.remove(&1);
+        assert_eq!(ctx.insert(FdEntry::stdio(Handle::Stdout)), Ok(1));
+        assert_eq!(ctx.insert(FdEntry::stdio(Handle::Stdout)), Ok(4));
+        assert_eq!(ctx.insert(FdEntry::stdio(Handle::Stdout)), Ok(5));
+        assert_eq!(
+            ctx.insert(FdEntry::stdio(Handle::Stdout)),
+            Err(Errno::Mfile)
+        );
+        Ok(())
+    }
+}

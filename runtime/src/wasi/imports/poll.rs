@@ -1,0 +1,158 @@
+//! `poll_oneoff`: clock subscriptions sleep on the (virtual) clocks; fd subscriptions on files and stdio are
+//! always ready, because reads and writes on them never block longer than the host's own I/O.
+
+use std::time::Duration;
+
+use wasmtime::{Caller, Linker};
+
+use super::clock::now;
+use super::{Getter, run, u};
+use crate::wasi::MODULE;
+use crate::wasi::ctx::{Handle, WasiCtx};
+use crate::wasi::errno::{Errno, GuestResult};
+use crate::wasi::memory::GuestMemory;
+use crate::wasi::types::{EVENT_SIZE, SUBSCRIPTION_CLOCK_ABSTIME, SUBSCRIPTION_SIZE, eventtype};
+
+pub(super) fn add<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: Getter<T>,
+) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        MODULE,
+        "poll_oneoff",
+        move |mut c: Caller<'_, T>, subs: i32, events: i32, n: i32, out: i32| {
+            run(&mut c, get, |m, ctx| {
+                let count = poll_oneoff(m, ctx, u(subs), u(events), u(n))?;
+                m.write_u32(u(out), count)
+            })
+        },
+    )?;
+    Ok(())
+}
+
+/// Most subscriptions one `poll_oneoff` call may pass.
+pub const MAX_SUBSCRIPTIONS: u32 = 4096;
+
+/// An event to report.
+struct Event {
+    userdata: u64,
+    error: Errno,
+    kind: u8,
+    nbytes: u64,
+}
+
+fn poll_oneoff(
+    m: &mut GuestMemory<'_>,
+    ctx: &mut WasiCtx,
+    subs: u32,
+    events: u32,
+    n: u32,
+) -> GuestResult<u32> {
+    // wasmtime-wasi refuses an empty subscription list: it would sleep forever. The upper bound keeps the
+    // host's bookkeeping small whatever count a guest passes.
+    if n == 0 || n > MAX_SUBSCRIPTIONS {
+        return Err(Errno::Inval);
+    }
+    // Both arrays are checked before anything is allocated from the guest's count.
+    let in_len = n
+        .checked_mul(SUBSCRIPTION_SIZE as u32)
+        .ok_or(Errno::Fault)?;
+    let out_len = n.checked_mul(EVENT_SIZE as u32).ok_or(Errno::Fault)?;
+    m.slice(subs, in_len)?;
+    m.slice(events, out_len)?;
+
+    let mut ready = Vec::new();
+    // Earliest clock deadline: (clock id, deadline on that clock, userdata).
+    let mut timers: Vec<(u32, u64, u64)> = Vec::new();
+    for i in 0..n {
+        let at = subs + i * SUBSCRIPTION_SIZE as u32;
+        let userdata = m.read_u64(at)?;
+        match m.read_u8(at + 8)? {
+            eventtype::CLOCK => {
+                let id = m.read_u32(at + 16)?;
+                let timeout = m.read_u64(at + 24)?;
+                let flags = m.read_u16(at + 40)?;
+                match now(ctx, id) {
+                    Ok(current) => {
+                        let deadline = if flags & SUBSCRIPTION_CLOCK_ABSTIME != 0 {
+                            timeout
+                        } else {
+                            current.saturating_add(timeout)
+                        };
+                        timers.push((id, deadline, userdata));
+                    }
+                    Err(e) => ready.push(Event {
+                        userdata,
+                        error: e,
+                        kind: eventtype::CLOCK,
+                        nbytes: 0,
+                    }),
+                }
+            }
+            kind @ (eventtype::FD_READ | eventtype::FD_WRITE) => {
+                let fd = m.read_u32(at + 16)?;
+                // A closed fd fails the whole call, as in wasmtime-wasi.
+                ctx.entry(fd)?;
+                let (error, nbytes) = fd_readiness(ctx, fd, kind);
+                ready.push(Event {
+                    userdata,
+                    error,
+                    kind,
+                    nbytes,
+                });
+            }
+            _ => return Err(Errno::Inval),
+        }
+    }
+
+    if ready.is_empty() {
+        // Sleep until the earliest deadline, then report every timer that is due.
+        loop {
+            let mut wait = u64::MAX;
+            for &(id, deadline, userdata) in &timers {
+                let current = now(ctx, id)?;
+                if current >= deadline {
+                    ready.push(Event {
+                        userdata,
+                        error: Errno::Success,
+                        kind: eventtype::CLOCK,
+                        nbytes: 0,
+                    });
+                } else {
+                    wait = wait.min(deadline - current);
+                }
+            }
+            if !ready.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_nanos(wait));
+        }
+    }
+
+    for (i, ev) in ready.iter().enumerate() {
+        let mut b = [0u8; EVENT_SIZE];
+        b[0..8].copy_from_slice(&ev.userdata.to_le_bytes());
+        b[8..10].copy_from_slice(&(ev.error as u16).to_le_bytes());
+        b[10] = ev.kind;
+        b[16..24].copy_from_slice(&ev.nbytes.to_le_bytes());
+        m.write(events + (i * EVENT_SIZE) as u32, &b)?;
+    }
+    Ok(ready.len() as u32)
+}
+
+/// Readiness of an fd subscription: an error for fds that cannot be read or written that way, else ready with
+/// the bytes left before end of file (files) or 0.
+fn fd_readiness(ctx: &mut WasiCtx, fd: u32, kind: u8) -> (Errno, u64) {
+    let Ok(e) = ctx.entry(fd) else {
+        return (Errno::Badf, 0);
+    };
+    match (&e.handle, kind) {
+        (Handle::File(f), eventtype::FD_READ) => {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            (Errno::Success, len.saturating_sub(e.offset))
+        }
+        (Handle::File(_), _) | (Handle::Stdin, eventtype::FD_READ) => (Errno::Success, 0),
+        (Handle::Stdout | Handle::Stderr, eventtype::FD_WRITE) => (Errno::Success, 0),
+        _ => (Errno::Badf, 0),
+    }
+}

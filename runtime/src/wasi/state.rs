@@ -1,0 +1,267 @@
+//! [`WasiState`]: the plain-data image of a [`WasiCtx`], and `save`/`restore` between the two. Restore re-opens
+//! every fd by its path relative to its preopen, at the same fd number and offset; gaps left by closed fds stay
+//! gaps and a closed preopen stays closed.
+
+use cap_fs_ext::{FollowSymlinks, MetadataExt as _, OpenOptionsFollowExt as _};
+use serde::{Deserialize, Serialize};
+
+use super::ctx::{FdEntry, Handle, WasiCtx};
+use super::types::LOOKUP_SYMLINK_FOLLOW;
+use super::{WasiConfig, WasiRestoreError, WasiSaveError};
+
+/// The saved WASI state of one guest instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WasiState {
+    /// Program arguments.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// The preopens the fds hang from, index 0 being the root.
+    pub preopens: Vec<PreopenState>,
+    /// Every open fd, in increasing fd order.
+    pub fds: Vec<FdState>,
+    /// Value of the virtual monotonic clock when saved, in nanoseconds.
+    pub monotonic_ns: u64,
+}
+
+/// A preopen as saved: what the guest calls it and whether it was read-only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreopenState {
+    /// Guest name ("/" for the root).
+    pub guest: String,
+    /// Whether writes were refused.
+    pub read_only: bool,
+}
+
+/// What an fd is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FdKindState {
+    /// Standard input.
+    Stdin,
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// A preopened directory (its preopen is [`FdState::preopen`]).
+    PreopenDir,
+    /// A directory opened by the guest.
+    Dir,
+    /// A regular file (or other non-directory) opened by the guest.
+    File,
+}
+
+/// One saved fd.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdState {
+    /// The fd number.
+    pub fd: u32,
+    /// Its kind.
+    pub kind: FdKindState,
+    /// Index of the preopen it hangs from (`None` for stdio).
+    pub preopen: Option<u32>,
+    /// Path relative to that preopen.
+    pub path: String,
+    /// `lookupflags` it was opened with.
+    pub lookupflags: u32,
+    /// `oflags` it was opened with.
+    pub oflags: u16,
+    /// Current `fdflags` (`APPEND`, …).
+    pub fdflags: u16,
+    /// Base rights.
+    pub rights_base: u64,
+    /// Inheriting rights.
+    pub rights_inheriting: u64,
+    /// Opened for reading.
+    pub read: bool,
+    /// Opened for writing.
+    pub write: bool,
+    /// Current offset.
+    pub offset: u64,
+    /// Last readdir cookie.
+    pub readdir_cookie: u64,
+}
+
+impl WasiCtx {
+    /// Captures the state as plain data. Refuses when an open file or directory was deleted or replaced since
+    /// it was opened (it could not be re-opened by path).
+    pub fn save(&self) -> Result<WasiState, WasiSaveError> {
+        let mut fds = Vec::with_capacity(self.fds.len());
+        for (&fd, e) in &self.fds {
+            self.check_still_there(fd, e)?;
+            let kind = match &e.handle {
+                Handle::Stdin => FdKindState::Stdin,
+                Handle::Stdout => FdKindState::Stdout,
+                Handle::Stderr => FdKindState::Stderr,
+                Handle::Dir(_) if e.is_preopen => FdKindState::PreopenDir,
+                Handle::Dir(_) => FdKindState::Dir,
+                Handle::File(_) => FdKindState::File,
+            };
+            fds.push(FdState {
+                fd,
+                kind,
+                preopen: e.preopen,
+                path: e.rel_path.clone(),
+                lookupflags: e.lookupflags,
+                oflags: e.oflags,
+                fdflags: e.fdflags,
+                rights_base: e.rights_base,
+                rights_inheriting: e.rights_inheriting,
+                read: e.read,
+                write: e.write,
+                offset: e.offset,
+                readdir_cookie: e.readdir_cookie,
+            });
+        }
+        // `save` takes `&self`; reading a copy of the clock leaves the live one untouched.
+        let mut clock = self.clock.clone();
+        Ok(WasiState {
+            args: self.args.clone(),
+            env: self.env.clone(),
+            preopens: self
+                .preopens
+                .iter()
+                .map(|p| PreopenState {
+                    guest: p.guest.clone(),
+                    read_only: p.read_only,
+                })
+                .collect(),
+            fds,
+            monotonic_ns: clock.now(),
+        })
+    }
+
+    /// Compares the (device, inode) of an open handle with what its path names now.
+    fn check_still_there(&self, fd: u32, e: &FdEntry) -> Result<(), WasiSaveError> {
+        if e.is_preopen {
+            return Ok(());
+        }
+        let Some(p) = e.preopen.and_then(|p| self.preopens.get(p as usize)) else {
+            return Ok(());
+        };
+        let meta_err = |source| WasiSaveError::Metadata {
+            fd,
+            path: e.rel_path.clone(),
+            source,
+        };
+        let (dev, ino) = match &e.handle {
+            Handle::File(f) => {
+                let m = f.metadata().map_err(meta_err)?;
+                (
+                    std::os::unix::fs::MetadataExt::dev(&m),
+                    std::os::unix::fs::MetadataExt::ino(&m),
+                )
+            }
+            Handle::Dir(d) => {
+                let m = d.dir_metadata().map_err(meta_err)?;
+                (m.dev(), m.ino())
+            }
+            _ => return Ok(()),
+        };
+        let now = if e.lookupflags & LOOKUP_SYMLINK_FOLLOW != 0 {
+            p.dir.metadata(&e.rel_path)
+        } else {
+            p.dir.symlink_metadata(&e.rel_path)
+        };
+        match now {
+            Ok(m) if (m.dev(), m.ino()) == (dev, ino) => Ok(()),
+            _ => Err(WasiSaveError::FileGone {
+                fd,
+                path: e.rel_path.clone(),
+            }),
+        }
+    }
+
+    /// Rebuilds a context from saved state: live resources (directories, stdio, limits) come from `config`,
+    /// arguments, environment, fds and the clock from `state`.
+    pub fn restore(mut config: WasiConfig, state: &WasiState) -> Result<Self, WasiRestoreError> {
+        let configured: Vec<String> = std::iter::once("/".to_owned())
+            .chain(config.mounts.iter().map(|m| m.guest.clone()))
+            .collect();
+        let saved: Vec<String> = state.preopens.iter().map(|p| p.guest.clone()).collect();
+        if configured != saved {
+            return Err(WasiRestoreError::PreopenMismatch { saved, configured });
+        }
+        if state.fds.len() > config.limits.max_open_fds {
+            return Err(WasiRestoreError::TooManyFds {
+                count: state.fds.len(),
+                max: config.limits.max_open_fds,
+            });
+        }
+        config.args = state.args.clone();
+        config.env = state.env.clone();
+        let mut ctx = Self::without_fds(config, state.monotonic_ns)?;
+        for s in &state.fds {
+            let entry = ctx.reopen(s)?;
+            ctx.fds.insert(s.fd, entry);
+        }
+        Ok(ctx)
+    }
+
+    fn reopen(&self, s: &FdState) -> Result<FdEntry, WasiRestoreError> {
+        let reopen_err = |source| WasiRestoreError::Reopen {
+            fd: s.fd,
+            path: s.path.clone(),
+            source,
+        };
+        let preopen = |p: Option<u32>| {
+            let idx = p.ok_or(WasiRestoreError::UnknownPreopen {
+                fd: s.fd,
+                preopen: u32::MAX,
+            })?;
+            self.preopens
+                .get(idx as usize)
+                .ok_or(WasiRestoreError::UnknownPreopen {
+                    fd: s.fd,
+                    preopen: idx,
+                })
+        };
+        let handle = match s.kind {
+            FdKindState::Stdin => Handle::Stdin,
+            FdKindState::Stdout => Handle::Stdout,
+            FdKindState::Stderr => Handle::Stderr,
+            FdKindState::PreopenDir => {
+                Handle::Dir(preopen(s.preopen)?.dir.try_clone().map_err(reopen_err)?)
+            }
+            FdKindState::Dir => {
+                let p = preopen(s.preopen)?;
+                let d = if s.path.is_empty() {
+                    p.dir.try_clone()
+                } else {
+                    p.dir.open_dir(&s.path)
+                };
+                Handle::Dir(d.map_err(reopen_err)?)
+            }
+            FdKindState::File => {
+                let p = preopen(s.preopen)?;
+                let mut opts = cap_std::fs::OpenOptions::new();
+                opts.read(s.read || !s.write).write(s.write);
+                opts.follow(if s.lookupflags & LOOKUP_SYMLINK_FOLLOW != 0 {
+                    FollowSymlinks::Yes
+                } else {
+                    FollowSymlinks::No
+                });
+                Handle::File(
+                    p.dir
+                        .open_with(&s.path, &opts)
+                        .map_err(reopen_err)?
+                        .into_std(),
+                )
+            }
+        };
+        Ok(FdEntry {
+            handle,
+            preopen: s.preopen,
+            is_preopen: s.kind == FdKindState::PreopenDir,
+            rel_path: s.path.clone(),
+            lookupflags: s.lookupflags,
+            oflags: s.oflags,
+            fdflags: s.fdflags,
+            rights_base: s.rights_base,
+            rights_inheriting: s.rights_inheriting,
+            read: s.read,
+            write: s.write,
+            offset: s.offset,
+            readdir_cookie: s.readdir_cookie,
+        })
+    }
+}
