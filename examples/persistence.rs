@@ -18,7 +18,11 @@ fn main() -> Result<()> {
         let runtime = Runtime::new(RuntimeConfig::new(&data_dir))?;
         let template = runtime.load_template("stateful", &wasm)?;
         let mut sandbox = runtime.create_sandbox(&template, SandboxOptions::default())?;
-        println!("created a sandbox from template {} ({})", template.name(), template.sha256_hex());
+        println!(
+            "created a sandbox from template {} ({})",
+            template.name(),
+            template.sha256_hex()
+        );
 
         sandbox.call("put_file", b"/tmp/message.txt\nhello")?;
         println!("guest wrote /tmp/message.txt");
@@ -26,7 +30,9 @@ fn main() -> Result<()> {
             let counter = String::from_utf8(sandbox.call("bump", b"")?)?;
             println!("guest counter: {counter}");
         }
-        let digest = sandbox.memory_digest(1).context("the guest process is alive")?;
+        let digest = sandbox
+            .memory_digest(1)
+            .context("the guest process is alive")?;
         let report = sandbox.pause(&blob)?;
         println!(
             "paused: {} bytes of memory in a {} byte blob, in {:?}",
@@ -41,7 +47,10 @@ fn main() -> Result<()> {
     let started = std::time::Instant::now();
     let mut sandbox = runtime.resume(&blob, ResumeOptions::default())?;
     println!("resumed in {:?}", started.elapsed());
-    ensure!(sandbox.memory_digest(1) == Some(digest), "restored memory differs from the paused memory");
+    ensure!(
+        sandbox.memory_digest(1) == Some(digest),
+        "restored memory differs from the paused memory"
+    );
 
     let message = String::from_utf8(sandbox.call("get_file", b"/tmp/message.txt")?)?;
     println!("guest reads /tmp/message.txt: {message}");
@@ -49,7 +58,10 @@ fn main() -> Result<()> {
 
     let counter = String::from_utf8(sandbox.call("bump", b"")?)?;
     println!("guest counter: {counter}");
-    ensure!(counter == "4 4", "the counter did not continue: {counter:?}");
+    ensure!(
+        counter == "4 4",
+        "the counter did not continue: {counter:?}"
+    );
 
     println!("everything the guest had survived the pause");
     Ok(())

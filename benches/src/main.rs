@@ -34,9 +34,15 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     let repeats = args.repeats.unwrap_or(if args.quick { 3 } else { 7 });
-    let work = tempfile::Builder::new().prefix("stasis-bench-").tempdir_in(std::env::temp_dir())?;
+    let work = tempfile::Builder::new()
+        .prefix("stasis-bench-")
+        .tempdir_in(std::env::temp_dir())?;
     let bench = Bench::new(work.path(), repeats)?;
-    let sizes: &[usize] = if args.quick { &[1, 16, 64] } else { &[1, 16, 64, 256, 1024] };
+    let sizes: &[usize] = if args.quick {
+        &[1, 16, 64]
+    } else {
+        &[1, 16, 64, 256, 1024]
+    };
     let fork_counts: &[usize] = if args.quick { &[1, 10] } else { &[1, 10, 100] };
 
     println!("{}", report::PUBLISHED);
@@ -54,17 +60,30 @@ fn main() -> Result<()> {
             record(scenarios::pause_resume(&bench, mib, contents)?);
         }
     }
-    record(scenarios::incremental(&bench, if args.quick { 64 } else { 256 })?);
+    record(scenarios::incremental(
+        &bench,
+        if args.quick { 64 } else { 256 },
+    )?);
     for &count in fork_counts {
-        record(scenarios::fork(&bench, if args.quick { 16 } else { 64 }, count)?);
+        record(scenarios::fork(
+            &bench,
+            if args.quick { 16 } else { 64 },
+            count,
+        )?);
     }
     record(scenarios::create(&bench)?);
     record(scenarios::command_round_trip(&bench)?);
-    record(scenarios::density(&bench, if args.quick { 50 } else { 500 })?);
+    record(scenarios::density(
+        &bench,
+        if args.quick { 50 } else { 500 },
+    )?);
 
     let machine = machine_description();
     report::write_all(&args.out, &results, &machine, args.quick)?;
-    println!("\nwrote {}/results.json, report.md and latency.svg", args.out.display());
+    println!(
+        "\nwrote {}/results.json, report.md and latency.svg",
+        args.out.display()
+    );
     Ok(())
 }
 
@@ -72,12 +91,22 @@ fn main() -> Result<()> {
 fn machine_description() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
         .and_then(|kib| kib.parse::<u64>().ok())
         .map(|kib| format!("{:.1} GiB", kib as f64 / (1 << 20) as f64))
         .unwrap_or_else(|| "unknown memory".into());

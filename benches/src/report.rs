@@ -9,7 +9,8 @@ use anyhow::Result;
 use crate::stats::Measurement;
 
 /// Published figures of microVM sandboxes, printed beside ours.
-pub const PUBLISHED: &str = "Novita/E2B publish: pause ≈ 4 s per GiB of RAM, resume ≈ 1 s, sandbox start ≈ 150 ms.";
+pub const PUBLISHED: &str =
+    "Novita/E2B publish: pause ≈ 4 s per GiB of RAM, resume ≈ 1 s, sandbox start ≈ 150 ms.";
 
 /// The header of the progress table.
 pub fn table_header() -> String {
@@ -40,9 +41,11 @@ pub fn table_row(m: &Measurement) -> String {
 
 fn compact(parameters: &serde_json::Value) -> String {
     match parameters.as_object() {
-        Some(map) if !map.is_empty() => {
-            map.iter().map(|(k, v)| format!("{k}={}", v.to_string().trim_matches('"'))).collect::<Vec<_>>().join(" ")
-        }
+        Some(map) if !map.is_empty() => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.to_string().trim_matches('"')))
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => String::new(),
     }
 }
@@ -50,15 +53,31 @@ fn compact(parameters: &serde_json::Value) -> String {
 /// Writes `results.json`, `report.md` and `latency.svg` into `out`.
 pub fn write_all(out: &Path, results: &[Measurement], machine: &str, quick: bool) -> Result<()> {
     std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(results)?)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(results)?,
+    )?;
     std::fs::write(out.join("latency.svg"), latency_plot(results))?;
     let mut md = String::new();
     writeln!(md, "# Stasis benchmark report\n")?;
-    writeln!(md, "Machine: {machine}. Mode: {}.\n", if quick { "quick" } else { "full" })?;
+    writeln!(
+        md,
+        "Machine: {machine}. Mode: {}.\n",
+        if quick { "quick" } else { "full" }
+    )?;
     writeln!(md, "{PUBLISHED}\n")?;
-    writeln!(md, "Each figure is compared with a reference measured in the same run: pause with an fsync'd write")?;
-    writeln!(md, "of the same bytes, resume with a memcpy of them, create with instantiating an empty module.\n")?;
-    writeln!(md, "| scenario | parameters | median | p90 | min | max | unit | ratio to reference |")?;
+    writeln!(
+        md,
+        "Each figure is compared with a reference measured in the same run: pause with an fsync'd write"
+    )?;
+    writeln!(
+        md,
+        "of the same bytes, resume with a memcpy of them, create with instantiating an empty module.\n"
+    )?;
+    writeln!(
+        md,
+        "| scenario | parameters | median | p90 | min | max | unit | ratio to reference |"
+    )?;
     writeln!(md, "|---|---|---:|---:|---:|---:|---|---|")?;
     for m in results {
         let ratio = match (&m.reference, m.ratio()) {
@@ -78,7 +97,10 @@ pub fn write_all(out: &Path, results: &[Measurement], machine: &str, quick: bool
             ratio
         )?;
     }
-    writeln!(md, "\n![pause and resume latency against memory size](latency.svg)")?;
+    writeln!(
+        md,
+        "\n![pause and resume latency against memory size](latency.svg)"
+    )?;
     std::fs::write(out.join("report.md"), md)?;
     Ok(())
 }
@@ -87,8 +109,14 @@ pub fn write_all(out: &Path, results: &[Measurement], machine: &str, quick: bool
 /// contents), drawn as plain SVG.
 pub fn latency_plot(results: &[Measurement]) -> String {
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for m in results.iter().filter(|m| m.scenario == "pause" || m.scenario == "resume") {
-        let (Some(mib), Some(contents)) = (m.parameters["mib"].as_f64(), m.parameters["contents"].as_str()) else {
+    for m in results
+        .iter()
+        .filter(|m| m.scenario == "pause" || m.scenario == "resume")
+    {
+        let (Some(mib), Some(contents)) = (
+            m.parameters["mib"].as_f64(),
+            m.parameters["contents"].as_str(),
+        ) else {
             continue;
         };
         let name = format!("{} ({contents})", m.scenario);
@@ -110,9 +138,14 @@ pub fn latency_plot(results: &[Measurement]) -> String {
     }
     let (w, h, left, right, top, bottom) = (760.0, 460.0, 70.0, 200.0, 30.0, 50.0);
     let lx = |x: f64| left + (x.max(1.0).log10() / x_max.log10().max(1.0)) * (w - left - right);
-    let (ly0, ly1) = (y_min.log10().floor(), y_max.log10().ceil().max(y_min.log10().floor() + 1.0));
+    let (ly0, ly1) = (
+        y_min.log10().floor(),
+        y_max.log10().ceil().max(y_min.log10().floor() + 1.0),
+    );
     let ly = |y: f64| top + (1.0 - (y.max(1e-3).log10() - ly0) / (ly1 - ly0)) * (h - top - bottom);
-    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+    let colors = [
+        "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+    ];
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
@@ -134,25 +167,57 @@ pub fn latency_plot(results: &[Measurement]) -> String {
     let mut tick = 1.0;
     while tick <= x_max * 1.001 {
         let x = lx(tick);
-        let _ = writeln!(svg, r#"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="black"/><text x="{x}" y="{}" text-anchor="middle">{tick}</text>"#, h - bottom, h - bottom + 5.0, h - bottom + 18.0);
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="black"/><text x="{x}" y="{}" text-anchor="middle">{tick}</text>"#,
+            h - bottom,
+            h - bottom + 5.0,
+            h - bottom + 18.0
+        );
         tick *= 4.0;
     }
     let mut decade = ly0;
     while decade <= ly1 {
         let value = 10f64.powf(decade);
         let y = ly(value);
-        let _ = writeln!(svg, r##"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{value}</text>"##, left, w - right, left - 6.0, y + 4.0);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{value}</text>"##,
+            left,
+            w - right,
+            left - 6.0,
+            y + 4.0
+        );
         decade += 1.0;
     }
     for (i, (name, points)) in series.iter().enumerate() {
         let color = colors[i % colors.len()];
-        let path: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", lx(x), ly(y))).collect();
-        let _ = writeln!(svg, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, path.join(" "));
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", lx(x), ly(y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
         for &(x, y) in points {
-            let _ = writeln!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#, lx(x), ly(y));
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                lx(x),
+                ly(y)
+            );
         }
         let ly_legend = top + 20.0 + i as f64 * 18.0;
-        let _ = writeln!(svg, r#"<rect x="{}" y="{}" width="12" height="12" fill="{color}"/><text x="{}" y="{}">{name}</text>"#, w - right + 12.0, ly_legend - 10.0, w - right + 30.0, ly_legend);
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{}" y="{}" width="12" height="12" fill="{color}"/><text x="{}" y="{}">{name}</text>"#,
+            w - right + 12.0,
+            ly_legend - 10.0,
+            w - right + 30.0,
+            ly_legend
+        );
     }
     svg.push_str("</svg>\n");
     svg

@@ -27,12 +27,20 @@ impl Bench {
     /// A bench working in `work`.
     pub fn new(work: &Path, repeats: usize) -> Result<Self> {
         let runtime = Runtime::new(RuntimeConfig::new(work.join("data")))?;
-        let template = runtime.load_template("stateful", &stasis_guests::bytes(stasis_guests::STATEFUL))?;
-        Ok(Self { runtime, template, work: work.to_owned(), repeats })
+        let template =
+            runtime.load_template("stateful", &stasis_guests::bytes(stasis_guests::STATEFUL))?;
+        Ok(Self {
+            runtime,
+            template,
+            work: work.to_owned(),
+            repeats,
+        })
     }
 
     fn sandbox_with(&self, mib: usize, contents: &str) -> Result<Sandbox> {
-        let mut sandbox = self.runtime.create_sandbox(&self.template, SandboxOptions::default())?;
+        let mut sandbox = self
+            .runtime
+            .create_sandbox(&self.template, SandboxOptions::default())?;
         if mib > 0 {
             sandbox.call("fill", format!("{mib} 1 {contents}").as_bytes())?;
         }
@@ -58,12 +66,18 @@ pub fn pause_resume(bench: &Bench, mib: usize, contents: &str) -> Result<Vec<Mea
         resumes.push(ms(started.elapsed()));
         std::fs::remove_file(&blob)?;
     }
-    let fsync = median((0..3).map(|_| reference::fsync_write_ms(&bench.work, memory_bytes)).collect::<Result<_>>()?);
+    let fsync = median(
+        (0..3)
+            .map(|_| reference::fsync_write_ms(&bench.work, memory_bytes))
+            .collect::<Result<_>>()?,
+    );
     let memcpy = median((0..3).map(|_| reference::memcpy_ms(memory_bytes)).collect());
     let params = json!({ "mib": mib, "contents": contents, "memory_bytes": memory_bytes });
     Ok(vec![
-        Measurement::new("pause", params.clone(), "ms", pauses).against("fsync write of the memory", fsync),
-        Measurement::new("resume", params.clone(), "ms", resumes).against("memcpy of the memory", memcpy),
+        Measurement::new("pause", params.clone(), "ms", pauses)
+            .against("fsync write of the memory", fsync),
+        Measurement::new("resume", params.clone(), "ms", resumes)
+            .against("memcpy of the memory", memcpy),
         Measurement::new("blob size", params, "MiB", blob_mib),
     ])
 }
@@ -93,12 +107,21 @@ pub fn incremental(bench: &Bench, mib: usize) -> Result<Vec<Measurement>> {
         std::fs::remove_file(&blob)?;
     }
     std::fs::remove_file(&first)?;
-    let one_mib_fsync = median((0..3).map(|_| reference::fsync_write_ms(&bench.work, 1 << 20)).collect::<Result<_>>()?);
+    let one_mib_fsync = median(
+        (0..3)
+            .map(|_| reference::fsync_write_ms(&bench.work, 1 << 20))
+            .collect::<Result<_>>()?,
+    );
     let params = json!({ "mib": mib, "dirty_mib": 1 });
     Ok(vec![
         Measurement::new("incremental pause", params.clone(), "ms", samples)
             .against("fsync write of 1 MiB", one_mib_fsync),
-        Measurement::new("incremental pause (full for comparison)", params, "ms", full),
+        Measurement::new(
+            "incremental pause (full for comparison)",
+            params,
+            "ms",
+            full,
+        ),
     ])
 }
 
@@ -120,14 +143,21 @@ pub fn fork(bench: &Bench, mib: usize, count: usize) -> Result<Vec<Measurement>>
             forks.push(fork);
         }
         totals.push(ms(started.elapsed()));
-        rss_per_fork.push(resident_bytes().saturating_sub(rss_before) as f64 / count as f64 / (1 << 20) as f64);
+        rss_per_fork.push(
+            resident_bytes().saturating_sub(rss_before) as f64 / count as f64 / (1 << 20) as f64,
+        );
         drop(forks);
     }
     std::fs::remove_file(&blob)?;
     let params = json!({ "mib": mib, "count": count });
     Ok(vec![
         Measurement::new("fork total", params.clone(), "ms", totals),
-        Measurement::new("fork resident memory per sandbox", params, "MiB", rss_per_fork),
+        Measurement::new(
+            "fork resident memory per sandbox",
+            params,
+            "MiB",
+            rss_per_fork,
+        ),
     ])
 }
 
@@ -137,23 +167,29 @@ pub fn create(bench: &Bench) -> Result<Vec<Measurement>> {
     let mut cached = Vec::new();
     for _ in 0..bench.repeats.max(5) {
         let started = Instant::now();
-        let mut sandbox = bench.runtime.create_sandbox(&bench.template, SandboxOptions::default())?;
+        let mut sandbox = bench
+            .runtime
+            .create_sandbox(&bench.template, SandboxOptions::default())?;
         sandbox.call("bump", b"")?;
         cached.push(ms(started.elapsed()));
     }
     let mut first = Vec::new();
     for i in 0..bench.repeats.min(3) {
-        let fresh = Runtime::new(RuntimeConfig::new(bench.work.join(format!("first-create-{i}"))))?;
+        let fresh = Runtime::new(RuntimeConfig::new(
+            bench.work.join(format!("first-create-{i}")),
+        ))?;
         let started = Instant::now();
-        let template = fresh.load_template("stateful", &stasis_guests::bytes(stasis_guests::STATEFUL))?;
+        let template =
+            fresh.load_template("stateful", &stasis_guests::bytes(stasis_guests::STATEFUL))?;
         let mut sandbox = fresh.create_sandbox(&template, SandboxOptions::default())?;
         sandbox.call("bump", b"")?;
         first.push(ms(started.elapsed()));
     }
     let engine = bench.runtime.engine().engine();
     let empty = wasmtime::Module::new(engine, wat::parse_str("(module)")?)?;
-    let reference: Vec<f64> =
-        (0..20).map(|_| reference::empty_instantiation_ms(engine, &empty)).collect::<Result<_>>()?;
+    let reference: Vec<f64> = (0..20)
+        .map(|_| reference::empty_instantiation_ms(engine, &empty))
+        .collect::<Result<_>>()?;
     let empty_ms = median(reference.clone());
     Ok(vec![
         Measurement::new("create (cached template)", json!({}), "ms", cached)
@@ -165,16 +201,29 @@ pub fn create(bench: &Bench) -> Result<Vec<Measurement>> {
 
 /// A command's round trip in-process: run a command module to completion and collect its output.
 pub fn command_round_trip(bench: &Bench) -> Result<Vec<Measurement>> {
-    let hello = bench.runtime.load_template("hello", &stasis_guests::bytes(stasis_guests::HELLO))?;
-    let mut sandbox = bench.runtime.create_sandbox(&hello, SandboxOptions::default())?;
+    let hello = bench
+        .runtime
+        .load_template("hello", &stasis_guests::bytes(stasis_guests::HELLO))?;
+    let mut sandbox = bench
+        .runtime
+        .create_sandbox(&hello, SandboxOptions::default())?;
     let mut samples = Vec::new();
     for _ in 0..bench.repeats.max(10) {
         let started = Instant::now();
         let output = sandbox.run(&hello, &["hi".into()], b"")?;
         samples.push(ms(started.elapsed()));
-        anyhow::ensure!(output.stdout == b"hello hi\n", "unexpected output {:?}", output.stdout);
+        anyhow::ensure!(
+            output.stdout == b"hello hi\n",
+            "unexpected output {:?}",
+            output.stdout
+        );
     }
-    Ok(vec![Measurement::new("command round trip (in-process)", json!({ "command": "hello hi" }), "ms", samples)])
+    Ok(vec![Measurement::new(
+        "command round trip (in-process)",
+        json!({ "command": "hello hi" }),
+        "ms",
+        samples,
+    )])
 }
 
 /// How many paused sandboxes fit (disk per blob; they hold no RAM) and what a small running sandbox costs in RAM.
@@ -183,11 +232,14 @@ pub fn density(bench: &Bench, count: usize) -> Result<Vec<Measurement>> {
     let rss_before = resident_bytes();
     let mut running = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut sandbox = bench.runtime.create_sandbox(&bench.template, SandboxOptions::default())?;
+        let mut sandbox = bench
+            .runtime
+            .create_sandbox(&bench.template, SandboxOptions::default())?;
         sandbox.call("bump", b"")?;
         running.push(sandbox);
     }
-    let running_mib = resident_bytes().saturating_sub(rss_before) as f64 / count as f64 / (1 << 20) as f64;
+    let running_mib =
+        resident_bytes().saturating_sub(rss_before) as f64 / count as f64 / (1 << 20) as f64;
     for (i, sandbox) in running.iter_mut().enumerate() {
         let blob = bench.work.join(format!("density-{i}.blob"));
         let report = sandbox.pause(&blob).context("pausing for density")?;
@@ -200,8 +252,18 @@ pub fn density(bench: &Bench, count: usize) -> Result<Vec<Measurement>> {
     }
     let params = json!({ "sandboxes": count });
     Ok(vec![
-        Measurement::new("density: disk per paused sandbox", params.clone(), "KiB", blob_kib),
-        Measurement::new("density: RAM per running small sandbox", params, "MiB", vec![running_mib]),
+        Measurement::new(
+            "density: disk per paused sandbox",
+            params.clone(),
+            "KiB",
+            blob_kib,
+        ),
+        Measurement::new(
+            "density: RAM per running small sandbox",
+            params,
+            "MiB",
+            vec![running_mib],
+        ),
     ])
 }
 
@@ -209,7 +271,11 @@ pub fn density(bench: &Bench, count: usize) -> Result<Vec<Measurement>> {
 pub fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|pages| pages.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }

@@ -29,7 +29,12 @@ pub struct Measurement {
 
 impl Measurement {
     /// Summarises `samples` (at least one).
-    pub fn new(scenario: &str, parameters: serde_json::Value, unit: &str, samples: Vec<f64>) -> Self {
+    pub fn new(
+        scenario: &str,
+        parameters: serde_json::Value,
+        unit: &str,
+        samples: Vec<f64>,
+    ) -> Self {
         let mut sorted = samples.clone();
         sorted.sort_by(f64::total_cmp);
         let pick = |q: f64| {
@@ -82,7 +87,12 @@ mod tests {
 
     #[test]
     fn summary_of_known_samples() {
-        let m = Measurement::new("x", serde_json::json!({}), "ms", vec![5.0, 1.0, 3.0, 2.0, 4.0]);
+        let m = Measurement::new(
+            "x",
+            serde_json::json!({}),
+            "ms",
+            vec![5.0, 1.0, 3.0, 2.0, 4.0],
+        );
         assert_eq!((m.median, m.min, m.max, m.p90), (3.0, 1.0, 5.0, 5.0));
         let even = Measurement::new("x", serde_json::json!({}), "ms", vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(even.median, 2.5);

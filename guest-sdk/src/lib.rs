@@ -47,7 +47,9 @@ pub extern "C" fn stasis_abi_version() -> i32 {
 /// Allocates a buffer of `len` bytes for the host to write a request into; 0 when it cannot.
 #[unsafe(no_mangle)]
 pub extern "C" fn stasis_alloc(len: i32) -> i32 {
-    let Ok(len) = usize::try_from(len) else { return 0 };
+    let Ok(len) = usize::try_from(len) else {
+        return 0;
+    };
     match layout(len) {
         // SAFETY: the layout has a non-zero size (see `layout`).
         Some(layout) => unsafe { alloc(layout) as usize as i32 },
@@ -62,7 +64,10 @@ pub extern "C" fn stasis_alloc(len: i32) -> i32 {
 /// that has not been freed yet.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn stasis_free(ptr: i32, len: i32) {
-    let (Ok(len), Some(ptr)) = (usize::try_from(len), std::ptr::NonNull::new(ptr as usize as *mut u8)) else {
+    let (Ok(len), Some(ptr)) = (
+        usize::try_from(len),
+        std::ptr::NonNull::new(ptr as usize as *mut u8),
+    ) else {
         return;
     };
     if let Some(layout) = layout(len) {
@@ -85,7 +90,9 @@ fn layout(len: usize) -> Option<Layout> {
 pub unsafe fn dispatch(ptr: i32, len: i32, handler: fn(&[u8]) -> Result<Vec<u8>, String>) -> i64 {
     let request: &[u8] = match usize::try_from(len) {
         // SAFETY: the host wrote `len` bytes at `ptr`, a buffer it obtained from `stasis_alloc`.
-        Ok(n) if n > 0 && ptr != 0 => unsafe { std::slice::from_raw_parts(ptr as usize as *const u8, n) },
+        Ok(n) if n > 0 && ptr != 0 => unsafe {
+            std::slice::from_raw_parts(ptr as usize as *const u8, n)
+        },
         _ => &[],
     };
     let outcome = handler(request);

@@ -12,9 +12,16 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip1";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let guests_dir = manifest_dir.parent().expect("artifacts lives inside guests/").to_path_buf();
-    let repo_root = guests_dir.parent().expect("guests/ lives in the repository").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let guests_dir = manifest_dir
+        .parent()
+        .expect("artifacts lives inside guests/")
+        .to_path_buf();
+    let repo_root = guests_dir
+        .parent()
+        .expect("guests/ lives in the repository")
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
     for watched in [
@@ -54,8 +61,13 @@ fn main() {
     ] {
         build.env_remove(var);
     }
-    let status = build.status().unwrap_or_else(|e| panic!("could not run cargo to build the guests: {e}"));
-    assert!(status.success(), "building the guest programs for {TARGET} failed (see the errors above)");
+    let status = build
+        .status()
+        .unwrap_or_else(|e| panic!("could not run cargo to build the guests: {e}"));
+    assert!(
+        status.success(),
+        "building the guest programs for {TARGET} failed (see the errors above)"
+    );
 
     let wasm_dir = target_dir.join(TARGET).join("release");
     let mut names = guest_binaries(&guests_dir);
@@ -63,7 +75,11 @@ fn main() {
     let mut generated = String::new();
     for name in &names {
         let path = wasm_dir.join(format!("{name}.wasm"));
-        assert!(path.is_file(), "guest program {name} was not produced at {}", path.display());
+        assert!(
+            path.is_file(),
+            "guest program {name} was not produced at {}",
+            path.display()
+        );
         let ident = name.replace('-', "_");
         writeln!(
             generated,
@@ -76,12 +92,20 @@ fn main() {
     generated.push_str("/// Calls `$mac!(name)` once per guest program, so tests can require one host test per program.\n");
     generated.push_str("#[macro_export]\nmacro_rules! foreach_program {\n    ($mac:ident) => {\n");
     for name in &names {
-        writeln!(generated, "        $mac!({});", name.replace('-', "_")).expect("writing to a String cannot fail");
+        writeln!(generated, "        $mac!({});", name.replace('-', "_"))
+            .expect("writing to a String cannot fail");
     }
     generated.push_str("    };\n}\n");
-    generated.push_str("/// Every guest program as `(name, path)`.\npub const ALL: &[(&str, &str)] = &[\n");
+    generated.push_str(
+        "/// Every guest program as `(name, path)`.\npub const ALL: &[(&str, &str)] = &[\n",
+    );
     for name in &names {
-        writeln!(generated, "    ({name:?}, {}),", name.replace('-', "_").to_uppercase()).expect("writing to a String cannot fail");
+        writeln!(
+            generated,
+            "    ({name:?}, {}),",
+            name.replace('-', "_").to_uppercase()
+        )
+        .expect("writing to a String cannot fail");
     }
     generated.push_str("];\n");
     std::fs::write(out_dir.join("programs.rs"), generated).expect("OUT_DIR is writable");
@@ -93,16 +117,28 @@ fn main() {
 fn guest_binaries(guests_dir: &Path) -> Vec<String> {
     let mut names = Vec::new();
     let bins = guests_dir.join("programs").join("src").join("bin");
-    for entry in std::fs::read_dir(&bins).unwrap_or_else(|e| panic!("reading {}: {e}", bins.display())) {
+    for entry in
+        std::fs::read_dir(&bins).unwrap_or_else(|e| panic!("reading {}: {e}", bins.display()))
+    {
         let path = entry.expect("directory entry").path();
         if path.extension().is_some_and(|e| e == "rs") {
-            names.push(path.file_stem().expect("file has a stem").to_string_lossy().into_owned());
+            names.push(
+                path.file_stem()
+                    .expect("file has a stem")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     for entry in std::fs::read_dir(guests_dir).expect("guests dir is readable") {
         let path = entry.expect("directory entry").path();
         if path.join("src").join("main.rs").is_file() && path.join("Cargo.toml").is_file() {
-            names.push(path.file_name().expect("dir has a name").to_string_lossy().into_owned());
+            names.push(
+                path.file_name()
+                    .expect("dir has a name")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     let reactors = guests_dir.join("reactors");
@@ -111,7 +147,12 @@ fn guest_binaries(guests_dir: &Path) -> Vec<String> {
             let path = entry.expect("directory entry").path();
             if path.join("Cargo.toml").is_file() {
                 // A cdylib's file is named after its library, where cargo turns `-` into `_`.
-                names.push(path.file_name().expect("dir has a name").to_string_lossy().replace('-', "_"));
+                names.push(
+                    path.file_name()
+                        .expect("dir has a name")
+                        .to_string_lossy()
+                        .replace('-', "_"),
+                );
             }
         }
     }
@@ -132,8 +173,12 @@ fn ensure_target_installed() {
     {
         return;
     }
-    println!("cargo:warning=the {TARGET} target is missing; installing it with `rustup target add {TARGET}`");
-    let installed = Command::new("rustup").args(["target", "add", TARGET]).status();
+    println!(
+        "cargo:warning=the {TARGET} target is missing; installing it with `rustup target add {TARGET}`"
+    );
+    let installed = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status();
     match installed {
         Ok(status) if status.success() => {}
         _ => panic!(

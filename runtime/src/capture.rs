@@ -12,9 +12,12 @@ use wasmtime::{Memory, Val};
 use crate::process::Process;
 use crate::sandbox::Sandbox;
 use crate::snapshot::{
-    ArchiveError, ArchiveLimits, EncodeError, EncodeOptions, FsArchive, MemorySection, write_blob_atomic,
+    ArchiveError, ArchiveLimits, EncodeError, EncodeOptions, FsArchive, MemorySection,
+    write_blob_atomic,
 };
-use crate::state::{GlobalState, GlobalValue, MemoryState, ProcessState, SandboxManifest, TableState};
+use crate::state::{
+    GlobalState, GlobalValue, MemoryState, ProcessState, SandboxManifest, TableState,
+};
 use crate::wasi::WasiSaveError;
 
 /// What a pause or snapshot wrote.
@@ -85,7 +88,11 @@ impl Sandbox {
 
     /// Writes the sandbox's state to `blob` like [`Sandbox::pause`], but keeps it running: the blob is a
     /// snapshot from which any number of new sandboxes can be resumed.
-    pub fn snapshot(&mut self, blob: &Path, options: &EncodeOptions) -> Result<PauseReport, PauseError> {
+    pub fn snapshot(
+        &mut self,
+        blob: &Path,
+        options: &EncodeOptions,
+    ) -> Result<PauseReport, PauseError> {
         if self.paused {
             return Err(PauseError::AlreadyPaused);
         }
@@ -94,7 +101,11 @@ impl Sandbox {
         let mut memories: Vec<(u32, u32, Memory)> = Vec::new();
         for process in self.processes.values_mut() {
             let (state, handles) = capture_process(process)?;
-            memories.extend(handles.into_iter().map(|(index, memory)| (process.pid, index, memory)));
+            memories.extend(
+                handles
+                    .into_iter()
+                    .map(|(index, memory)| (process.pid, index, memory)),
+            );
             states.push(state);
         }
         let archive_limits = ArchiveLimits {
@@ -122,8 +133,14 @@ impl Sandbox {
             })
             .collect();
         let memory_bytes = sections.iter().map(|s| s.data.len() as u64).sum();
-        let summary =
-            write_blob_atomic(blob, self.template.sha256(), &manifest, &sections, &filesystem, options)?;
+        let summary = write_blob_atomic(
+            blob,
+            self.template.sha256(),
+            &manifest,
+            &sections,
+            &filesystem,
+            options,
+        )?;
         Ok(PauseReport {
             blob_bytes: summary.total_bytes,
             memory_bytes,
@@ -135,43 +152,73 @@ impl Sandbox {
 
 /// Records one process's globals, memory sizes, table sizes and WASI state, and returns handles to its
 /// memories (their bytes are read later, by the encoder, without a copy).
-fn capture_process(process: &mut Process) -> Result<(ProcessState, Vec<(u32, Memory)>), PauseError> {
+fn capture_process(
+    process: &mut Process,
+) -> Result<(ProcessState, Vec<(u32, Memory)>), PauseError> {
     let pid = process.pid;
     let layout = &process.template.inner.layout;
-    let missing = |name: &str| PauseError::MissingExport { pid, name: name.to_owned() };
+    let missing = |name: &str| PauseError::MissingExport {
+        pid,
+        name: name.to_owned(),
+    };
 
     let mut globals = Vec::with_capacity(layout.globals.len());
     for desc in &layout.globals {
-        let global =
-            process.instance.get_global(&mut process.store, &desc.export_name).ok_or_else(|| missing(&desc.export_name))?;
+        let global = process
+            .instance
+            .get_global(&mut process.store, &desc.export_name)
+            .ok_or_else(|| missing(&desc.export_name))?;
         let value = match global.get(&mut process.store) {
             Val::I32(v) => GlobalValue::I32(v),
             Val::I64(v) => GlobalValue::I64(v),
             Val::F32(bits) => GlobalValue::F32(bits),
             Val::F64(bits) => GlobalValue::F64(bits),
             Val::V128(v) => GlobalValue::V128(v.as_u128()),
-            _ => return Err(PauseError::UnsavableGlobal { pid, index: desc.index }),
+            _ => {
+                return Err(PauseError::UnsavableGlobal {
+                    pid,
+                    index: desc.index,
+                });
+            }
         };
-        globals.push(GlobalState { index: desc.index, value });
+        globals.push(GlobalState {
+            index: desc.index,
+            value,
+        });
     }
 
     let mut memories = Vec::with_capacity(layout.memories.len());
     let mut handles = Vec::with_capacity(layout.memories.len());
     for desc in &layout.memories {
-        let memory =
-            process.instance.get_memory(&mut process.store, &desc.export_name).ok_or_else(|| missing(&desc.export_name))?;
-        memories.push(MemoryState { index: desc.index, pages: memory.size(&process.store) });
+        let memory = process
+            .instance
+            .get_memory(&mut process.store, &desc.export_name)
+            .ok_or_else(|| missing(&desc.export_name))?;
+        memories.push(MemoryState {
+            index: desc.index,
+            pages: memory.size(&process.store),
+        });
         handles.push((desc.index, memory));
     }
 
     let mut tables = Vec::with_capacity(layout.tables.len());
     for desc in &layout.tables {
-        let table =
-            process.instance.get_table(&mut process.store, &desc.export_name).ok_or_else(|| missing(&desc.export_name))?;
-        tables.push(TableState { index: desc.index, size: table.size(&process.store) });
+        let table = process
+            .instance
+            .get_table(&mut process.store, &desc.export_name)
+            .ok_or_else(|| missing(&desc.export_name))?;
+        tables.push(TableState {
+            index: desc.index,
+            size: table.size(&process.store),
+        });
     }
 
-    let wasi = process.store.data().wasi.save().map_err(|source| PauseError::Wasi { pid, source })?;
+    let wasi = process
+        .store
+        .data()
+        .wasi
+        .save()
+        .map_err(|source| PauseError::Wasi { pid, source })?;
     let state = ProcessState {
         pid,
         module: process.template.reference(),

@@ -36,12 +36,22 @@ pub enum SpawnError {
 }
 
 /// A store for one process, with its limits applied.
-pub(crate) fn new_store(engine: &StasisEngine, limits: &SandboxLimits, wasi: WasiCtx) -> Store<ProcessData> {
+pub(crate) fn new_store(
+    engine: &StasisEngine,
+    limits: &SandboxLimits,
+    wasi: WasiCtx,
+) -> Store<ProcessData> {
     let store_limits = StoreLimitsBuilder::new()
         .memory_size(usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX))
         .instances(1)
         .build();
-    let mut store = Store::new(engine.engine(), ProcessData { wasi, limits: store_limits });
+    let mut store = Store::new(
+        engine.engine(),
+        ProcessData {
+            wasi,
+            limits: store_limits,
+        },
+    );
     store.limiter(|data| &mut data.limits);
     store.epoch_deadline_trap();
     store.set_epoch_deadline(engine.ticks_for(limits.cpu_time_per_call));
@@ -57,8 +67,15 @@ pub(crate) fn linker(engine: &StasisEngine) -> wasmtime::Result<Linker<ProcessDa
 
 /// Instantiates `template` without running any of its code. Imports were resolved once, when the template
 /// was loaded (its `InstancePre`), so this only allocates the instance.
-pub(crate) fn instantiate(template: &Template, store: &mut Store<ProcessData>) -> Result<Instance, SpawnError> {
-    template.inner.pre.instantiate(&mut *store).map_err(SpawnError::Instantiate)
+pub(crate) fn instantiate(
+    template: &Template,
+    store: &mut Store<ProcessData>,
+) -> Result<Instance, SpawnError> {
+    template
+        .inner
+        .pre
+        .instantiate(&mut *store)
+        .map_err(SpawnError::Instantiate)
 }
 
 /// Runs a fresh instance's initialisation: the original start function, then `_initialize` if exported.
@@ -68,7 +85,9 @@ pub(crate) fn initialize(
     instance: &Instance,
 ) -> wasmtime::Result<()> {
     if let Some(start) = &template.inner.layout.start_export {
-        instance.get_typed_func::<(), ()>(&mut *store, start)?.call(&mut *store, ())?;
+        instance
+            .get_typed_func::<(), ()>(&mut *store, start)?
+            .call(&mut *store, ())?;
     }
     if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
         init.call(&mut *store, ())?;

@@ -101,7 +101,8 @@ impl Process {
         let free: TypedFunc<(i32, i32), ()> = self.typed("stasis_free")?;
         let handler: TypedFunc<(i32, i32), i64> = self.typed(&format!("stasis_handle_{name}"))?;
         let memory = self.memory()?;
-        let len = i32::try_from(request.len()).map_err(|_| CallError::AllocFailed(request.len()))?;
+        let len =
+            i32::try_from(request.len()).map_err(|_| CallError::AllocFailed(request.len()))?;
 
         self.store.set_epoch_deadline(deadline_ticks);
         let outcome = (|| {
@@ -109,16 +110,27 @@ impl Process {
             if ptr == 0 && len > 0 {
                 return Ok(Err(CallError::AllocFailed(request.len())));
             }
-            if memory.write(&mut self.store, ptr as u32 as usize, request).is_err() {
-                return Ok(Err(CallError::BadResponse("stasis_alloc returned a pointer outside memory".into())));
+            if memory
+                .write(&mut self.store, ptr as u32 as usize, request)
+                .is_err()
+            {
+                return Ok(Err(CallError::BadResponse(
+                    "stasis_alloc returned a pointer outside memory".into(),
+                )));
             }
             let packed = handler.call(&mut self.store, (ptr, len))?;
             let (resp_ptr, resp_len) = ((packed as u64 >> 32) as u32, packed as u64 as u32);
             if u64::from(resp_len) > max_response {
-                return Ok(Err(CallError::ResponseTooLarge { size: resp_len.into(), limit: max_response }));
+                return Ok(Err(CallError::ResponseTooLarge {
+                    size: resp_len.into(),
+                    limit: max_response,
+                }));
             }
             let mut response = vec![0u8; resp_len as usize];
-            if memory.read(&self.store, resp_ptr as usize, &mut response).is_err() {
+            if memory
+                .read(&self.store, resp_ptr as usize, &mut response)
+                .is_err()
+            {
                 return Ok(Err(CallError::BadResponse(format!(
                     "response at {resp_ptr:#x}+{resp_len} lies outside memory"
                 ))));
@@ -149,12 +161,20 @@ impl Process {
             .ok_or_else(|| CallError::MissingExport(name.to_owned()))?;
         let ty = func.ty(&self.store);
         let well_typed = ty.params().len() == params.len()
-            && params.iter().zip(ty.params()).all(|(value, ty)| value.matches_ty(&self.store, &ty).unwrap_or(false));
+            && params
+                .iter()
+                .zip(ty.params())
+                .all(|(value, ty)| value.matches_ty(&self.store, &ty).unwrap_or(false));
         if !well_typed {
             // Checked before any guest code runs, so the process stays usable.
-            return Err(CallError::BadArguments(format!("{name} has the signature {ty:?}")));
+            return Err(CallError::BadArguments(format!(
+                "{name} has the signature {ty:?}"
+            )));
         }
-        let mut results: Vec<Val> = ty.results().map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0))).collect();
+        let mut results: Vec<Val> = ty
+            .results()
+            .map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0)))
+            .collect();
         self.store.set_epoch_deadline(deadline_ticks);
         match func.call(&mut self.store, params, &mut results) {
             Ok(()) => Ok(results),
@@ -163,7 +183,11 @@ impl Process {
     }
 
     /// Turns a trap from a guest call into the matching error, poisoning the process.
-    pub(crate) fn classify_trap(&mut self, error: wasmtime::Error, cpu_limit: std::time::Duration) -> CallError {
+    pub(crate) fn classify_trap(
+        &mut self,
+        error: wasmtime::Error,
+        cpu_limit: std::time::Duration,
+    ) -> CallError {
         self.poisoned = true;
         if let Some(exit) = error.downcast_ref::<ProcExit>() {
             return CallError::Exited(exit.0);
@@ -186,7 +210,9 @@ impl Process {
 
     /// The instance's exported `memory`, which the ABI exchanges buffers through.
     fn memory(&mut self) -> Result<Memory, CallError> {
-        self.instance.get_memory(&mut self.store, "memory").ok_or_else(|| CallError::MissingExport("memory".into()))
+        self.instance
+            .get_memory(&mut self.store, "memory")
+            .ok_or_else(|| CallError::MissingExport("memory".into()))
     }
 }
 
@@ -197,8 +223,12 @@ fn decode_response(mut response: Vec<u8>) -> Result<Vec<u8>, CallError> {
             response.remove(0);
             Ok(response)
         }
-        Some(STATUS_ERROR) => Err(CallError::Guest(String::from_utf8_lossy(&response[1..]).into_owned())),
-        Some(other) => Err(CallError::BadResponse(format!("unknown status byte {other}"))),
+        Some(STATUS_ERROR) => Err(CallError::Guest(
+            String::from_utf8_lossy(&response[1..]).into_owned(),
+        )),
+        Some(other) => Err(CallError::BadResponse(format!(
+            "unknown status byte {other}"
+        ))),
         None => Err(CallError::BadResponse("empty response".into())),
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use wasmtime::{Val, V128};
+use wasmtime::{V128, Val};
 
 use crate::instantiate::{SpawnError, instantiate, new_store};
 use crate::limits::SandboxLimits;
@@ -112,13 +112,21 @@ impl Runtime {
                 });
             }
             Some(template) => template,
-            None => self.template_by_hash(&decoded.header.module_sha256).ok_or(ResumeError::UnknownModule(found))?,
+            None => self
+                .template_by_hash(&decoded.header.module_sha256)
+                .ok_or(ResumeError::UnknownModule(found))?,
         };
         let (dir, owns_dir) = match options.dir {
             Some(dir) => (dir, false),
-            None => (self.config().data_dir.join("scratch").join(random_name()), true),
+            None => (
+                self.config().data_dir.join("scratch").join(random_name()),
+                true,
+            ),
         };
         prepare_dir(&dir)?;
+        let limits = options
+            .limits
+            .unwrap_or_else(|| self.config().limits.clone());
         let mut sandbox = Sandbox {
             runtime: self.clone(),
             template,
@@ -127,15 +135,22 @@ impl Runtime {
             args: Vec::new(),
             env: decoded.manifest.env.clone(),
             metadata: decoded.manifest.metadata.clone(),
-            limits: options.limits.unwrap_or_else(|| self.config().limits.clone()),
+            quota: std::sync::Arc::new(crate::wasi::DiskQuota::new(
+                limits.max_disk_bytes,
+                limits.max_files,
+            )),
+            limits,
             processes: Default::default(),
             next_pid: 1,
             paused: false,
         };
         // From here on, dropping `sandbox` on an error removes a directory we created.
         decoded.filesystem.restore_into(&sandbox.dir)?;
-        let images: HashMap<(u32, u32), &MemoryImage> =
-            decoded.memories.iter().map(|image| ((image.process(), image.memory()), image)).collect();
+        let images: HashMap<(u32, u32), &MemoryImage> = decoded
+            .memories
+            .iter()
+            .map(|image| ((image.process(), image.memory()), image))
+            .collect();
         for state in &decoded.manifest.processes {
             let process = restore_process(&sandbox, state, &images)?;
             sandbox.insert_process(process);
@@ -146,8 +161,14 @@ impl Runtime {
 
 /// Makes sure `dir` exists and is empty.
 fn prepare_dir(dir: &Path) -> Result<(), ResumeError> {
-    std::fs::create_dir_all(dir).map_err(|source| ResumeError::Dir { path: dir.to_owned(), source })?;
-    let mut entries = std::fs::read_dir(dir).map_err(|source| ResumeError::Dir { path: dir.to_owned(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| ResumeError::Dir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut entries = std::fs::read_dir(dir).map_err(|source| ResumeError::Dir {
+        path: dir.to_owned(),
+        source,
+    })?;
     if entries.next().is_some() {
         return Err(ResumeError::DirNotEmpty(dir.to_owned()));
     }
@@ -162,15 +183,18 @@ fn restore_process(
 ) -> Result<Process, ResumeError> {
     let pid = state.pid;
     let layout_error = |reason: String| ResumeError::Layout { pid, reason };
-    let sha = parse_sha(&state.module.module_sha256).ok_or_else(|| layout_error("bad module hash".into()))?;
+    let sha = parse_sha(&state.module.module_sha256)
+        .ok_or_else(|| layout_error("bad module hash".into()))?;
     let template = sandbox
         .runtime
         .template_by_hash(&sha)
         .ok_or_else(|| ResumeError::UnknownModule(state.module.module_sha256.clone()))?;
     let config = sandbox.wasi_config(template.name(), &[], Stdin::Empty);
-    let wasi = WasiCtx::restore(config, &state.wasi).map_err(|source| ResumeError::Wasi { pid, source })?;
+    let wasi = WasiCtx::restore(config, &state.wasi)
+        .map_err(|source| ResumeError::Wasi { pid, source })?;
     let mut store = new_store(sandbox.runtime.engine(), &sandbox.limits, wasi);
-    let instance = instantiate(&template, &mut store).map_err(|source| ResumeError::Instantiate { pid, source })?;
+    let instance = instantiate(&template, &mut store)
+        .map_err(|source| ResumeError::Instantiate { pid, source })?;
     let layout = &template.inner.layout;
 
     if state.memories.len() != layout.memories.len() {
@@ -184,27 +208,47 @@ fn restore_process(
         let memory = instance
             .get_memory(&mut store, &desc.export_name)
             .ok_or_else(|| layout_error(format!("memory {} is not exported", desc.index)))?;
-        let image = images
-            .get(&(pid, saved.index))
-            .ok_or_else(|| layout_error(format!("the blob has no contents for memory {}", saved.index)))?;
+        let image = images.get(&(pid, saved.index)).ok_or_else(|| {
+            layout_error(format!(
+                "the blob has no contents for memory {}",
+                saved.index
+            ))
+        })?;
         if image.byte_len() != saved.pages.saturating_mul(WASM_PAGE) {
-            return Err(layout_error(format!("memory {} image size disagrees with its page count", saved.index)));
+            return Err(layout_error(format!(
+                "memory {} image size disagrees with its page count",
+                saved.index
+            )));
         }
         let current = memory.size(&store);
         if saved.pages < current {
-            return Err(layout_error(format!("memory {} saved smaller than the module's minimum", saved.index)));
+            return Err(layout_error(format!(
+                "memory {} saved smaller than the module's minimum",
+                saved.index
+            )));
         }
         memory
             .grow(&mut store, saved.pages - current)
-            .map_err(|e| layout_error(format!("memory {} cannot grow to {} pages: {e}", saved.index, saved.pages)))?;
+            .map_err(|e| {
+                layout_error(format!(
+                    "memory {} cannot grow to {} pages: {e}",
+                    saved.index, saved.pages
+                ))
+            })?;
         let data = memory.data_mut(&mut store);
         image.copy_into(data)?;
         // A fresh instance is all zeros except where active data segments were copied in; wherever the
         // saved memory had zero pages, those segments must be wiped again.
-        for segment in layout.data_segments.iter().filter(|s| s.memory == saved.index) {
+        for segment in layout
+            .data_segments
+            .iter()
+            .filter(|s| s.memory == saved.index)
+        {
             for (offset, len) in image.absent_runs() {
                 let start = segment.offset.max(offset);
-                let end = (segment.offset + segment.len).min(offset + len).min(data.len() as u64);
+                let end = (segment.offset + segment.len)
+                    .min(offset + len)
+                    .min(data.len() as u64);
                 if start < end {
                     data[start as usize..end as usize].fill(0);
                 }
@@ -221,7 +265,10 @@ fn restore_process(
     }
     for (saved, desc) in state.globals.iter().zip(&layout.globals) {
         if saved.index != desc.index {
-            return Err(layout_error(format!("saved global {} where global {} was expected", saved.index, desc.index)));
+            return Err(layout_error(format!(
+                "saved global {} where global {} was expected",
+                saved.index, desc.index
+            )));
         }
         let global = instance
             .get_global(&mut store, &desc.export_name)
@@ -233,7 +280,9 @@ fn restore_process(
             GlobalValue::F64(bits) => Val::F64(bits),
             GlobalValue::V128(v) => Val::V128(V128::from(v)),
         };
-        global.set(&mut store, value).map_err(|e| layout_error(format!("global {}: {e}", desc.index)))?;
+        global
+            .set(&mut store, value)
+            .map_err(|e| layout_error(format!("global {}: {e}", desc.index)))?;
     }
 
     for (saved, desc) in state.tables.iter().zip(&layout.tables) {
@@ -241,11 +290,20 @@ fn restore_process(
             .get_table(&mut store, &desc.export_name)
             .ok_or_else(|| layout_error(format!("table {} is not exported", desc.index)))?;
         if table.size(&store) != saved.size {
-            return Err(layout_error(format!("table {} has a different size than saved", desc.index)));
+            return Err(layout_error(format!(
+                "table {} has a different size than saved",
+                desc.index
+            )));
         }
     }
 
-    Ok(Process { pid, template, store, instance, poisoned: state.poisoned })
+    Ok(Process {
+        pid,
+        template,
+        store,
+        instance,
+        poisoned: state.poisoned,
+    })
 }
 
 /// Parses a hex sha256.

@@ -27,7 +27,11 @@ pub struct RuntimeConfig {
 impl RuntimeConfig {
     /// A configuration with default limits keeping its files under `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self { data_dir: data_dir.into(), limits: SandboxLimits::default(), decode_limits: DecodeLimits::default() }
+        Self {
+            data_dir: data_dir.into(),
+            limits: SandboxLimits::default(),
+            decode_limits: DecodeLimits::default(),
+        }
     }
 }
 
@@ -70,15 +74,29 @@ impl Runtime {
     /// Starts a runtime: creates the data directory and the engine, with its compiled-module cache under
     /// `data_dir/cache`.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        for dir in [config.data_dir.clone(), config.data_dir.join("cache"), config.data_dir.join("scratch")] {
-            std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::DataDir { path: dir.clone(), source })?;
+        for dir in [
+            config.data_dir.clone(),
+            config.data_dir.join("cache"),
+            config.data_dir.join("scratch"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let engine = StasisEngine::new(EngineConfig {
             cache_dir: Some(config.data_dir.join("cache")),
             ..EngineConfig::default()
         })?;
         let linker = crate::instantiate::linker(&engine).map_err(RuntimeError::Linker)?;
-        Ok(Self { inner: Arc::new(RuntimeInner { engine, linker, config, templates: Mutex::new(HashMap::new()) }) })
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                config,
+                templates: Mutex::new(HashMap::new()),
+            }),
+        })
     }
 
     /// The runtime's configuration.
@@ -105,19 +123,40 @@ impl Runtime {
         let instrumented = std::mem::take(&mut layout.wasm);
         let loaded = self.inner.engine.load_module(&instrumented)?;
         check_imports(&loaded.module)?;
-        let pre = self.inner.linker.instantiate_pre(&loaded.module).map_err(TemplateError::Link)?;
-        let kind = if loaded.module.get_export("_start").is_some() { ModuleKind::Command } else { ModuleKind::Reactor };
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&loaded.module)
+            .map_err(TemplateError::Link)?;
+        let kind = if loaded.module.get_export("_start").is_some() {
+            ModuleKind::Command
+        } else {
+            ModuleKind::Reactor
+        };
         let template = Template {
-            inner: Arc::new(TemplateInner { name: name.to_owned(), sha256, module: loaded.module, pre, layout, kind }),
+            inner: Arc::new(TemplateInner {
+                name: name.to_owned(),
+                sha256,
+                pre,
+                layout,
+                kind,
+            }),
         };
         self.templates().insert(sha256, template.clone());
         Ok(template)
     }
 
     /// Loads a template from a `.wasm` file (see [`Runtime::load_template`]).
-    pub fn load_template_file(&self, name: &str, path: impl AsRef<Path>) -> Result<Template, TemplateError> {
+    pub fn load_template_file(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<Template, TemplateError> {
         let path = path.as_ref();
-        let wasm = std::fs::read(path).map_err(|source| TemplateError::Read { path: path.to_owned(), source })?;
+        let wasm = std::fs::read(path).map_err(|source| TemplateError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         self.load_template(name, &wasm)
     }
 
@@ -129,12 +168,17 @@ impl Runtime {
     fn templates(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Template>> {
         // A panic while holding this lock cannot leave the map inconsistent (single insert/get), so a
         // poisoned lock is still safe to use.
-        self.inner.templates.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .templates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("data_dir", &self.inner.config.data_dir).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish_non_exhaustive()
     }
 }

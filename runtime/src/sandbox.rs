@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, btree_map::Entry};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use wasmtime::{Trap, Val};
@@ -13,7 +14,7 @@ use crate::limits::SandboxLimits;
 use crate::process::{CallError, Process};
 use crate::runtime::Runtime;
 use crate::template::{ModuleKind, Template};
-use crate::wasi::{OutputSink, ProcExit, Stdin, WasiConfig, WasiCtx, WasiLimits};
+use crate::wasi::{DiskQuota, OutputSink, ProcExit, Stdin, WasiConfig, WasiCtx, WasiLimits};
 
 /// How a sandbox is created.
 #[derive(Debug, Clone, Default)]
@@ -86,6 +87,8 @@ pub struct Sandbox {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) limits: SandboxLimits,
+    /// The disk quota of the sandbox directory, shared by all its processes.
+    pub(crate) quota: Arc<DiskQuota>,
     pub(crate) processes: BTreeMap<u32, Process>,
     pub(crate) next_pid: u32,
     pub(crate) paused: bool,
@@ -94,12 +97,25 @@ pub struct Sandbox {
 impl Runtime {
     /// Creates a sandbox from `template`. A reactor template is started at once as process 1 (its start
     /// function and `_initialize` run); a command template starts nothing until [`Sandbox::run`].
-    pub fn create_sandbox(&self, template: &Template, options: SandboxOptions) -> Result<Sandbox, CreateError> {
+    pub fn create_sandbox(
+        &self,
+        template: &Template,
+        options: SandboxOptions,
+    ) -> Result<Sandbox, CreateError> {
         let (dir, owns_dir) = match options.dir {
             Some(dir) => (dir, false),
-            None => (self.config().data_dir.join("scratch").join(random_name()), true),
+            None => (
+                self.config().data_dir.join("scratch").join(random_name()),
+                true,
+            ),
         };
-        std::fs::create_dir_all(&dir).map_err(|source| CreateError::Dir { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| CreateError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+        let limits = options
+            .limits
+            .unwrap_or_else(|| self.config().limits.clone());
         let mut sandbox = Sandbox {
             runtime: self.clone(),
             template: template.clone(),
@@ -108,7 +124,8 @@ impl Runtime {
             args: options.args,
             env: options.env,
             metadata: options.metadata,
-            limits: options.limits.unwrap_or_else(|| self.config().limits.clone()),
+            quota: Arc::new(DiskQuota::new(limits.max_disk_bytes, limits.max_files)),
+            limits,
             processes: BTreeMap::new(),
             next_pid: 1,
             paused: false,
@@ -162,9 +179,13 @@ impl Sandbox {
             root: self.dir.clone(),
             mounts: Vec::new(),
             stdin,
-            stdout: OutputSink::buffer(self.limits.max_output_bytes),
-            stderr: OutputSink::buffer(self.limits.max_output_bytes),
-            limits: WasiLimits::from_sandbox(&self.limits),
+            stdout: OutputSink::capture(self.limits.max_output_bytes),
+            stderr: OutputSink::capture(self.limits.max_output_bytes),
+            limits: WasiLimits {
+                max_open_fds: self.limits.max_open_fds as usize,
+                max_path_len: self.limits.max_path_len as usize,
+                disk_quota: Some(self.quota.clone()),
+            },
         }
     }
 
@@ -184,9 +205,17 @@ impl Sandbox {
         let mut store = new_store(engine, &self.limits, wasi);
         let instance = instantiate(template, &mut store)?;
         let pid = self.next_pid;
-        let mut process = Process { pid, template: template.clone(), store, instance, poisoned: false };
+        let mut process = Process {
+            pid,
+            template: template.clone(),
+            store,
+            instance,
+            poisoned: false,
+        };
         if let Err(error) = initialize(template, &mut process.store, &instance) {
-            return Err(SpawnError::Init(process.classify_trap(error, self.limits.cpu_time_per_call)));
+            return Err(SpawnError::Init(
+                process.classify_trap(error, self.limits.cpu_time_per_call),
+            ));
         }
         self.next_pid += 1;
         self.processes.insert(pid, process);
@@ -207,14 +236,30 @@ impl Sandbox {
     ///
     /// A call that traps or runs past the CPU limit poisons the process: later calls fail with
     /// [`CallError::Poisoned`] until it is killed and spawned again. A guest that exits ends its process.
-    pub fn call_process(&mut self, pid: u32, name: &str, request: &[u8]) -> Result<Vec<u8>, CallError> {
+    pub fn call_process(
+        &mut self,
+        pid: u32,
+        name: &str,
+        request: &[u8],
+    ) -> Result<Vec<u8>, CallError> {
         if self.paused {
             return Err(CallError::Paused);
         }
-        let ticks = self.runtime.engine().ticks_for(self.limits.cpu_time_per_call);
-        let process = self.processes.get_mut(&pid).ok_or(CallError::NoSuchProcess(pid))?;
-        let result =
-            process.call(name, request, ticks, self.limits.cpu_time_per_call, self.limits.max_response_bytes);
+        let ticks = self
+            .runtime
+            .engine()
+            .ticks_for(self.limits.cpu_time_per_call);
+        let process = self
+            .processes
+            .get_mut(&pid)
+            .ok_or(CallError::NoSuchProcess(pid))?;
+        let result = process.call(
+            name,
+            request,
+            ticks,
+            self.limits.cpu_time_per_call,
+            self.limits.max_response_bytes,
+        );
         if matches!(result, Err(CallError::Exited(_))) {
             self.processes.remove(&pid);
         }
@@ -228,9 +273,15 @@ impl Sandbox {
         if self.paused {
             return Err(CallError::Paused);
         }
-        let ticks = self.runtime.engine().ticks_for(self.limits.cpu_time_per_call);
+        let ticks = self
+            .runtime
+            .engine()
+            .ticks_for(self.limits.cpu_time_per_call);
         let cpu_limit = self.limits.cpu_time_per_call;
-        let process = self.processes.get_mut(&pid).ok_or(CallError::NoSuchProcess(pid))?;
+        let process = self
+            .processes
+            .get_mut(&pid)
+            .ok_or(CallError::NoSuchProcess(pid))?;
         let result = process.invoke(name, params, ticks, cpu_limit);
         if matches!(result, Err(CallError::Exited(_))) {
             self.processes.remove(&pid);
@@ -245,29 +296,43 @@ impl Sandbox {
 
     /// Takes what process `pid` wrote to stdout since the last call to this.
     pub fn take_stdout(&mut self, pid: u32) -> Vec<u8> {
-        self.processes.get_mut(&pid).map(|p| p.store.data_mut().wasi.take_stdout()).unwrap_or_default()
+        self.processes
+            .get_mut(&pid)
+            .map(|p| p.store.data_mut().wasi.take_stdout())
+            .unwrap_or_default()
     }
 
     /// Takes what process `pid` wrote to stderr since the last call to this.
     pub fn take_stderr(&mut self, pid: u32) -> Vec<u8> {
-        self.processes.get_mut(&pid).map(|p| p.store.data_mut().wasi.take_stderr()).unwrap_or_default()
+        self.processes
+            .get_mut(&pid)
+            .map(|p| p.store.data_mut().wasi.take_stderr())
+            .unwrap_or_default()
     }
 
     /// Runs command module `template` to completion in this sandbox's directory, with `args` after the
     /// program name and `stdin` as its standard input, and returns its output and exit code.
-    pub fn run(&mut self, template: &Template, args: &[String], stdin: &[u8]) -> Result<CommandOutput, RunError> {
+    pub fn run(
+        &mut self,
+        template: &Template,
+        args: &[String],
+        stdin: &[u8],
+    ) -> Result<CommandOutput, RunError> {
         if self.paused {
             return Err(RunError::Paused);
         }
         if template.kind() != ModuleKind::Command {
             return Err(RunError::NotACommand(template.name().to_owned()));
         }
-        let wasi = WasiCtx::new(self.wasi_config(template.name(), args, Stdin::Bytes(stdin.to_vec())))
-            .map_err(SpawnError::from)?;
+        let wasi =
+            WasiCtx::new(self.wasi_config(template.name(), args, Stdin::Bytes(stdin.to_vec())))
+                .map_err(SpawnError::from)?;
         let mut store = new_store(self.runtime.engine(), &self.limits, wasi);
         let instance = instantiate(template, &mut store)?;
         let outcome = initialize(template, &mut store, &instance).and_then(|()| {
-            instance.get_typed_func::<(), ()>(&mut store, "_start")?.call(&mut store, ())
+            instance
+                .get_typed_func::<(), ()>(&mut store, "_start")?
+                .call(&mut store, ())
         });
         let (exit_code, trap) = match outcome {
             Ok(()) => (0, None),
@@ -275,13 +340,21 @@ impl Sandbox {
                 Some(exit) => (exit.0, None),
                 None if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => (
                     134,
-                    Some(format!("the command exceeded its CPU time limit of {:?}", self.limits.cpu_time_per_call)),
+                    Some(format!(
+                        "the command exceeded its CPU time limit of {:?}",
+                        self.limits.cpu_time_per_call
+                    )),
                 ),
                 None => (134, Some(format!("{error:?}"))),
             },
         };
         let wasi = &mut store.data_mut().wasi;
-        Ok(CommandOutput { exit_code, stdout: wasi.take_stdout(), stderr: wasi.take_stderr(), trap })
+        Ok(CommandOutput {
+            exit_code,
+            stdout: wasi.take_stdout(),
+            stderr: wasi.take_stderr(),
+            trap,
+        })
     }
 
     /// The sha256 of all of process `pid`'s linear memories, in index order: two processes with equal
@@ -290,7 +363,9 @@ impl Sandbox {
         let process = self.processes.get_mut(&pid)?;
         let mut hasher = Sha256::new();
         for memory in &process.template.inner.layout.memories {
-            let memory = process.instance.get_memory(&mut process.store, &memory.export_name)?;
+            let memory = process
+                .instance
+                .get_memory(&mut process.store, &memory.export_name)?;
             hasher.update(memory.data(&process.store));
         }
         Some(hasher.finalize().into())

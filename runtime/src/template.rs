@@ -30,7 +30,6 @@ pub struct Template {
 pub(crate) struct TemplateInner {
     pub(crate) name: String,
     pub(crate) sha256: [u8; 32],
-    pub(crate) module: wasmtime::Module,
     /// The module with its WASI imports already resolved, so instantiating is only allocation.
     pub(crate) pre: wasmtime::InstancePre<crate::process::ProcessData>,
     /// What instrumentation found and exported (the re-encoded bytes themselves are dropped after compiling).
@@ -61,7 +60,10 @@ impl Template {
 
     /// The plain-data reference to this template stored in blobs.
     pub(crate) fn reference(&self) -> crate::state::TemplateRef {
-        crate::state::TemplateRef { name: self.inner.name.clone(), module_sha256: self.sha256_hex() }
+        crate::state::TemplateRef {
+            name: self.inner.name.clone(),
+            module_sha256: self.sha256_hex(),
+        }
     }
 }
 
@@ -85,7 +87,9 @@ pub enum TemplateError {
     #[error("the module could not be compiled")]
     Compile(#[from] crate::engine::CompileError),
     /// The module imports something other than `wasi_snapshot_preview1` functions.
-    #[error("the module imports {module}::{name}, but guests may only import {WASI_MODULE} functions")]
+    #[error(
+        "the module imports {module}::{name}, but guests may only import {WASI_MODULE} functions"
+    )]
     UnsupportedImport {
         /// The import's module name.
         module: String,

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 
 /// The Stasis command-line tool.
 #[derive(Parser, Debug)]
-#[command(name = "stasis", version, about = "WebAssembly sandboxes that pause to a blob and resume exactly where they were")]
+#[command(
+    name = "stasis",
+    version,
+    about = "WebAssembly sandboxes that pause to a blob and resume exactly where they were"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -24,7 +24,8 @@ pub fn new_id(prefix: &str) -> String {
 /// Whether `id` could be an id made by [`new_id`] with `prefix`: checked before an id from a request is
 /// used as a path component, so that `../x` or `a/b` can never reach the filesystem.
 pub fn is_valid(id: &str, prefix: &str) -> bool {
-    id.strip_prefix(prefix).is_some_and(|rest| rest.len() == ID_LEN && rest.bytes().all(|b| ALPHABET.contains(&b)))
+    id.strip_prefix(prefix)
+        .is_some_and(|rest| rest.len() == ID_LEN && rest.bytes().all(|b| ALPHABET.contains(&b)))
 }
 
 /// Fills `bytes` from the OS's generator. It cannot fail on the platforms Stasis runs on; if it ever did,
@@ -34,7 +35,10 @@ pub(crate) fn fill_random(bytes: &mut [u8]) {
         return;
     }
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u128;
     let mixed = (nanos ^ (count << 64) ^ u128::from(std::process::id())).to_le_bytes();
     for (b, m) in bytes.iter_mut().zip(mixed.iter().cycle()) {
@@ -53,12 +57,21 @@ mod tests {
         assert_ne!(a, b);
         assert!(is_valid(&a, ""));
         assert!(is_valid(&new_id("snap_"), "snap_"));
-        assert!(a.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
     }
 
     #[test]
     fn path_like_ids_are_invalid() {
-        for bad in ["", "../etc", "a/b", &"x".repeat(ID_LEN + 1), &"A".repeat(ID_LEN)] {
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            &"x".repeat(ID_LEN + 1),
+            &"A".repeat(ID_LEN),
+        ] {
             assert!(!is_valid(bad, ""), "{bad:?}");
         }
     }

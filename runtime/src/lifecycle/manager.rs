@@ -186,7 +186,8 @@ pub struct Manager {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// Everything a manager shares between its clones and with its reaper thread.
+pub(crate) struct Inner {
     runtime: Runtime,
     store: DurableStore,
     config: ManagerConfig,
@@ -214,19 +215,29 @@ impl Manager {
     /// Opens the manager on the runtime's data directory: every paused sandbox and snapshot found there is
     /// back, sandboxes that were running when the previous process died are reported as lost, and the
     /// timeout reaper starts.
-    pub fn open(runtime: Runtime, config: ManagerConfig) -> Result<(Self, Recovery), LifecycleError> {
+    pub fn open(
+        runtime: Runtime,
+        config: ManagerConfig,
+    ) -> Result<(Self, Recovery), LifecycleError> {
         let store = DurableStore::open(&runtime.config().data_dir)?;
         let (records, mut unreadable) = store.load_records()?;
         let (snapshots, bad_snapshots) = store.load_snapshots()?;
         unreadable.extend(bad_snapshots);
-        let mut recovery = Recovery { snapshots: snapshots.len(), unreadable, ..Recovery::default() };
+        let mut recovery = Recovery {
+            snapshots: snapshots.len(),
+            unreadable,
+            ..Recovery::default()
+        };
         let mut index = BTreeMap::new();
         let mut slots = HashMap::new();
         let mut sequence = 0;
         for mut record in records {
             let has_blob = store.blob_path(&record.id).is_file();
             record.state = match record.state {
-                SandboxState::Paused | SandboxState::Pausing | SandboxState::Running | SandboxState::Resuming
+                SandboxState::Paused
+                | SandboxState::Pausing
+                | SandboxState::Running
+                | SandboxState::Resuming
                     if has_blob =>
                 {
                     SandboxState::Paused
@@ -243,7 +254,11 @@ impl Manager {
             sequence = sequence.max(record.sequence + 1);
             slots.insert(
                 record.id.clone(),
-                Arc::new(Mutex::new(Slot { live: None, last_activity: Instant::now(), killed: false })),
+                Arc::new(Mutex::new(Slot {
+                    live: None,
+                    last_activity: Instant::now(),
+                    killed: false,
+                })),
             );
             index.insert(record.id.clone(), record);
         }
@@ -258,7 +273,11 @@ impl Manager {
             sequence: AtomicU64::new(sequence),
             stop: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
         });
-        super::reaper::start(Arc::downgrade(&inner), inner.stop.clone(), inner.config.reaper_interval);
+        super::reaper::start(
+            Arc::downgrade(&inner),
+            inner.stop.clone(),
+            inner.config.reaper_interval,
+        );
         Ok((Self { inner }, recovery))
     }
 
@@ -297,19 +316,31 @@ impl Manager {
             let snapshot = self.snapshot_info(&request.template)?;
             let sandbox = self.inner.runtime.resume(
                 &self.inner.store.snapshot_blob(&snapshot.id),
-                ResumeOptions { dir: Some(fs_dir.clone()), ..ResumeOptions::default() },
+                ResumeOptions {
+                    dir: Some(fs_dir.clone()),
+                    ..ResumeOptions::default()
+                },
             );
             (snapshot.template, sandbox.map_err(LifecycleError::from))
         } else {
-            let template =
-                self.template(&request.template).ok_or_else(|| LifecycleError::UnknownTemplate(request.template.clone()))?;
+            let template = self
+                .template(&request.template)
+                .ok_or_else(|| LifecycleError::UnknownTemplate(request.template.clone()))?;
             let options = SandboxOptions {
                 dir: Some(fs_dir.clone()),
-                env: request.envs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                env: request
+                    .envs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 metadata: request.metadata.clone(),
                 ..SandboxOptions::default()
             };
-            let sandbox = self.inner.runtime.create_sandbox(&template, options).map_err(LifecycleError::from);
+            let sandbox = self
+                .inner
+                .runtime
+                .create_sandbox(&template, options)
+                .map_err(LifecycleError::from);
             (template.name().to_owned(), sandbox)
         };
         let sandbox = match sandbox {
@@ -342,7 +373,11 @@ impl Manager {
         write(&self.inner.index).insert(id.clone(), record);
         write(&self.inner.slots).insert(
             id,
-            Arc::new(Mutex::new(Slot { live: Some(sandbox), last_activity: Instant::now(), killed: false })),
+            Arc::new(Mutex::new(Slot {
+                live: Some(sandbox),
+                last_activity: Instant::now(),
+                killed: false,
+            })),
         );
         Ok(info)
     }
@@ -362,13 +397,20 @@ impl Manager {
 
     /// Resumes a paused sandbox (its timeout then counts from now), or extends a running one's end time
     /// when `timeout` from now is later than it. Reports whether it resumed.
-    pub fn connect(&self, id: &str, timeout: Option<Duration>) -> Result<Connected, LifecycleError> {
+    pub fn connect(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Connected, LifecycleError> {
         let mut slot = self.lock(id)?;
         let record = self.record(id)?;
         match record.state {
             SandboxState::Paused => {
                 self.resume_locked(id, &mut slot, timeout)?;
-                Ok(Connected { info: self.record(id)?.info(), resumed: true })
+                Ok(Connected {
+                    info: self.record(id)?.info(),
+                    resumed: true,
+                })
             }
             SandboxState::Lost => Err(LifecycleError::Lost(id.to_owned())),
             _ => {
@@ -381,7 +423,10 @@ impl Manager {
                     }
                 }
                 slot.last_activity = Instant::now();
-                Ok(Connected { info: self.record(id)?.info(), resumed: false })
+                Ok(Connected {
+                    info: self.record(id)?.info(),
+                    resumed: false,
+                })
             }
         }
     }
@@ -420,7 +465,11 @@ impl Manager {
     /// One page of the sandboxes matching `query`, oldest first.
     pub fn list(&self, query: &ListQuery) -> Result<Page, LifecycleError> {
         let limit = query::limit(query)?;
-        let after = query.next_token.as_deref().map(query::decode_token).transpose()?;
+        let after = query
+            .next_token
+            .as_deref()
+            .map(query::decode_token)
+            .transpose()?;
         let index = read(&self.inner.index);
         let mut matching: Vec<&SandboxRecord> = index
             .values()
@@ -429,22 +478,38 @@ impl Manager {
         matching.sort_by_key(|r| query::key(r));
         let more = matching.len() > limit;
         matching.truncate(limit);
-        let next_token = if more { matching.last().map(|r| query::encode_token(query::key(r))) } else { None };
-        Ok(Page { items: matching.into_iter().map(SandboxRecord::info).collect(), next_token })
+        let next_token = if more {
+            matching.last().map(|r| query::encode_token(query::key(r)))
+        } else {
+            None
+        };
+        Ok(Page {
+            items: matching.into_iter().map(SandboxRecord::info).collect(),
+            next_token,
+        })
     }
 
     /// Runs `operation` on the live sandbox: resumes it first if it is paused and its policy says so.
-    pub fn with_sandbox<R>(&self, id: &str, operation: impl FnOnce(&mut Sandbox) -> R) -> Result<R, LifecycleError> {
+    pub fn with_sandbox<R>(
+        &self,
+        id: &str,
+        operation: impl FnOnce(&mut Sandbox) -> R,
+    ) -> Result<R, LifecycleError> {
         let mut slot = self.lock(id)?;
         let record = self.record(id)?;
         match record.state {
-            SandboxState::Paused if record.lifecycle.auto_resume => self.resume_locked(id, &mut slot, None)?,
+            SandboxState::Paused if record.lifecycle.auto_resume => {
+                self.resume_locked(id, &mut slot, None)?
+            }
             SandboxState::Paused => return Err(LifecycleError::Paused(id.to_owned())),
             SandboxState::Lost => return Err(LifecycleError::Lost(id.to_owned())),
             _ => {}
         }
         slot.last_activity = Instant::now();
-        let sandbox = slot.live.as_mut().ok_or_else(|| LifecycleError::Paused(id.to_owned()))?;
+        let sandbox = slot
+            .live
+            .as_mut()
+            .ok_or_else(|| LifecycleError::Paused(id.to_owned()))?;
         Ok(operation(sandbox))
     }
 
@@ -457,10 +522,13 @@ impl Manager {
         std::fs::create_dir_all(&dir)?;
         let blob = self.inner.store.snapshot_blob(&snapshot_id);
         let written = match (record.state, slot.live.as_mut()) {
-            (SandboxState::Running, Some(sandbox)) => {
-                sandbox.snapshot(&blob, &Default::default()).map(|_| ()).map_err(LifecycleError::from)
+            (SandboxState::Running, Some(sandbox)) => sandbox
+                .snapshot(&blob, &Default::default())
+                .map(|_| ())
+                .map_err(LifecycleError::from),
+            (SandboxState::Paused, _) => {
+                copy_durably(&self.inner.store.blob_path(id), &blob).map_err(LifecycleError::from)
             }
-            (SandboxState::Paused, _) => copy_durably(&self.inner.store.blob_path(id), &blob).map_err(LifecycleError::from),
             _ => Err(LifecycleError::Lost(id.to_owned())),
         };
         if let Err(error) = written {
@@ -514,7 +582,12 @@ impl Manager {
             (self.snapshot(source, None)?, true)
         };
         let results = (0..count)
-            .map(|_| self.create(CreateRequest { template: snapshot.id.clone(), ..request.clone() }))
+            .map(|_| {
+                self.create(CreateRequest {
+                    template: snapshot.id.clone(),
+                    ..request.clone()
+                })
+            })
             .collect();
         if temporary {
             self.delete_snapshot(&snapshot.id)?;
@@ -547,15 +620,24 @@ impl Manager {
             .cloned()
             .collect();
         for record in candidates {
-            let Some(slot) = read(&self.inner.slots).get(&record.id).cloned() else { continue };
+            let Some(slot) = read(&self.inner.slots).get(&record.id).cloned() else {
+                continue;
+            };
             // Queue for the lock briefly (so a guest called in a tight loop cannot starve the timeout, as
             // the lock is handed over fairly to waiters); a sandbox busy longer is looked at next round.
-            let Some(mut slot) = slot.try_lock_arc_for(Duration::from_millis(50)) else { continue };
+            let Some(mut slot) = slot.try_lock_arc_for(Duration::from_millis(50)) else {
+                continue;
+            };
             if slot.killed {
                 continue;
             }
-            let Ok(current) = self.record(&record.id) else { continue };
-            let idle = current.lifecycle.idle_timeout.is_some_and(|idle| slot.last_activity.elapsed() >= idle);
+            let Ok(current) = self.record(&record.id) else {
+                continue;
+            };
+            let idle = current
+                .lifecycle
+                .idle_timeout
+                .is_some_and(|idle| slot.last_activity.elapsed() >= idle);
             if current.state != SandboxState::Running || (now < current.end_at_ms && !idle) {
                 continue;
             }
@@ -574,7 +656,10 @@ impl Manager {
 
     fn pause_locked(&self, id: &str, slot: &mut SlotGuard) -> Result<(), LifecycleError> {
         self.check_limit(SandboxState::Paused)?;
-        let sandbox = slot.live.as_mut().ok_or_else(|| LifecycleError::Lost(id.to_owned()))?;
+        let sandbox = slot
+            .live
+            .as_mut()
+            .ok_or_else(|| LifecycleError::Lost(id.to_owned()))?;
         sandbox.pause(&self.inner.store.blob_path(id))?;
         slot.live = None;
         let mut record = self.record(id)?;
@@ -584,7 +669,12 @@ impl Manager {
         Ok(())
     }
 
-    fn resume_locked(&self, id: &str, slot: &mut SlotGuard, timeout: Option<Duration>) -> Result<(), LifecycleError> {
+    fn resume_locked(
+        &self,
+        id: &str,
+        slot: &mut SlotGuard,
+        timeout: Option<Duration>,
+    ) -> Result<(), LifecycleError> {
         self.check_limit(SandboxState::Running)?;
         let mut record = self.record(id)?;
         let fs_dir = self.inner.store.fs_dir(id);
@@ -594,8 +684,15 @@ impl Manager {
             .and_then(|sha| self.inner.runtime.template_by_hash(&sha))
             .or_else(|| self.template(&record.template))
             .ok_or_else(|| LifecycleError::UnknownTemplate(record.template.clone()))?;
-        let options = ResumeOptions { dir: Some(fs_dir), template: Some(template), ..ResumeOptions::default() };
-        let sandbox = self.inner.runtime.resume(&self.inner.store.blob_path(id), options)?;
+        let options = ResumeOptions {
+            dir: Some(fs_dir),
+            template: Some(template),
+            ..ResumeOptions::default()
+        };
+        let sandbox = self
+            .inner
+            .runtime
+            .resume(&self.inner.store.blob_path(id), options)?;
         if let Some(timeout) = timeout {
             record.timeout_ms = to_ms(timeout);
         }
@@ -615,9 +712,13 @@ impl Manager {
         if !is_valid(id, "") {
             return Err(LifecycleError::NotFound(id.to_owned()));
         }
-        let slot = read(&self.inner.slots).get(id).cloned().ok_or_else(|| LifecycleError::NotFound(id.to_owned()))?;
-        let guard =
-            slot.try_lock_arc_for(self.inner.config.busy_deadline).ok_or_else(|| LifecycleError::Busy(id.to_owned()))?;
+        let slot = read(&self.inner.slots)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| LifecycleError::NotFound(id.to_owned()))?;
+        let guard = slot
+            .try_lock_arc_for(self.inner.config.busy_deadline)
+            .ok_or_else(|| LifecycleError::Busy(id.to_owned()))?;
         if guard.killed {
             return Err(LifecycleError::NotFound(id.to_owned()));
         }
@@ -625,7 +726,10 @@ impl Manager {
     }
 
     fn record(&self, id: &str) -> Result<SandboxRecord, LifecycleError> {
-        read(&self.inner.index).get(id).cloned().ok_or_else(|| LifecycleError::NotFound(id.to_owned()))
+        read(&self.inner.index)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| LifecycleError::NotFound(id.to_owned()))
     }
 
     /// Writes a record durably, then publishes it to readers.
@@ -636,7 +740,10 @@ impl Manager {
     }
 
     fn snapshot_info(&self, id: &str) -> Result<SnapshotInfo, LifecycleError> {
-        read(&self.inner.snapshots).get(id).cloned().ok_or_else(|| LifecycleError::SnapshotNotFound(id.to_owned()))
+        read(&self.inner.snapshots)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| LifecycleError::SnapshotNotFound(id.to_owned()))
     }
 
     fn check_limit(&self, state: SandboxState) -> Result<(), LifecycleError> {
@@ -644,7 +751,10 @@ impl Manager {
             SandboxState::Paused => ("paused sandboxes", self.inner.config.max_paused),
             _ => ("running sandboxes", self.inner.config.max_running),
         };
-        let count = read(&self.inner.index).values().filter(|r| r.state == state).count();
+        let count = read(&self.inner.index)
+            .values()
+            .filter(|r| r.state == state)
+            .count();
         if count >= limit {
             return Err(LifecycleError::Limit { what, limit });
         }
@@ -672,8 +782,6 @@ impl Manager {
         Self { inner }
     }
 }
-
-pub(crate) type ManagerInner = Inner;
 
 /// Copies a file durably (the copy is synced before this returns).
 fn copy_durably(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {

@@ -10,8 +10,8 @@ pub mod record;
 pub mod store;
 
 pub use manager::{
-    Connected, CreateRequest, LifecycleError, MAX_FORK, Manager, ManagerConfig, Page, Recovery, SNAPSHOT_PREFIX,
-    Shutdown,
+    Connected, CreateRequest, LifecycleError, MAX_FORK, Manager, ManagerConfig, Page, Recovery,
+    SNAPSHOT_PREFIX, Shutdown,
 };
 pub use query::{ListQuery, QueryError};
 pub use record::{LifecyclePolicy, OnTimeout, SandboxInfo, SandboxRecord, SandboxState};

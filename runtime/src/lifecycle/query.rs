@@ -53,7 +53,10 @@ pub(crate) fn decode_token(token: &str) -> Result<Key, QueryError> {
     let bytes = hex::decode(token).map_err(|_| QueryError::Token)?;
     let bytes: [u8; 16] = bytes.try_into().map_err(|_| QueryError::Token)?;
     let (a, b) = bytes.split_at(8);
-    Ok((u64::from_be_bytes(a.try_into().map_err(|_| QueryError::Token)?), u64::from_be_bytes(b.try_into().map_err(|_| QueryError::Token)?)))
+    Ok((
+        u64::from_be_bytes(a.try_into().map_err(|_| QueryError::Token)?),
+        u64::from_be_bytes(b.try_into().map_err(|_| QueryError::Token)?),
+    ))
 }
 
 /// Whether a record passes the query's filters.
@@ -66,7 +69,11 @@ pub(crate) fn matches(query: &ListQuery, record: &SandboxRecord) -> bool {
             || (record.state == SandboxState::Pausing && query.states.contains(&SandboxState::Running))
             || (record.state == SandboxState::Resuming && query.states.contains(&SandboxState::Paused))
     };
-    state_ok && query.metadata.iter().all(|(k, v)| record.metadata.get(k) == Some(v))
+    state_ok
+        && query
+            .metadata
+            .iter()
+            .all(|(k, v)| record.metadata.get(k) == Some(v))
 }
 
 /// The effective page size.

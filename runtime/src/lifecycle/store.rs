@@ -51,7 +51,9 @@ impl DurableStore {
     pub fn open(root: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(root.join("boxes"))?;
         std::fs::create_dir_all(root.join("snapshots"))?;
-        Ok(Self { root: root.to_owned() })
+        Ok(Self {
+            root: root.to_owned(),
+        })
     }
 
     /// The directory holding everything of sandbox `id`.
@@ -83,7 +85,10 @@ impl DurableStore {
     pub fn save_record(&self, record: &SandboxRecord) -> std::io::Result<()> {
         let dir = self.sandbox_dir(&record.id);
         std::fs::create_dir_all(&dir)?;
-        write_atomic(&dir.join("record.json"), &serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)
+        write_atomic(
+            &dir.join("record.json"),
+            &serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?,
+        )
     }
 
     /// Every sandbox record on disk, and the ones that could not be read.
@@ -92,9 +97,11 @@ impl DurableStore {
         let mut unreadable = Vec::new();
         for entry in std::fs::read_dir(self.root.join("boxes"))? {
             let path = entry?.path().join("record.json");
-            match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-                serde_json::from_slice::<SandboxRecord>(&bytes).map_err(|e| e.to_string())
-            }) {
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    serde_json::from_slice::<SandboxRecord>(&bytes).map_err(|e| e.to_string())
+                }) {
                 Ok(record) => records.push(record),
                 Err(why) => unreadable.push((path, why)),
             }
@@ -111,7 +118,10 @@ impl DurableStore {
     pub fn save_snapshot(&self, info: &SnapshotInfo) -> std::io::Result<()> {
         let dir = self.snapshot_dir(&info.id);
         std::fs::create_dir_all(&dir)?;
-        write_atomic(&dir.join("meta.json"), &serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?)
+        write_atomic(
+            &dir.join("meta.json"),
+            &serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?,
+        )
     }
 
     /// Every snapshot on disk (only those whose blob exists: a crash before the description was written
@@ -128,8 +138,9 @@ impl DurableStore {
             }
             match std::fs::read(&meta)
                 .map_err(|e| e.to_string())
-                .and_then(|bytes| serde_json::from_slice::<SnapshotInfo>(&bytes).map_err(|e| e.to_string()))
-            {
+                .and_then(|bytes| {
+                    serde_json::from_slice::<SnapshotInfo>(&bytes).map_err(|e| e.to_string())
+                }) {
                 Ok(info) if dir.join("state.blob").is_file() => snapshots.push(info),
                 Ok(_) => unreadable.push((meta, "its blob is missing".to_owned())),
                 Err(why) => unreadable.push((meta, why)),
@@ -154,7 +165,9 @@ pub fn remove_dir_if_present(dir: &Path) -> std::io::Result<()> {
 
 /// Writes `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("path has no parent directory"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("path has no parent directory"))?;
     let mut temp = tempfile::NamedTempFile::new_in(dir)?;
     temp.write_all(bytes)?;
     temp.as_file().sync_all()?;

@@ -26,7 +26,9 @@ pub fn stateful(runtime: &Runtime) -> Result<Template> {
 
 /// Calls a handler of the sandbox's main process and returns the response as text.
 pub fn call(sandbox: &mut stasis::Sandbox, handler: &str, request: &str) -> Result<String> {
-    Ok(String::from_utf8(sandbox.call(handler, request.as_bytes())?)?)
+    Ok(String::from_utf8(
+        sandbox.call(handler, request.as_bytes())?,
+    )?)
 }
 
 /// Asserts that an error's chain mentions `needle`.
@@ -38,5 +40,8 @@ pub fn assert_contains(error: &dyn std::error::Error, needle: &str) {
         chain.push_str(&cause.to_string());
         source = cause.source();
     }
-    assert!(chain.contains(needle), "expected {needle:?} in error chain {chain:?}");
+    assert!(
+        chain.contains(needle),
+        "expected {needle:?} in error chain {chain:?}"
+    );
 }

@@ -20,7 +20,11 @@ fn a_sandbox_paused_here_resumes_in_another_process() -> Result<()> {
     for _ in 0..3 {
         call(&mut sandbox, "bump", "")?;
     }
-    call(&mut sandbox, "put_file", "/tmp/message.txt\nhello from the parent")?;
+    call(
+        &mut sandbox,
+        "put_file",
+        "/tmp/message.txt\nhello from the parent",
+    )?;
     let digest = hex::encode(sandbox.memory_digest(1).context("process 1 is alive")?);
     let blob = tmp.path().join("cross.blob");
     sandbox.pause(&blob)?;
@@ -29,22 +33,34 @@ fn a_sandbox_paused_here_resumes_in_another_process() -> Result<()> {
 
     let report = tmp.path().join("child-report.txt");
     let status = Command::new(std::env::current_exe()?)
-        .args(["--exact", "cross_process::child_resumes_a_blob", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "cross_process::child_resumes_a_blob",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(BLOB_VAR, &blob)
         .env(REPORT_VAR, &report)
         .status()?;
     if !status.success() {
         bail!("the child process failed: {status}");
     }
-    let lines: Vec<String> = std::fs::read_to_string(&report)?.lines().map(str::to_owned).collect();
-    assert_eq!(lines, [digest, "4 4".to_owned(), "hello from the parent".to_owned()]);
+    let lines: Vec<String> = std::fs::read_to_string(&report)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines,
+        [digest, "4 4".to_owned(), "hello from the parent".to_owned()]
+    );
     Ok(())
 }
 
 /// The child half of the test above; does nothing when run by the ordinary test harness.
 #[test]
 fn child_resumes_a_blob() -> Result<()> {
-    let (Some(blob), Some(report)) = (std::env::var_os(BLOB_VAR), std::env::var_os(REPORT_VAR)) else {
+    let (Some(blob), Some(report)) = (std::env::var_os(BLOB_VAR), std::env::var_os(REPORT_VAR))
+    else {
         return Ok(());
     };
     let (_tmp, runtime) = runtime()?;

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use stasis::lifecycle::{
-    CreateRequest, LifecycleError, LifecyclePolicy, ListQuery, Manager, ManagerConfig, OnTimeout, SandboxState,
+    CreateRequest, LifecycleError, LifecyclePolicy, ListQuery, Manager, ManagerConfig, OnTimeout,
+    SandboxState,
 };
 use stasis::{Runtime, RuntimeConfig, SandboxLimits};
 use tempfile::TempDir;
@@ -16,7 +17,10 @@ use tempfile::TempDir;
 /// A manager on a data directory inside `tmp`, with the `stateful` template registered.
 fn manager_in(tmp: &TempDir, config: ManagerConfig) -> Result<Manager> {
     let mut runtime_config = RuntimeConfig::new(tmp.path().join("data"));
-    runtime_config.limits = SandboxLimits { cpu_time_per_call: Duration::from_secs(2), ..SandboxLimits::default() };
+    runtime_config.limits = SandboxLimits {
+        cpu_time_per_call: Duration::from_secs(2),
+        ..SandboxLimits::default()
+    };
     let runtime = Runtime::new(runtime_config)?;
     let (manager, _recovery) = Manager::open(runtime, config)?;
     manager.register_template("stateful", &stasis_guests::bytes(stasis_guests::STATEFUL))?;
@@ -32,7 +36,10 @@ fn manager() -> Result<(TempDir, Manager)> {
 fn create(manager: &Manager, metadata: &[(&str, &str)]) -> Result<String> {
     let request = CreateRequest {
         template: "stateful".into(),
-        metadata: metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..CreateRequest::default()
     };
     Ok(manager.create(request)?.id)
@@ -49,16 +56,31 @@ fn the_seed_flow() -> Result<()> {
     let id = create(&manager, &[("user", "alice")])?;
     call(&manager, &id, "put_file", "/tmp/message.txt\nhello")?;
     assert!(manager.pause(&id)?, "the first pause pauses");
-    assert!(!manager.pause(&id)?, "a second pause reports it was already paused");
+    assert!(
+        !manager.pause(&id)?,
+        "a second pause reports it was already paused"
+    );
     assert_eq!(manager.info(&id)?.state, SandboxState::Paused);
-    assert!(matches!(manager.with_sandbox(&id, |_| ()), Err(LifecycleError::Paused(_))));
+    assert!(matches!(
+        manager.with_sandbox(&id, |_| ()),
+        Err(LifecycleError::Paused(_))
+    ));
     let connected = manager.connect(&id, Some(Duration::from_secs(60)))?;
     assert!(connected.resumed);
     assert_eq!(connected.info.state, SandboxState::Running);
-    assert_eq!(call(&manager, &id, "get_file", "/tmp/message.txt")?, "hello");
+    assert_eq!(
+        call(&manager, &id, "get_file", "/tmp/message.txt")?,
+        "hello"
+    );
     manager.kill(&id)?;
-    assert!(matches!(manager.kill(&id), Err(LifecycleError::NotFound(_))));
-    assert!(matches!(manager.info(&id), Err(LifecycleError::NotFound(_))));
+    assert!(matches!(
+        manager.kill(&id),
+        Err(LifecycleError::NotFound(_))
+    ));
+    assert!(matches!(
+        manager.info(&id),
+        Err(LifecycleError::NotFound(_))
+    ));
     Ok(())
 }
 
@@ -66,12 +88,24 @@ fn the_seed_flow() -> Result<()> {
 fn unknown_and_malformed_ids_are_not_found() -> Result<()> {
     let (_tmp, manager) = manager()?;
     for id in ["nope", "../../etc", "0123456789abcdefghijklmno"] {
-        assert!(matches!(manager.pause(id), Err(LifecycleError::NotFound(_))), "{id}");
-        assert!(matches!(manager.connect(id, None), Err(LifecycleError::NotFound(_))), "{id}");
-        assert!(matches!(manager.kill(id), Err(LifecycleError::NotFound(_))), "{id}");
+        assert!(
+            matches!(manager.pause(id), Err(LifecycleError::NotFound(_))),
+            "{id}"
+        );
+        assert!(
+            matches!(manager.connect(id, None), Err(LifecycleError::NotFound(_))),
+            "{id}"
+        );
+        assert!(
+            matches!(manager.kill(id), Err(LifecycleError::NotFound(_))),
+            "{id}"
+        );
     }
     assert!(matches!(
-        manager.create(CreateRequest { template: "no-such-template".into(), ..Default::default() }),
+        manager.create(CreateRequest {
+            template: "no-such-template".into(),
+            ..Default::default()
+        }),
         Err(LifecycleError::UnknownTemplate(_))
     ));
     Ok(())
@@ -80,13 +114,23 @@ fn unknown_and_malformed_ids_are_not_found() -> Result<()> {
 #[test]
 fn connect_never_shortens_a_running_sandbox() -> Result<()> {
     let (_tmp, manager) = manager()?;
-    let request = CreateRequest { template: "stateful".into(), timeout: Some(Duration::from_secs(600)), ..Default::default() };
+    let request = CreateRequest {
+        template: "stateful".into(),
+        timeout: Some(Duration::from_secs(600)),
+        ..Default::default()
+    };
     let info = manager.create(request)?;
     let connected = manager.connect(&info.id, Some(Duration::from_secs(10)))?;
     assert!(!connected.resumed);
-    assert_eq!(connected.info.end_at, info.end_at, "a shorter timeout does not shorten it");
+    assert_eq!(
+        connected.info.end_at, info.end_at,
+        "a shorter timeout does not shorten it"
+    );
     let longer = manager.connect(&info.id, Some(Duration::from_secs(3600)))?;
-    assert!(longer.info.end_at > info.end_at, "a longer timeout extends it");
+    assert!(
+        longer.info.end_at > info.end_at,
+        "a longer timeout extends it"
+    );
     // set_timeout, unlike connect, sets the end time whatever it was.
     let shorter = manager.set_timeout(&info.id, Duration::from_secs(5))?;
     assert!(shorter.end_at < info.end_at);
@@ -103,7 +147,10 @@ fn a_paused_sandbox_timeout_counts_from_its_resume() -> Result<()> {
     let before_resume = SystemTime::now();
     let connected = manager.connect(&id, None)?;
     let remaining = connected.info.end_at.duration_since(before_resume)?;
-    assert!(remaining >= Duration::from_secs(119), "timeout restarted at resume: {remaining:?} left");
+    assert!(
+        remaining >= Duration::from_secs(119),
+        "timeout restarted at resume: {remaining:?} left"
+    );
     assert!(connected.info.started_at >= before_resume - Duration::from_millis(5));
     Ok(())
 }
@@ -116,19 +163,64 @@ fn list_filters_by_state_and_metadata() -> Result<()> {
     let c = create(&manager, &[("team", "blue")])?;
     manager.pause(&b)?;
     let ids = |query: ListQuery| -> Result<Vec<String>> {
-        Ok(manager.list(&query)?.items.into_iter().map(|i| i.id).collect())
+        Ok(manager
+            .list(&query)?
+            .items
+            .into_iter()
+            .map(|i| i.id)
+            .collect())
     };
-    assert_eq!(ids(ListQuery::default())?, [a.clone(), b.clone(), c.clone()]);
-    assert_eq!(ids(ListQuery { states: vec![SandboxState::Paused], ..Default::default() })?, [b.clone()]);
-    assert_eq!(ids(ListQuery { states: vec![SandboxState::Running], ..Default::default() })?, [a.clone(), c]);
+    assert_eq!(
+        ids(ListQuery::default())?,
+        [a.clone(), b.clone(), c.clone()]
+    );
+    assert_eq!(
+        ids(ListQuery {
+            states: vec![SandboxState::Paused],
+            ..Default::default()
+        })?,
+        [b.clone()]
+    );
+    assert_eq!(
+        ids(ListQuery {
+            states: vec![SandboxState::Running],
+            ..Default::default()
+        })?,
+        [a.clone(), c]
+    );
     let red: BTreeMap<String, String> = [("team".into(), "red".into())].into();
-    assert_eq!(ids(ListQuery { metadata: red.clone(), ..Default::default() })?, [a, b.clone()]);
-    let red_paused = ListQuery { metadata: red, states: vec![SandboxState::Paused], ..Default::default() };
+    assert_eq!(
+        ids(ListQuery {
+            metadata: red.clone(),
+            ..Default::default()
+        })?,
+        [a, b.clone()]
+    );
+    let red_paused = ListQuery {
+        metadata: red,
+        states: vec![SandboxState::Paused],
+        ..Default::default()
+    };
     assert_eq!(ids(red_paused)?, [b]);
-    assert!(matches!(manager.list(&ListQuery { limit: Some(0), ..Default::default() }), Err(LifecycleError::Query(_))));
-    assert!(matches!(manager.list(&ListQuery { limit: Some(101), ..Default::default() }), Err(LifecycleError::Query(_))));
     assert!(matches!(
-        manager.list(&ListQuery { next_token: Some("garbage".into()), ..Default::default() }),
+        manager.list(&ListQuery {
+            limit: Some(0),
+            ..Default::default()
+        }),
+        Err(LifecycleError::Query(_))
+    ));
+    assert!(matches!(
+        manager.list(&ListQuery {
+            limit: Some(101),
+            ..Default::default()
+        }),
+        Err(LifecycleError::Query(_))
+    ));
+    assert!(matches!(
+        manager.list(&ListQuery {
+            next_token: Some("garbage".into()),
+            ..Default::default()
+        }),
         Err(LifecycleError::Query(_))
     ));
     Ok(())
@@ -137,10 +229,17 @@ fn list_filters_by_state_and_metadata() -> Result<()> {
 #[test]
 fn pagination_stays_correct_while_sandboxes_come_and_go() -> Result<()> {
     let (_tmp, manager) = manager()?;
-    let survivors: Vec<String> = (0..7).map(|_| create(&manager, &[("batch", "one")])).collect::<Result<_>>()?;
-    let doomed: Vec<String> = (0..3).map(|_| create(&manager, &[("batch", "one")])).collect::<Result<_>>()?;
+    let survivors: Vec<String> = (0..7)
+        .map(|_| create(&manager, &[("batch", "one")]))
+        .collect::<Result<_>>()?;
+    let doomed: Vec<String> = (0..3)
+        .map(|_| create(&manager, &[("batch", "one")]))
+        .collect::<Result<_>>()?;
     let mut seen = Vec::new();
-    let mut query = ListQuery { limit: Some(3), ..Default::default() };
+    let mut query = ListQuery {
+        limit: Some(3),
+        ..Default::default()
+    };
     let mut round = 0;
     loop {
         let page = manager.list(&query)?;
@@ -161,7 +260,10 @@ fn pagination_stays_correct_while_sandboxes_come_and_go() -> Result<()> {
     unique.dedup();
     assert_eq!(unique.len(), seen.len(), "no duplicates: {seen:?}");
     for id in &survivors {
-        assert!(seen.contains(id), "{id} existed throughout and must be listed");
+        assert!(
+            seen.contains(id),
+            "{id} existed throughout and must be listed"
+        );
     }
     Ok(())
 }
@@ -175,7 +277,10 @@ fn killing_a_paused_sandbox_removes_its_files() -> Result<()> {
     let sandbox_dir = tmp.path().join("data/boxes").join(&id);
     assert!(sandbox_dir.join("state.blob").is_file());
     manager.kill(&id)?;
-    assert!(!sandbox_dir.exists(), "everything of a killed sandbox is deleted");
+    assert!(
+        !sandbox_dir.exists(),
+        "everything of a killed sandbox is deleted"
+    );
     Ok(())
 }
 
@@ -187,9 +292,16 @@ fn snapshot_forks_are_independent() -> Result<()> {
     call(&manager, &id, "put_file", "/shared.txt\nfrom the source")?;
     let snapshot = manager.snapshot(&id, Some("after-one-bump".into()))?;
     manager.kill(&id)?;
-    assert_eq!(manager.list_snapshots().len(), 1, "a snapshot outlives its source");
+    assert_eq!(
+        manager.list_snapshots().len(),
+        1,
+        "a snapshot outlives its source"
+    );
     let forks = manager.fork(&snapshot.id, 10, CreateRequest::default())?;
-    let ids: Vec<String> = forks.into_iter().map(|f| f.map(|i| i.id)).collect::<Result<_, _>>()?;
+    let ids: Vec<String> = forks
+        .into_iter()
+        .map(|f| f.map(|i| i.id))
+        .collect::<Result<_, _>>()?;
     assert_eq!(ids.len(), 10);
     for (n, fork) in ids.iter().enumerate() {
         for _ in 0..n {
@@ -199,13 +311,28 @@ fn snapshot_forks_are_independent() -> Result<()> {
     }
     for (n, fork) in ids.iter().enumerate() {
         assert_eq!(call(&manager, fork, "bump", "")?, format!("{0} {0}", n + 2));
-        assert_eq!(call(&manager, fork, "get_file", "/mine.txt")?, n.to_string());
-        assert_eq!(call(&manager, fork, "get_file", "/shared.txt")?, "from the source");
+        assert_eq!(
+            call(&manager, fork, "get_file", "/mine.txt")?,
+            n.to_string()
+        );
+        assert_eq!(
+            call(&manager, fork, "get_file", "/shared.txt")?,
+            "from the source"
+        );
     }
-    assert!(matches!(manager.fork(&snapshot.id, 0, CreateRequest::default()), Err(LifecycleError::ForkCount(0))));
-    assert!(matches!(manager.fork(&snapshot.id, 101, CreateRequest::default()), Err(LifecycleError::ForkCount(101))));
+    assert!(matches!(
+        manager.fork(&snapshot.id, 0, CreateRequest::default()),
+        Err(LifecycleError::ForkCount(0))
+    ));
+    assert!(matches!(
+        manager.fork(&snapshot.id, 101, CreateRequest::default()),
+        Err(LifecycleError::ForkCount(101))
+    ));
     manager.delete_snapshot(&snapshot.id)?;
-    assert!(matches!(manager.delete_snapshot(&snapshot.id), Err(LifecycleError::SnapshotNotFound(_))));
+    assert!(matches!(
+        manager.delete_snapshot(&snapshot.id),
+        Err(LifecycleError::SnapshotNotFound(_))
+    ));
     Ok(())
 }
 
@@ -222,10 +349,16 @@ fn paused_sandboxes_and_snapshots_survive_a_restart() -> Result<()> {
         (id, snapshot)
     };
     let manager = manager_in(&tmp, ManagerConfig::default())?;
-    let listed = manager.list(&ListQuery { states: vec![SandboxState::Paused], ..Default::default() })?;
+    let listed = manager.list(&ListQuery {
+        states: vec![SandboxState::Paused],
+        ..Default::default()
+    })?;
     assert_eq!(listed.items.len(), 1);
     assert_eq!(listed.items[0].id, id);
-    assert_eq!(listed.items[0].metadata.get("keep").map(String::as_str), Some("me"));
+    assert_eq!(
+        listed.items[0].metadata.get("keep").map(String::as_str),
+        Some("me")
+    );
     assert_eq!(manager.list_snapshots()[0].id, snapshot);
     manager.connect(&id, None)?;
     assert_eq!(call(&manager, &id, "bump", "")?, "2 2");
@@ -271,7 +404,10 @@ fn a_crash_reports_running_sandboxes_as_lost_and_keeps_paused_ones() -> Result<(
     assert_eq!(recovery.lost, [running.clone()]);
     assert_eq!(recovery.paused, [paused.clone()]);
     assert_eq!(manager.info(&running)?.state, SandboxState::Lost);
-    assert!(matches!(manager.connect(&running, None), Err(LifecycleError::Lost(_))));
+    assert!(matches!(
+        manager.connect(&running, None),
+        Err(LifecycleError::Lost(_))
+    ));
     manager.kill(&running)?;
     manager.connect(&paused, None)?;
     Ok(())
@@ -280,17 +416,26 @@ fn a_crash_reports_running_sandboxes_as_lost_and_keeps_paused_ones() -> Result<(
 #[test]
 fn timeout_kills_by_default() -> Result<()> {
     let (_tmp, manager) = manager()?;
-    let request = CreateRequest { template: "stateful".into(), timeout: Some(Duration::from_millis(300)), ..Default::default() };
+    let request = CreateRequest {
+        template: "stateful".into(),
+        timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
     let id = manager.create(request)?.id;
-    wait_until(Duration::from_secs(10), || matches!(manager.info(&id), Err(LifecycleError::NotFound(_))))
-        .context("the sandbox should have been killed by its timeout")?;
+    wait_until(Duration::from_secs(10), || {
+        matches!(manager.info(&id), Err(LifecycleError::NotFound(_)))
+    })
+    .context("the sandbox should have been killed by its timeout")?;
     Ok(())
 }
 
 #[test]
 fn auto_pause_on_timeout_keeps_every_acknowledged_write() -> Result<()> {
     let (_tmp, manager) = manager()?;
-    let policy = LifecyclePolicy { on_timeout: OnTimeout::Pause, ..LifecyclePolicy::default() };
+    let policy = LifecyclePolicy {
+        on_timeout: OnTimeout::Pause,
+        ..LifecyclePolicy::default()
+    };
     let request = CreateRequest {
         template: "stateful".into(),
         timeout: Some(Duration::from_millis(700)),
@@ -302,7 +447,12 @@ fn auto_pause_on_timeout_keeps_every_acknowledged_write() -> Result<()> {
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (manager, id, acknowledged, stop) = (manager.clone(), id.clone(), acknowledged.clone(), stop.clone());
+        let (manager, id, acknowledged, stop) = (
+            manager.clone(),
+            id.clone(),
+            acknowledged.clone(),
+            stop.clone(),
+        );
         std::thread::spawn(move || {
             for n in 0u32.. {
                 if stop.load(Ordering::SeqCst) {
@@ -315,27 +465,55 @@ fn auto_pause_on_timeout_keeps_every_acknowledged_write() -> Result<()> {
             }
         })
     };
-    wait_until(Duration::from_secs(10), || manager.info(&id).map(|i| i.state == SandboxState::Paused).unwrap_or(false))
-        .context("the timeout should have paused the sandbox")?;
+    wait_until(Duration::from_secs(10), || {
+        manager
+            .info(&id)
+            .map(|i| i.state == SandboxState::Paused)
+            .unwrap_or(false)
+    })
+    .context("the timeout should have paused the sandbox")?;
     stop.store(true, Ordering::SeqCst);
     writer.join().expect("writer thread");
     let acknowledged = acknowledged.lock().expect("not poisoned").clone();
-    assert!(acknowledged.len() > 10, "the writer made progress before the pause");
+    assert!(
+        acknowledged.len() > 10,
+        "the writer made progress before the pause"
+    );
     manager.connect(&id, None)?;
     let journal = call(&manager, &id, "get_file", "/journal.txt")?;
-    let written: Vec<u32> = journal.split(',').filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>()?;
-    assert_eq!(written, acknowledged, "every acknowledged write is there, in order");
+    let written: Vec<u32> = journal
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        written, acknowledged,
+        "every acknowledged write is there, in order"
+    );
     Ok(())
 }
 
 #[test]
 fn auto_resume_resumes_on_activity() -> Result<()> {
     let (_tmp, manager) = manager()?;
-    let policy = LifecyclePolicy { auto_resume: true, ..LifecyclePolicy::default() };
-    let id = manager.create(CreateRequest { template: "stateful".into(), lifecycle: policy, ..Default::default() })?.id;
+    let policy = LifecyclePolicy {
+        auto_resume: true,
+        ..LifecyclePolicy::default()
+    };
+    let id = manager
+        .create(CreateRequest {
+            template: "stateful".into(),
+            lifecycle: policy,
+            ..Default::default()
+        })?
+        .id;
     call(&manager, &id, "bump", "")?;
     manager.pause(&id)?;
-    assert_eq!(call(&manager, &id, "bump", "")?, "2 2", "the call resumed the sandbox first");
+    assert_eq!(
+        call(&manager, &id, "bump", "")?,
+        "2 2",
+        "the call resumed the sandbox first"
+    );
     assert_eq!(manager.info(&id)?.state, SandboxState::Running);
     Ok(())
 }
@@ -348,16 +526,30 @@ fn idle_timeout_applies_the_policy_without_activity() -> Result<()> {
         idle_timeout: Some(Duration::from_millis(400)),
         ..LifecyclePolicy::default()
     };
-    let id = manager.create(CreateRequest { template: "stateful".into(), lifecycle: policy, ..Default::default() })?.id;
-    wait_until(Duration::from_secs(10), || manager.info(&id).map(|i| i.state == SandboxState::Paused).unwrap_or(false))
-        .context("the idle timeout should have paused the sandbox")?;
+    let id = manager
+        .create(CreateRequest {
+            template: "stateful".into(),
+            lifecycle: policy,
+            ..Default::default()
+        })?
+        .id;
+    wait_until(Duration::from_secs(10), || {
+        manager
+            .info(&id)
+            .map(|i| i.state == SandboxState::Paused)
+            .unwrap_or(false)
+    })
+    .context("the idle timeout should have paused the sandbox")?;
     Ok(())
 }
 
 #[test]
 fn a_pause_waits_for_a_call_in_flight_then_fails_busy() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let config = ManagerConfig { busy_deadline: Duration::from_millis(200), ..ManagerConfig::default() };
+    let config = ManagerConfig {
+        busy_deadline: Duration::from_millis(200),
+        ..ManagerConfig::default()
+    };
     let manager = manager_in(&tmp, config)?;
     let id = create(&manager, &[])?;
     let spinner = {
@@ -367,21 +559,41 @@ fn a_pause_waits_for_a_call_in_flight_then_fails_busy() -> Result<()> {
     };
     std::thread::sleep(Duration::from_millis(300));
     assert!(matches!(manager.pause(&id), Err(LifecycleError::Busy(_))));
-    assert!(spinner.join().expect("spinner thread")?, "the runaway call ended in an error");
-    assert!(manager.pause(&id)?, "once the call is over the pause goes through");
+    assert!(
+        spinner.join().expect("spinner thread")?,
+        "the runaway call ended in an error"
+    );
+    assert!(
+        manager.pause(&id)?,
+        "once the call is over the pause goes through"
+    );
     Ok(())
 }
 
 #[test]
 fn global_limit_on_running_sandboxes() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let manager = manager_in(&tmp, ManagerConfig { max_running: 2, ..ManagerConfig::default() })?;
+    let manager = manager_in(
+        &tmp,
+        ManagerConfig {
+            max_running: 2,
+            ..ManagerConfig::default()
+        },
+    )?;
     let first = create(&manager, &[])?;
     create(&manager, &[])?;
-    assert!(matches!(create(&manager, &[]).unwrap_err().downcast::<LifecycleError>()?, LifecycleError::Limit { .. }));
+    assert!(matches!(
+        create(&manager, &[])
+            .unwrap_err()
+            .downcast::<LifecycleError>()?,
+        LifecycleError::Limit { .. }
+    ));
     manager.pause(&first)?;
     create(&manager, &[])?;
-    assert!(matches!(manager.connect(&first, None), Err(LifecycleError::Limit { .. })));
+    assert!(matches!(
+        manager.connect(&first, None),
+        Err(LifecycleError::Limit { .. })
+    ));
     Ok(())
 }
 
@@ -392,16 +604,28 @@ fn a_hundred_pause_resume_cycles() -> Result<()> {
     let id = create(&manager, &[])?;
     for cycle in 1..=100u32 {
         assert_eq!(call(&manager, &id, "bump", "")?, format!("{cycle} {cycle}"));
-        call(&manager, &id, "put_file", &format!("/cycles/{cycle}.txt\n{cycle}"))?;
+        call(
+            &manager,
+            &id,
+            "put_file",
+            &format!("/cycles/{cycle}.txt\n{cycle}"),
+        )?;
         if cycle > 1 && cycle % 3 == 0 {
-            call(&manager, &id, "remove_file", &format!("/cycles/{}.txt", cycle - 1))?;
+            call(
+                &manager,
+                &id,
+                "remove_file",
+                &format!("/cycles/{}.txt", cycle - 1),
+            )?;
         }
         manager.pause(&id)?;
         manager.connect(&id, None)?;
     }
     for cycle in 1..=100u32 {
         let removed = cycle % 3 == 2 && cycle < 100;
-        let content = manager.with_sandbox(&id, |s| s.call("get_file", format!("/cycles/{cycle}.txt").as_bytes()))?;
+        let content = manager.with_sandbox(&id, |s| {
+            s.call("get_file", format!("/cycles/{cycle}.txt").as_bytes())
+        })?;
         assert_eq!(content.is_err(), removed, "file {cycle}");
     }
     Ok(())

@@ -21,10 +21,17 @@ fn heap_statics_and_atomics_survive() -> Result<()> {
     let report = sandbox.pause(&blob)?;
     assert!(sandbox.is_paused());
     assert_eq!(report.processes, 1);
-    assert!(report.blob_bytes > 0 && report.blob_bytes < report.memory_bytes, "zero pages are not stored");
+    assert!(
+        report.blob_bytes > 0 && report.blob_bytes < report.memory_bytes,
+        "zero pages are not stored"
+    );
 
     let mut resumed = runtime.resume(&blob, ResumeOptions::default())?;
-    assert_eq!(resumed.memory_digest(1), Some(digest), "memory is restored bit for bit");
+    assert_eq!(
+        resumed.memory_digest(1),
+        Some(digest),
+        "memory is restored bit for bit"
+    );
     assert_eq!(call(&mut resumed, "recall", "")?, "alpha,beta");
     assert_eq!(call(&mut resumed, "bump", "")?, "4 4");
     Ok(())
@@ -38,9 +45,18 @@ fn memory_grown_after_start_survives() -> Result<()> {
     let blob = tmp.path().join("grown.blob");
     sandbox.pause(&blob)?;
     let mut resumed = runtime.resume(&blob, ResumeOptions::default())?;
-    assert_eq!(call(&mut resumed, "peek_page", &first_new_page.to_string())?, "165");
-    assert_eq!(call(&mut resumed, "peek_page", &(first_new_page + 1).to_string())?, "0");
-    assert_eq!(call(&mut resumed, "grow", "1")?, (first_new_page + 3).to_string());
+    assert_eq!(
+        call(&mut resumed, "peek_page", &first_new_page.to_string())?,
+        "165"
+    );
+    assert_eq!(
+        call(&mut resumed, "peek_page", &(first_new_page + 1).to_string())?,
+        "0"
+    );
+    assert_eq!(
+        call(&mut resumed, "grow", "1")?,
+        (first_new_page + 3).to_string()
+    );
     Ok(())
 }
 
@@ -57,7 +73,10 @@ fn open_file_continues_at_its_offset() -> Result<()> {
     let mut resumed = runtime.resume(&blob, ResumeOptions::default())?;
     assert_eq!(call(&mut resumed, "read", "5")?, "world");
     assert_eq!(call(&mut resumed, "write", "!")?, "12");
-    assert_eq!(std::fs::read_to_string(resumed.dir().join("data.txt"))?, "hello world!");
+    assert_eq!(
+        std::fs::read_to_string(resumed.dir().join("data.txt"))?,
+        "hello world!"
+    );
     Ok(())
 }
 
@@ -66,17 +85,27 @@ fn files_created_and_removed_survive() -> Result<()> {
     let (tmp, runtime) = runtime()?;
     let mut sandbox = runtime.create_sandbox(&stateful(&runtime)?, SandboxOptions::default())?;
     call(&mut sandbox, "put_file", "/tmp/message.txt\nhello")?;
-    call(&mut sandbox, "put_file", "/work/deep/nested/file.txt\nnested")?;
+    call(
+        &mut sandbox,
+        "put_file",
+        "/work/deep/nested/file.txt\nnested",
+    )?;
     call(&mut sandbox, "put_file", "/doomed.txt\nbye")?;
     call(&mut sandbox, "remove_file", "/doomed.txt")?;
     let blob = tmp.path().join("files.blob");
     let old_dir = sandbox.dir().to_owned();
     sandbox.pause(&blob)?;
-    assert!(!old_dir.exists(), "a paused sandbox's directory is released; the blob holds its files");
+    assert!(
+        !old_dir.exists(),
+        "a paused sandbox's directory is released; the blob holds its files"
+    );
 
     let mut resumed = runtime.resume(&blob, ResumeOptions::default())?;
     assert_eq!(call(&mut resumed, "get_file", "/tmp/message.txt")?, "hello");
-    assert_eq!(call(&mut resumed, "get_file", "/work/deep/nested/file.txt")?, "nested");
+    assert_eq!(
+        call(&mut resumed, "get_file", "/work/deep/nested/file.txt")?,
+        "nested"
+    );
     assert!(resumed.call("get_file", b"/doomed.txt").is_err());
     assert!(!resumed.dir().join("doomed.txt").exists());
     Ok(())
@@ -92,14 +121,21 @@ fn ten_pause_resume_cycles_keep_everything() -> Result<()> {
         assert_eq!(call(&mut sandbox, "bump", "")?, format!("{cycle} {cycle}"));
         call(&mut sandbox, "remember", &format!("n{cycle}"))?;
         call(&mut sandbox, "write", &format!("{cycle};"))?;
-        call(&mut sandbox, "put_file", &format!("/cycles/{cycle}.txt\n{cycle}"))?;
+        call(
+            &mut sandbox,
+            "put_file",
+            &format!("/cycles/{cycle}.txt\n{cycle}"),
+        )?;
         let blob = tmp.path().join(format!("cycle-{cycle}.blob"));
         sandbox.pause(&blob)?;
         sandbox = runtime.resume(&blob, ResumeOptions::default())?;
         let notes: Vec<String> = (1..=cycle).map(|n| format!("n{n}")).collect();
         assert_eq!(call(&mut sandbox, "recall", "")?, notes.join(","));
         for n in 1..=cycle {
-            assert_eq!(call(&mut sandbox, "get_file", &format!("/cycles/{n}.txt"))?, n.to_string());
+            assert_eq!(
+                call(&mut sandbox, "get_file", &format!("/cycles/{n}.txt"))?,
+                n.to_string()
+            );
         }
     }
     let log: String = (1..=10).map(|n| format!("{n};")).collect();
@@ -157,11 +193,22 @@ fn non_exported_globals_and_the_stack_pointer_survive() -> Result<()> {
 
     let mut resumed = runtime.resume(&blob, ResumeOptions::default())?;
     let top = resumed.invoke(1, "top", &[])?;
-    assert_eq!((top[0].unwrap_i32(), top[1].unwrap_i32()), (65536 - 32, 5678));
+    assert_eq!(
+        (top[0].unwrap_i32(), top[1].unwrap_i32()),
+        (65536 - 32, 5678)
+    );
     assert_eq!(resumed.invoke(1, "bump", &[])?[0].unwrap_i64(), 6);
     let bits = resumed.invoke(1, "float_bits", &[])?;
-    assert_eq!(bits[0].unwrap_i32() as u32, 0x7fc0_1234, "f32 NaN payload kept");
-    assert_eq!(bits[1].unwrap_i64() as u64, 0x7ff8_0000_00ab_cdef, "f64 NaN payload kept");
+    assert_eq!(
+        bits[0].unwrap_i32() as u32,
+        0x7fc0_1234,
+        "f32 NaN payload kept"
+    );
+    assert_eq!(
+        bits[1].unwrap_i64() as u64,
+        0x7ff8_0000_00ab_cdef,
+        "f64 NaN payload kept"
+    );
     assert_eq!(resumed.invoke(1, "data_byte", &[])?[0].unwrap_i32(), 0);
     Ok(())
 }
@@ -171,7 +218,10 @@ fn pausing_twice_and_calling_a_paused_sandbox_are_errors() -> Result<()> {
     let (tmp, runtime) = runtime()?;
     let mut sandbox = runtime.create_sandbox(&stateful(&runtime)?, SandboxOptions::default())?;
     sandbox.pause(&tmp.path().join("a.blob"))?;
-    assert!(matches!(sandbox.pause(&tmp.path().join("b.blob")), Err(PauseError::AlreadyPaused)));
+    assert!(matches!(
+        sandbox.pause(&tmp.path().join("b.blob")),
+        Err(PauseError::AlreadyPaused)
+    ));
     assert!(!tmp.path().join("b.blob").exists());
     assert!(matches!(sandbox.call("bump", b""), Err(CallError::Paused)));
     Ok(())
@@ -201,8 +251,15 @@ fn resume_refuses_a_blob_of_another_module() -> Result<()> {
     sandbox.pause(&blob)?;
     let other = runtime.load_template("globals", &wat::parse_str(GLOBALS_WAT)?)?;
     let dir = tmp.path().join("target-dir");
-    let options = ResumeOptions { template: Some(other), dir: Some(dir.clone()), ..Default::default() };
-    assert!(matches!(runtime.resume(&blob, options), Err(ResumeError::ModuleMismatch { .. })));
+    let options = ResumeOptions {
+        template: Some(other),
+        dir: Some(dir.clone()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        runtime.resume(&blob, options),
+        Err(ResumeError::ModuleMismatch { .. })
+    ));
     Ok(())
 }
 
@@ -213,7 +270,10 @@ fn resume_refuses_a_module_it_does_not_know() -> Result<()> {
     let blob = tmp.path().join("s.blob");
     sandbox.pause(&blob)?;
     let (_tmp2, fresh_runtime) = crate::common::runtime()?;
-    assert!(matches!(fresh_runtime.resume(&blob, ResumeOptions::default()), Err(ResumeError::UnknownModule(_))));
+    assert!(matches!(
+        fresh_runtime.resume(&blob, ResumeOptions::default()),
+        Err(ResumeError::UnknownModule(_))
+    ));
     Ok(())
 }
 
@@ -226,9 +286,18 @@ fn resume_refuses_a_non_empty_directory_and_keeps_its_content() -> Result<()> {
     let dir = tmp.path().join("occupied");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("precious.txt"), "keep me")?;
-    let options = ResumeOptions { dir: Some(dir.clone()), ..Default::default() };
-    assert!(matches!(runtime.resume(&blob, options), Err(ResumeError::DirNotEmpty(_))));
-    assert_eq!(std::fs::read_to_string(dir.join("precious.txt"))?, "keep me");
+    let options = ResumeOptions {
+        dir: Some(dir.clone()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        runtime.resume(&blob, options),
+        Err(ResumeError::DirNotEmpty(_))
+    ));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("precious.txt"))?,
+        "keep me"
+    );
     Ok(())
 }
 
@@ -245,7 +314,10 @@ fn resume_refuses_a_corrupt_blob_and_leaves_nothing_behind() -> Result<()> {
     std::fs::write(&blob, &bytes)?;
     let sandboxes = runtime.config().data_dir.join("scratch");
     let before = std::fs::read_dir(&sandboxes)?.count();
-    assert!(matches!(runtime.resume(&blob, ResumeOptions::default()), Err(ResumeError::Decode(_))));
+    assert!(matches!(
+        runtime.resume(&blob, ResumeOptions::default()),
+        Err(ResumeError::Decode(_))
+    ));
     assert_eq!(std::fs::read_dir(&sandboxes)?.count(), before);
     Ok(())
 }

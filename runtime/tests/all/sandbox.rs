@@ -26,7 +26,10 @@ fn guest_files_land_in_the_sandbox_directory() -> Result<()> {
     let (_tmp, runtime) = runtime()?;
     let mut sandbox = runtime.create_sandbox(&stateful(&runtime)?, SandboxOptions::default())?;
     call(&mut sandbox, "put_file", "/tmp/message.txt\nhello")?;
-    assert_eq!(std::fs::read_to_string(sandbox.dir().join("tmp/message.txt"))?, "hello");
+    assert_eq!(
+        std::fs::read_to_string(sandbox.dir().join("tmp/message.txt"))?,
+        "hello"
+    );
     assert_eq!(call(&mut sandbox, "get_file", "/tmp/message.txt")?, "hello");
     Ok(())
 }
@@ -36,7 +39,10 @@ fn guest_errors_are_reported_and_the_process_stays_usable() -> Result<()> {
     let (_tmp, runtime) = runtime()?;
     let mut sandbox = runtime.create_sandbox(&stateful(&runtime)?, SandboxOptions::default())?;
     let error = sandbox.call("get_file", b"/no/such/file").unwrap_err();
-    assert!(matches!(error, CallError::Guest(ref m) if m.contains("/no/such/file")), "{error:?}");
+    assert!(
+        matches!(error, CallError::Guest(ref m) if m.contains("/no/such/file")),
+        "{error:?}"
+    );
     assert_eq!(call(&mut sandbox, "bump", "")?, "1 1");
     Ok(())
 }
@@ -46,36 +52,53 @@ fn unknown_handler_is_a_missing_export() -> Result<()> {
     let (_tmp, runtime) = runtime()?;
     let mut sandbox = runtime.create_sandbox(&stateful(&runtime)?, SandboxOptions::default())?;
     let error = sandbox.call("no_such_handler", b"").unwrap_err();
-    assert!(matches!(error, CallError::MissingExport(ref name) if name == "stasis_handle_no_such_handler"));
+    assert!(
+        matches!(error, CallError::MissingExport(ref name) if name == "stasis_handle_no_such_handler")
+    );
     Ok(())
 }
 
 #[test]
 fn runaway_call_times_out_and_poisons_only_its_process() -> Result<()> {
-    let limits = SandboxLimits { cpu_time_per_call: Duration::from_millis(200), ..SandboxLimits::default() };
+    let limits = SandboxLimits {
+        cpu_time_per_call: Duration::from_millis(200),
+        ..SandboxLimits::default()
+    };
     let (_tmp, runtime) = runtime_with_limits(limits)?;
     let template = stateful(&runtime)?;
     let mut looping = runtime.create_sandbox(&template, SandboxOptions::default())?;
     let mut bystander = runtime.create_sandbox(&template, SandboxOptions::default())?;
     let error = looping.call("spin", b"").unwrap_err();
     assert!(matches!(error, CallError::Timeout(_)), "{error:?}");
-    assert!(matches!(looping.call("bump", b"").unwrap_err(), CallError::Poisoned(1)));
+    assert!(matches!(
+        looping.call("bump", b"").unwrap_err(),
+        CallError::Poisoned(1)
+    ));
     assert_eq!(call(&mut bystander, "bump", "")?, "1 1");
     // A fresh process in the same sandbox works again.
     assert!(looping.kill_process(1));
     let pid = looping.spawn(&template)?;
-    assert_eq!(String::from_utf8(looping.call_process(pid, "bump", b"")?)?, "1 1");
+    assert_eq!(
+        String::from_utf8(looping.call_process(pid, "bump", b"")?)?,
+        "1 1"
+    );
     Ok(())
 }
 
 #[test]
 fn memory_limit_stops_a_guest_that_allocates_too_much() -> Result<()> {
-    let limits = SandboxLimits { max_memory_bytes: 32 << 20, ..SandboxLimits::default() };
+    let limits = SandboxLimits {
+        max_memory_bytes: 32 << 20,
+        ..SandboxLimits::default()
+    };
     let (_tmp, runtime) = runtime_with_limits(limits)?;
     let mut sandbox = runtime.create_sandbox(&stateful(&runtime)?, SandboxOptions::default())?;
     // Growing memory directly past the limit fails inside the guest, which reports it.
     let error = sandbox.call("grow", b"1024").unwrap_err();
-    assert!(matches!(error, CallError::Guest(ref m) if m.contains("memory.grow failed")), "{error:?}");
+    assert!(
+        matches!(error, CallError::Guest(ref m) if m.contains("memory.grow failed")),
+        "{error:?}"
+    );
     // An allocation past the limit aborts the guest (Rust's allocation failure is a trap).
     let error = sandbox.call("fill", b"64 1 random").unwrap_err();
     assert!(matches!(error, CallError::Trap(_)), "{error:?}");
@@ -92,14 +115,19 @@ fn command_modules_run_to_completion() -> Result<()> {
     let output = sandbox.run(&hello, &["big".into(), "world".into()], b"")?;
     assert_eq!(output.exit_code, 0);
     assert_eq!(String::from_utf8(output.stdout)?, "hello big world\n");
-    assert!(matches!(sandbox.call("bump", b"").unwrap_err(), CallError::NoMainProcess));
+    assert!(matches!(
+        sandbox.call("bump", b"").unwrap_err(),
+        CallError::NoMainProcess
+    ));
     Ok(())
 }
 
 #[test]
 fn invalid_wasm_is_refused() -> Result<()> {
     let (_tmp, runtime) = runtime()?;
-    let error = runtime.load_template("junk", b"\0asm\x01\0\0\0junk").unwrap_err();
+    let error = runtime
+        .load_template("junk", b"\0asm\x01\0\0\0junk")
+        .unwrap_err();
     assert!(matches!(error, TemplateError::Instrument(_)), "{error:?}");
     Ok(())
 }
@@ -107,9 +135,13 @@ fn invalid_wasm_is_refused() -> Result<()> {
 #[test]
 fn imports_other_than_wasi_are_refused() -> Result<()> {
     let (_tmp, runtime) = runtime()?;
-    let wasm = wat::parse_str(r#"(module (import "env" "sneaky" (func)) (memory (export "memory") 1))"#)?;
+    let wasm =
+        wat::parse_str(r#"(module (import "env" "sneaky" (func)) (memory (export "memory") 1))"#)?;
     let error = runtime.load_template("sneaky", &wasm).unwrap_err();
-    assert!(matches!(error, TemplateError::UnsupportedImport { ref module, .. } if module == "env"), "{error:?}");
+    assert!(
+        matches!(error, TemplateError::UnsupportedImport { ref module, .. } if module == "env"),
+        "{error:?}"
+    );
     assert_contains(&error, "env::sneaky");
     Ok(())
 }

@@ -36,19 +36,31 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         if guest == "/" {
             root = Some(PathBuf::from(host));
         } else {
-            mounts.push(Mount { host: host.into(), guest: guest.to_owned(), read_only: false });
+            mounts.push(Mount {
+                host: host.into(),
+                guest: guest.to_owned(),
+                read_only: false,
+            });
         }
     }
     let mut env = Vec::new();
     for pair in &args.envs {
-        let Some((name, value)) = pair.split_once('=') else { bail!("--env takes NAME=VALUE, got {pair:?}") };
+        let Some((name, value)) = pair.split_once('=') else {
+            bail!("--env takes NAME=VALUE, got {pair:?}")
+        };
         env.push((name.to_owned(), value.to_owned()));
     }
     // Without a `/` mount the guest still gets a root, an empty directory of its own.
     let scratch = tempfile::tempdir().context("creating an empty root directory")?;
-    let program = args.module.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let program = args
+        .module
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut config = WasiConfig::new(root.unwrap_or_else(|| scratch.path().to_owned()));
-    config.args = std::iter::once(program).chain(args.args.iter().cloned()).collect();
+    config.args = std::iter::once(program)
+        .chain(args.args.iter().cloned())
+        .collect();
     config.env = env;
     config.mounts = mounts;
     config.stdin = Stdin::Reader(Box::new(std::io::stdin()));
@@ -68,7 +80,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     add_to_linker(&mut linker, |ctx: &mut WasiCtx| ctx)?;
     let mut store = wasmtime::Store::new(&engine, WasiCtx::new(config)?);
     let instance = linker.instantiate(&mut store, &module)?;
-    let start = instance.get_typed_func::<(), ()>(&mut store, "_start").context("the module has no _start")?;
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .context("the module has no _start")?;
     match start.call(&mut store, ()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(error) => match error.downcast_ref::<ProcExit>() {

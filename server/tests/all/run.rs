@@ -24,17 +24,28 @@ fn stdio_and_exit_code_pass_through() -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    child.stdin.take().expect("piped stdin").write_all(b"shout this\n")?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(b"shout this\n")?;
     let output = child.wait_with_output()?;
     assert_eq!(output.status.code(), Some(7));
-    assert_eq!(String::from_utf8(output.stdout)?, "SHOUT THIS\ndata: a.txt b.txt\n");
+    assert_eq!(
+        String::from_utf8(output.stdout)?,
+        "SHOUT THIS\ndata: a.txt b.txt\n"
+    );
     assert_eq!(String::from_utf8(output.stderr)?, "copied 11 bytes\n");
     Ok(())
 }
 
 #[test]
 fn arguments_reach_the_guest() -> Result<()> {
-    let output = stasis().arg("run").arg(stasis_guests::HELLO).args(["--not-a-flag", "x"]).output()?;
+    let output = stasis()
+        .arg("run")
+        .arg(stasis_guests::HELLO)
+        .args(["--not-a-flag", "x"])
+        .output()?;
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8(output.stdout)?, "hello --not-a-flag x\n");
     Ok(())
@@ -50,7 +61,9 @@ fn a_missing_module_is_a_clear_error() -> Result<()> {
 
 #[test]
 fn a_malformed_env_is_a_clear_error() -> Result<()> {
-    let output = stasis().args(["run", "--env", "NOEQUALS", stasis_guests::HELLO]).output()?;
+    let output = stasis()
+        .args(["run", "--env", "NOEQUALS", stasis_guests::HELLO])
+        .output()?;
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8(output.stderr)?.contains("NAME=VALUE"));
     Ok(())
