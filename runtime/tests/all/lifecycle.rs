@@ -179,7 +179,7 @@ fn list_filters_by_state_and_metadata() -> Result<()> {
             states: vec![SandboxState::Paused],
             ..Default::default()
         })?,
-        [b.clone()]
+        std::slice::from_ref(&b)
     );
     assert_eq!(
         ids(ListQuery {
@@ -376,7 +376,7 @@ fn graceful_shutdown_pauses_running_sandboxes_with_their_memory() -> Result<()> 
             call(&manager, &id, "bump", "")?;
         }
         let report = manager.shutdown();
-        assert_eq!(report.paused, [id.clone()]);
+        assert_eq!(report.paused, std::slice::from_ref(&id));
         assert!(report.failed.is_empty());
         id
     };
@@ -401,8 +401,8 @@ fn a_crash_reports_running_sandboxes_as_lost_and_keeps_paused_ones() -> Result<(
     let runtime = Runtime::new(RuntimeConfig::new(tmp.path().join("data")))?;
     let (manager, recovery) = Manager::open(runtime, ManagerConfig::default())?;
     manager.register_template("stateful", &stasis_guests::bytes(stasis_guests::STATEFUL))?;
-    assert_eq!(recovery.lost, [running.clone()]);
-    assert_eq!(recovery.paused, [paused.clone()]);
+    assert_eq!(recovery.lost, std::slice::from_ref(&running));
+    assert_eq!(recovery.paused, std::slice::from_ref(&paused));
     assert_eq!(manager.info(&running)?.state, SandboxState::Lost);
     assert!(matches!(
         manager.connect(&running, None),

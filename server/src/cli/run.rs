@@ -75,18 +75,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 
     let engine = wasmtime::Engine::default();
     let module = wasmtime::Module::from_file(&engine, &args.module)
-        .with_context(|| format!("loading {}", args.module.display()))?;
+        .map_err(|e| anyhow::anyhow!("loading {}: {e:?}", args.module.display()))?;
     let mut linker = wasmtime::Linker::new(&engine);
     add_to_linker(&mut linker, |ctx: &mut WasiCtx| ctx)?;
     let mut store = wasmtime::Store::new(&engine, WasiCtx::new(config)?);
     let instance = linker.instantiate(&mut store, &module)?;
     let start = instance
         .get_typed_func::<(), ()>(&mut store, "_start")
-        .context("the module has no _start")?;
+        .map_err(|e| anyhow::anyhow!("the module has no _start: {e}"))?;
     match start.call(&mut store, ()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(error) => match error.downcast_ref::<ProcExit>() {
-            Some(ProcExit(code)) => Ok(ExitCode::from(*code as u8)),
+            Some(&ProcExit(code)) => Ok(ExitCode::from(code as u8)),
             None => {
                 eprintln!("Error: the guest trapped: {error:?}");
                 Ok(ExitCode::from(134))
