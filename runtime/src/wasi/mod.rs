@@ -31,6 +31,9 @@
 //! - **Preopens**: a sandbox's root is "/" at fd 3 and mounts follow; a config without a root
 //!   ([`WasiConfig::without_root`], what `stasis run` uses) gives exactly its mounts from fd 3, as `wasmtime run`
 //!   does with its `--dir`s.
+//! - **Trailing slashes**: `path_remove_directory("dir/")` removes `dir` (POSIX rmdir; wasmtime-wasi answers
+//!   `EINVAL`, failing the WASI testsuite's `remove_directory_trailing_slashes`); `path_link` with
+//!   `SYMLINK_FOLLOW` is `EINVAL`, as in wasmtime-wasi.
 //! - **Not like wasmtime-wasi**: `fd_allocate` grows files (within the quota) where wasmtime-wasi answers
 //!   `ENOTSUP`; the socket calls answer `EBADF` for a closed fd and `ENOTSOCK` otherwise (no socket exists).
 

@@ -776,6 +776,73 @@ fn errno_probe(dir: &Path, body: &str) -> Result<String> {
     Ok(path.to_str().context("utf-8 temp path")?.to_owned())
 }
 
+fn no_inputs() -> Inputs<'static> {
+    Inputs {
+        args: &["probe"],
+        env: &[],
+        stdin: b"",
+        mounts: vec![],
+    }
+}
+
+/// Runs the probe under both hosts, each on a fresh root made by `setup`.
+fn probe_both(body: &str, setup: impl Fn(&Path) -> Result<()>) -> Result<(Outcome, Outcome)> {
+    let wat_dir = tempfile::tempdir()?;
+    let probe = errno_probe(wat_dir.path(), body)?;
+    both(&probe, setup, &no_inputs())
+}
+
+#[test]
+fn path_link_refuses_symlink_follow_like_wasmtime_wasi() -> Result<()> {
+    // The WASI testsuite's path_link: linking through a (dangling) symlink with SYMLINK_FOLLOW must fail.
+    let setup = |dir: &Path| -> Result<()> {
+        root_only(dir)?;
+        std::fs::write(dir.join("root/f"), "x")?;
+        std::os::unix::fs::symlink("missing", dir.join("root/s"))?;
+        Ok(())
+    };
+    let link = |flags: u32, old: u32| {
+        format!(
+            "(call $report (call $path_link (i32.const 3) (i32.const {flags}) (i32.const {old}) (i32.const 1) \
+             (i32.const 3) (i32.const 260) (i32.const 1)))"
+        )
+    };
+    // follow on a dangling symlink, follow on a file, then a plain link that works.
+    let body = format!("{} {} {}", link(1, 276), link(1, 256), link(0, 256));
+    let (ours, reference) = probe_both(&body, setup)?;
+    assert_eq!(ours.stdout, "28\n28\n00\n");
+    assert_eq!(ours, reference);
+    Ok(())
+}
+
+#[test]
+fn path_remove_directory_accepts_trailing_slashes() -> Result<()> {
+    // The WASI testsuite's remove_directory_trailing_slashes: "d/" removes d; "f/" and "f" are ENOTDIR.
+    let setup = |dir: &Path| -> Result<()> {
+        root_only(dir)?;
+        std::fs::create_dir(dir.join("root/d"))?;
+        std::fs::write(dir.join("root/f"), "x")?;
+        Ok(())
+    };
+    let rmdir = |at: u32, len: u32| {
+        format!(
+            "(call $report (call $path_remove_directory (i32.const 3) (i32.const {at}) (i32.const {len})))"
+        )
+    };
+    let body = format!(
+        "{} {} {} {}",
+        rmdir(264, 2),
+        rmdir(272, 1),
+        rmdir(268, 2),
+        rmdir(256, 1)
+    );
+    let (ours, reference) = probe_both(&body, setup)?;
+    // d/ removed, so d is then ENOENT; f/ and f are ENOTDIR. wasmtime-wasi answers EINVAL to "d/".
+    assert_eq!(ours.stdout, "00\n44\n54\n54\n");
+    assert_eq!(reference.stdout, "28\n00\n54\n54\n");
+    Ok(())
+}
+
 #[test]
 fn a_config_without_root_preopens_exactly_its_mounts_from_fd_3() -> Result<()> {
     let wat_dir = tempfile::tempdir()?;
