@@ -1,0 +1,167 @@
+//! Builtins that change or show the shell's own state: `cd`, `pwd`, `env`, `export`, `unset`, `read`, `set`.
+
+use crate::exec::Shell;
+use crate::io::Io;
+use crate::parser::is_name;
+
+/// `cd [DIR|-]`: no operand means `$HOME`.
+pub fn cd(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let (target, print) = match argv.get(1).map(String::as_str) {
+        None => (sh.home(), false),
+        Some("-") => match sh.var("OLDPWD") {
+            Some(old) => (old.to_string(), true),
+            None => {
+                io.eprintln("sh: cd: OLDPWD not set");
+                return 1;
+            }
+        },
+        Some(dir) => (dir.to_string(), false),
+    };
+    if argv.len() > 2 {
+        io.eprintln("sh: cd: too many arguments");
+        return 1;
+    }
+    match sh.chdir(&target) {
+        Ok(()) => {
+            if print {
+                io.print(&format!("{}\n", sh.cwd));
+            }
+            0
+        }
+        Err(e) => {
+            io.eprintln(&format!("sh: cd: {target}: {e}"));
+            1
+        }
+    }
+}
+
+/// `pwd`
+pub fn pwd(sh: &mut Shell, _argv: &[String], io: &Io) -> i32 {
+    io.print(&format!("{}\n", sh.cwd));
+    0
+}
+
+/// `env [-i] [NAME=VALUE]... [COMMAND ARGS...]`: prints the exported variables or runs a command with more.
+pub fn env(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let mut sub = sh.clone();
+    let mut i = 1;
+    if argv.get(1).is_some_and(|a| a == "-i") {
+        sub.vars.clear();
+        i += 1;
+    }
+    while let Some((name, value)) = argv.get(i).and_then(|a| a.split_once('=')) {
+        sub.export_var(name, value);
+        i += 1;
+    }
+    if i < argv.len() {
+        return sub.run_argv(&argv[i..], io);
+    }
+    for (k, v) in &sub.vars {
+        if v.exported {
+            io.print(&format!("{k}={}\n", v.value));
+        }
+    }
+    0
+}
+
+/// `export [NAME[=VALUE]]...`; without operands lists exported variables like bash.
+pub fn export(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let ops: Vec<&String> = argv.iter().skip(1).filter(|a| *a != "-p").collect();
+    if ops.is_empty() {
+        for (k, v) in &sh.vars {
+            if v.exported {
+                io.print(&format!(
+                    "declare -x {k}=\"{}\"\n",
+                    v.value.replace('\\', "\\\\").replace('"', "\\\"")
+                ));
+            }
+        }
+        return 0;
+    }
+    let mut status = 0;
+    for op in ops {
+        let (name, value) = match op.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (op.as_str(), None),
+        };
+        if !is_name(name) {
+            io.eprintln(&format!("sh: export: `{op}': not a valid identifier"));
+            status = 1;
+            continue;
+        }
+        let value = value
+            .or_else(|| sh.var(name).map(str::to_string))
+            .unwrap_or_default();
+        sh.export_var(name, &value);
+    }
+    status
+}
+
+/// `unset NAME...`
+pub fn unset(sh: &mut Shell, argv: &[String], _io: &Io) -> i32 {
+    for name in argv.iter().skip(1).filter(|a| !a.starts_with('-')) {
+        sh.vars.remove(name);
+    }
+    0
+}
+
+/// `read [-r] NAME...`: reads a line from stdin; the last name gets the rest of the line.
+pub fn read(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let names: Vec<&String> = argv
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let Some(line) = io.stdin.read_line() else {
+        for n in &names {
+            sh.set_var(n, "");
+        }
+        return 1;
+    };
+    let line = String::from_utf8_lossy(&line).into_owned();
+    if names.is_empty() {
+        sh.set_var("REPLY", &line);
+        return 0;
+    }
+    let mut rest = line.trim_start_matches([' ', '\t']);
+    for (i, n) in names.iter().enumerate() {
+        if i + 1 == names.len() {
+            sh.set_var(n, rest.trim_end_matches([' ', '\t']));
+        } else {
+            let end = rest.find([' ', '\t']).unwrap_or(rest.len());
+            sh.set_var(n, &rest[..end]);
+            rest = rest[end..].trim_start_matches([' ', '\t']);
+        }
+    }
+    0
+}
+
+/// `set [-e|+e] [-o pipefail] [-x]...`: only the options that change how scripts behave are honoured.
+pub fn set(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let mut args = argv.iter().skip(1);
+    while let Some(a) = args.next() {
+        let on = a.starts_with('-');
+        if a == "-o" || a == "+o" {
+            match args.next().map(String::as_str) {
+                Some("pipefail") => sh.pipefail = on,
+                Some("errexit") => sh.errexit = on,
+                Some(_) => {}
+                None => {
+                    for (name, v) in [("errexit", sh.errexit), ("pipefail", sh.pipefail)] {
+                        io.print(&format!("{name:<15}\t{}\n", if v { "on" } else { "off" }));
+                    }
+                }
+            }
+        } else if a == "--" {
+            sh.args.truncate(1);
+            sh.args.extend(args.by_ref().cloned());
+        } else if on || a.starts_with('+') {
+            for c in a.chars().skip(1) {
+                if c == 'e' {
+                    sh.errexit = on;
+                }
+            }
+        }
+    }
+    0
+}

@@ -1,0 +1,486 @@
+//! File-system utilities: `cat`, `ls`, `mkdir`, `rm`, `rmdir`, `cp`, `mv`, `touch`.
+//!
+//! Messages and exit statuses follow GNU coreutils, because that is what users and agents expect to parse.
+
+use std::fs;
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::{missing_operand, parse_flags, read_input};
+use crate::exec::Shell;
+use crate::io::{Io, errmsg};
+
+/// `cat [-n] [FILE|-]...`
+pub fn cat(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let a = match parse_flags("cat", argv, "nuA", io) {
+        Ok(a) => a,
+        Err(s) => return s,
+    };
+    let files = if a.operands.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        a.operands.clone()
+    };
+    let mut status = 0;
+    let mut n = 0usize;
+    for f in &files {
+        match read_input(sh, f, io) {
+            Ok(data) if a.has('n') => {
+                let mut rest = &data[..];
+                while !rest.is_empty() {
+                    let end = rest
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(rest.len(), |p| p + 1);
+                    n += 1;
+                    io.print(&format!("{n:>6}\t"));
+                    io.out.put(&rest[..end]);
+                    rest = &rest[end..];
+                }
+            }
+            Ok(data) => io.out.put(&data),
+            Err(e) => {
+                io.eprintln(&format!("cat: {f}: {e}"));
+                status = 1;
+            }
+        }
+    }
+    status
+}
+
+/// The `ls -l` mode string of a file.
+fn mode_string(meta: &fs::Metadata) -> String {
+    let kind = if meta.is_dir() {
+        'd'
+    } else if meta.file_type().is_symlink() {
+        'l'
+    } else {
+        '-'
+    };
+    #[cfg(unix)]
+    let bits = {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode()
+    };
+    // WASI exposes no permission bits: show what a typical umask gives.
+    #[cfg(not(unix))]
+    let bits: u32 = if meta.is_dir() {
+        0o755
+    } else if meta.permissions().readonly() {
+        0o444
+    } else {
+        0o644
+    };
+    let mut s = String::with_capacity(10);
+    s.push(kind);
+    for shift in [6, 3, 0] {
+        let b = (bits >> shift) & 7;
+        s.push(if b & 4 != 0 { 'r' } else { '-' });
+        s.push(if b & 2 != 0 { 'w' } else { '-' });
+        s.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+/// `Nov 30 05:02`, the mtime column of `ls -l`.
+fn mtime_string(meta: &fs::Metadata) -> String {
+    let secs = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64);
+    let t = super::misc::civil(secs);
+    format!(
+        "{} {:>2} {:02}:{:02}",
+        super::misc::MONTHS[t.month as usize - 1],
+        t.day,
+        t.hour,
+        t.min
+    )
+}
+
+struct Entry {
+    name: String,
+    meta: Option<fs::Metadata>,
+}
+
+fn print_entries(entries: &[Entry], long: bool, io: &Io) {
+    if !long {
+        for e in entries {
+            io.print(&format!("{}\n", e.name));
+        }
+        return;
+    }
+    let width = entries
+        .iter()
+        .filter_map(|e| e.meta.as_ref())
+        .map(|m| m.len().to_string().len())
+        .max()
+        .unwrap_or(1);
+    for e in entries {
+        match &e.meta {
+            Some(m) => {
+                let nlink = if m.is_dir() { 2 } else { 1 };
+                io.print(&format!(
+                    "{} {nlink} user user {:>width$} {} {}\n",
+                    mode_string(m),
+                    m.len(),
+                    mtime_string(m),
+                    e.name
+                ));
+            }
+            None => io.print(&format!("?????????? ? ? ? ? ? {}\n", e.name)),
+        }
+    }
+}
+
+/// `ls [-l] [-a] [-1] [FILE...]`: one name per line (stdout is never a terminal here), sorted bytewise.
+pub fn ls(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let a = match parse_flags("ls", argv, "laA1hFRrtSd", io) {
+        Ok(a) => a,
+        Err(s) => return s,
+    };
+    let long = a.has('l');
+    let all = a.has('a');
+    let almost_all = a.has('A');
+    let mut operands = if a.operands.is_empty() {
+        vec![".".to_string()]
+    } else {
+        a.operands.clone()
+    };
+    operands.sort();
+    let mut status = 0;
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for op in &operands {
+        match fs::metadata(sh.host_path(op)) {
+            Ok(m) if m.is_dir() && !a.has('d') => dirs.push(op.clone()),
+            Ok(m) => files.push(Entry {
+                name: op.clone(),
+                meta: Some(m),
+            }),
+            Err(e) => {
+                io.eprintln(&format!("ls: cannot access '{op}': {}", errmsg(&e)));
+                status = 2;
+            }
+        }
+    }
+    print_entries(&files, long, io);
+    let headers = operands.len() > 1;
+    for (i, d) in dirs.iter().enumerate() {
+        if headers {
+            if i > 0 || !files.is_empty() {
+                io.print("\n");
+            }
+            io.print(&format!("{d}:\n"));
+        }
+        let host = sh.host_path(d);
+        let rd = match fs::read_dir(&host) {
+            Ok(rd) => rd,
+            Err(e) => {
+                io.eprintln(&format!("ls: cannot open directory '{d}': {}", errmsg(&e)));
+                status = 2;
+                continue;
+            }
+        };
+        let mut entries: Vec<Entry> = rd
+            .filter_map(Result::ok)
+            .map(|e| Entry {
+                name: e.file_name().to_string_lossy().into_owned(),
+                meta: fs::symlink_metadata(e.path()).ok(),
+            })
+            .filter(|e| all || almost_all || !e.name.starts_with('.'))
+            .collect();
+        if all {
+            entries.push(Entry {
+                name: ".".into(),
+                meta: fs::metadata(&host).ok(),
+            });
+            entries.push(Entry {
+                name: "..".into(),
+                meta: fs::metadata(host.parent().unwrap_or(&host)).ok(),
+            });
+        }
+        entries.sort_by(|x, y| x.name.cmp(&y.name));
+        if a.has('r') {
+            entries.reverse();
+        }
+        if long {
+            let blocks: u64 = entries
+                .iter()
+                .filter_map(|e| e.meta.as_ref())
+                .map(|m| m.len().div_ceil(4096) * 4)
+                .sum();
+            io.print(&format!("total {blocks}\n"));
+        }
+        print_entries(&entries, long, io);
+    }
+    status
+}
+
+/// `mkdir [-p] DIR...`
+pub fn mkdir(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let a = match parse_flags("mkdir", argv, "pv", io) {
+        Ok(a) => a,
+        Err(s) => return s,
+    };
+    if a.operands.is_empty() {
+        return missing_operand("mkdir", io);
+    }
+    let mut status = 0;
+    for d in &a.operands {
+        let host = sh.host_path(d);
+        let res = if a.has('p') {
+            if host.is_file() {
+                Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+            } else {
+                fs::create_dir_all(&host)
+            }
+        } else {
+            fs::create_dir(&host)
+        };
+        if let Err(e) = res {
+            io.eprintln(&format!(
+                "mkdir: cannot create directory '{d}': {}",
+                errmsg(&e)
+            ));
+            status = 1;
+        }
+    }
+    status
+}
+
+/// `rm [-r] [-f] FILE...`
+pub fn rm(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let a = match parse_flags("rm", argv, "rRfvid", io) {
+        Ok(a) => a,
+        Err(s) => return s,
+    };
+    let force = a.has('f');
+    let recursive = a.has('r') || a.has('R');
+    if a.operands.is_empty() {
+        return if force { 0 } else { missing_operand("rm", io) };
+    }
+    let mut status = 0;
+    for f in &a.operands {
+        if sh.logical(f) == "/" {
+            io.eprintln("rm: it is dangerous to operate recursively on '/'");
+            io.eprintln("rm: use --no-preserve-root to override this failsafe");
+            status = 1;
+            continue;
+        }
+        let host = sh.host_path(f);
+        let res = match fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => {
+                if recursive {
+                    fs::remove_dir_all(&host)
+                } else if a.has('d') {
+                    fs::remove_dir(&host)
+                } else {
+                    io.eprintln(&format!("rm: cannot remove '{f}': Is a directory"));
+                    status = 1;
+                    continue;
+                }
+            }
+            Ok(_) => fs::remove_file(&host),
+            Err(e) if force && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            io.eprintln(&format!("rm: cannot remove '{f}': {}", errmsg(&e)));
+            status = 1;
+        }
+    }
+    status
+}
+
+/// `rmdir DIR...`
+pub fn rmdir(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let a = match parse_flags("rmdir", argv, "pv", io) {
+        Ok(a) => a,
+        Err(s) => return s,
+    };
+    if a.operands.is_empty() {
+        return missing_operand("rmdir", io);
+    }
+    let mut status = 0;
+    for d in &a.operands {
+        let host = sh.host_path(d);
+        let res = if host.is_file() {
+            Err(std::io::Error::from(std::io::ErrorKind::NotADirectory))
+        } else {
+            fs::remove_dir(&host)
+        };
+        if let Err(e) = res {
+            io.eprintln(&format!("rmdir: failed to remove '{d}': {}", errmsg(&e)));
+            status = 1;
+        }
+    }
+    status
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if from.is_dir() {
+        if !to.is_dir() {
+            fs::create_dir(to)?;
+        }
+        for e in fs::read_dir(from)? {
+            let e = e?;
+            copy_tree(&e.path(), &to.join(e.file_name()))?;
+        }
+        Ok(())
+    } else {
+        fs::copy(from, to).map(|_| ())
+    }
+}
+
+/// The destination of `cp`/`mv` for one source: into `dest` when it is a directory.
+fn target_for(sh: &Shell, src: &str, dest: &str) -> std::path::PathBuf {
+    let host = sh.host_path(dest);
+    if host.is_dir() {
+        let name = Path::new(src.trim_end_matches('/'))
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        host.join(name)
+    } else {
+        host
+    }
+}
+
+/// Shared operand checks of `cp` and `mv`: returns (sources, destination).
+fn two_or_more(
+    name: &str,
+    ops: &[String],
+    sh: &Shell,
+    io: &Io,
+) -> Result<(Vec<String>, String), i32> {
+    match ops {
+        [] => Err(missing_operand(name, io)),
+        [only] => {
+            io.eprintln(&format!(
+                "{name}: missing destination file operand after '{only}'"
+            ));
+            io.eprintln(&format!("Try '{name} --help' for more information."));
+            Err(1)
+        }
+        [srcs @ .., dest] => {
+            if srcs.len() > 1 && !sh.host_path(dest).is_dir() {
+                io.eprintln(&format!("{name}: target '{dest}': Not a directory"));
+                return Err(1);
+            }
+            Ok((srcs.to_vec(), dest.clone()))
+        }
+    }
+}
+
+/// `cp [-r] SRC... DEST`
+pub fn cp(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let a = match parse_flags("cp", argv, "rRafpv", io) {
+        Ok(a) => a,
+        Err(s) => return s,
+    };
+    let (srcs, dest) = match two_or_more("cp", &a.operands, sh, io) {
+        Ok(x) => x,
+        Err(s) => return s,
+    };
+    let recursive = a.has('r') || a.has('R') || a.has('a');
+    let mut status = 0;
+    for src in &srcs {
+        let from = sh.host_path(src);
+        let meta = match fs::metadata(&from) {
+            Ok(m) => m,
+            Err(e) => {
+                io.eprintln(&format!("cp: cannot stat '{src}': {}", errmsg(&e)));
+                status = 1;
+                continue;
+            }
+        };
+        if meta.is_dir() && !recursive {
+            io.eprintln(&format!("cp: -r not specified; omitting directory '{src}'"));
+            status = 1;
+            continue;
+        }
+        let to = target_for(sh, src, &dest);
+        if meta.is_dir() && to.starts_with(&from) {
+            io.eprintln(&format!(
+                "cp: cannot copy a directory, '{src}', into itself, '{dest}'"
+            ));
+            status = 1;
+            continue;
+        }
+        if let Err(e) = copy_tree(&from, &to) {
+            io.eprintln(&format!(
+                "cp: cannot create regular file '{dest}': {}",
+                errmsg(&e)
+            ));
+            status = 1;
+        }
+    }
+    status
+}
+
+/// `mv SRC... DEST`
+pub fn mv(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let a = match parse_flags("mv", argv, "fvin", io) {
+        Ok(a) => a,
+        Err(s) => return s,
+    };
+    let (srcs, dest) = match two_or_more("mv", &a.operands, sh, io) {
+        Ok(x) => x,
+        Err(s) => return s,
+    };
+    let mut status = 0;
+    for src in &srcs {
+        let from = sh.host_path(src);
+        if let Err(e) = fs::symlink_metadata(&from) {
+            io.eprintln(&format!("mv: cannot stat '{src}': {}", errmsg(&e)));
+            status = 1;
+            continue;
+        }
+        let to = target_for(sh, src, &dest);
+        if let Err(e) = fs::rename(&from, &to) {
+            io.eprintln(&format!(
+                "mv: cannot move '{src}' to '{dest}': {}",
+                errmsg(&e)
+            ));
+            status = 1;
+        }
+    }
+    status
+}
+
+/// `touch FILE...`: creates missing files and sets the modification time of existing ones to now.
+pub fn touch(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let a = match parse_flags("touch", argv, "acm", io) {
+        Ok(a) => a,
+        Err(s) => return s,
+    };
+    if a.operands.is_empty() {
+        io.eprintln("touch: missing file operand");
+        io.eprintln("Try 'touch --help' for more information.");
+        return 1;
+    }
+    let mut status = 0;
+    for f in &a.operands {
+        let host = sh.host_path(f);
+        let res = if host.is_dir() {
+            Ok(())
+        } else {
+            fs::OpenOptions::new()
+                .create(!a.has('c'))
+                .append(true)
+                .open(&host)
+                .and_then(|file| file.set_modified(SystemTime::now()))
+        };
+        match res {
+            Ok(()) => {}
+            Err(e) if a.has('c') && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                io.eprintln(&format!("touch: cannot touch '{f}': {}", errmsg(&e)));
+                status = 1;
+            }
+        }
+    }
+    status
+}

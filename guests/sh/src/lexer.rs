@@ -1,0 +1,543 @@
+//! Lexer: splits a command line into words, operators and redirections.
+//!
+//! Quoting is resolved here, but expansion is not: a word keeps a list of parts that remember whether they
+//! were quoted, because quoting decides later whether `$VAR` results are field-split and `*` is globbed.
+
+use std::fmt;
+
+/// A syntax error; the shell reports it as `sh: syntax error: ...` and exits with status 2 like bash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError(pub String);
+
+impl fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "syntax error: {}", self.0)
+    }
+}
+
+/// One piece of a word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Literal text; quoted literals are exempt from globbing.
+    Lit {
+        /// The characters, quotes and escapes removed.
+        text: String,
+        /// Whether the text came from quotes or a backslash escape.
+        quoted: bool,
+    },
+    /// A parameter: `$NAME`, `${NAME}`, `$?`, `$1`, ...
+    Param {
+        /// The parameter's name (`?`, `#`, `0`-`9`, `@`, `*`, `$` or a variable name).
+        name: String,
+        /// Inside double quotes, so never field-split.
+        quoted: bool,
+    },
+    /// A command substitution `$(...)`, holding the inner command line unparsed.
+    Subst {
+        /// The source between the parentheses.
+        src: String,
+        /// Inside double quotes, so never field-split.
+        quoted: bool,
+    },
+    /// An unquoted `~` at the start of a word: the home directory.
+    Tilde,
+}
+
+/// A shell word: the concatenation of its parts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Word {
+    /// The parts in order.
+    pub parts: Vec<Part>,
+}
+
+impl Word {
+    /// The text of a word made only of unquoted literal text (keywords, `!`, assignment names).
+    pub fn plain(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [
+                Part::Lit {
+                    text,
+                    quoted: false,
+                },
+            ] => Some(text),
+            _ => None,
+        }
+    }
+
+    /// A word of one unquoted literal, for building ASTs in tests.
+    #[cfg(test)]
+    pub fn lit(s: &str) -> Self {
+        Word {
+            parts: vec![Part::Lit {
+                text: s.into(),
+                quoted: false,
+            }],
+        }
+    }
+}
+
+/// Control operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `&&`
+    And,
+    /// `||`
+    Or,
+    /// `;`
+    Semi,
+    /// `&` (run in the background, which wasm cannot: treated like `;`)
+    Amp,
+    /// `|`
+    Pipe,
+    /// `(`
+    LParen,
+    /// `)`
+    RParen,
+    /// A newline, which separates commands like `;`.
+    Newline,
+}
+
+/// Redirection operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirOp {
+    /// `>`
+    Out,
+    /// `>>`
+    Append,
+    /// `<`
+    In,
+    /// `>&` (duplicate an output descriptor: `2>&1`)
+    Dup,
+    /// `&>` (stdout and stderr to a file)
+    All,
+    /// `&>>`
+    AllAppend,
+}
+
+/// A token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tok {
+    /// A word.
+    Word(Word),
+    /// A control operator.
+    Op(Op),
+    /// A redirection operator with its explicit descriptor number (`2>`), if any.
+    Redir(Option<u32>, RedirOp),
+}
+
+impl fmt::Display for Tok {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Tok::Word(w) => return write!(f, "{}", w.plain().unwrap_or("word")),
+            Tok::Op(Op::And) => "&&",
+            Tok::Op(Op::Or) => "||",
+            Tok::Op(Op::Semi) => ";",
+            Tok::Op(Op::Amp) => "&",
+            Tok::Op(Op::Pipe) => "|",
+            Tok::Op(Op::LParen) => "(",
+            Tok::Op(Op::RParen) => ")",
+            Tok::Op(Op::Newline) => "newline",
+            Tok::Redir(_, RedirOp::Out) => ">",
+            Tok::Redir(_, RedirOp::Append) => ">>",
+            Tok::Redir(_, RedirOp::In) => "<",
+            Tok::Redir(_, RedirOp::Dup) => ">&",
+            Tok::Redir(_, RedirOp::All) => "&>",
+            Tok::Redir(_, RedirOp::AllAppend) => "&>>",
+        };
+        f.write_str(s)
+    }
+}
+
+const UNTERMINATED: &str = "unterminated quoted string";
+
+/// Accumulates word parts, merging adjacent literal text of the same quotedness.
+#[derive(Default)]
+struct Builder {
+    parts: Vec<Part>,
+    cur: String,
+    cur_quoted: bool,
+}
+
+impl Builder {
+    fn push(&mut self, c: char, quoted: bool) {
+        if !self.cur.is_empty() && self.cur_quoted != quoted {
+            self.flush();
+        }
+        self.cur_quoted = quoted;
+        self.cur.push(c);
+    }
+
+    fn flush(&mut self) {
+        if !self.cur.is_empty() {
+            let text = std::mem::take(&mut self.cur);
+            self.parts.push(Part::Lit {
+                text,
+                quoted: self.cur_quoted,
+            });
+        }
+    }
+
+    fn part(&mut self, p: Part) {
+        self.flush();
+        self.parts.push(p);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty() && self.cur.is_empty()
+    }
+}
+
+fn is_meta(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\t' | '\r' | '\n' | ';' | '&' | '|' | '<' | '>' | '(' | ')'
+    )
+}
+
+/// Splits `src` into tokens.
+pub fn lex(src: &str) -> Result<Vec<Tok>, SyntaxError> {
+    let cs: Vec<char> = src.chars().collect();
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while i < cs.len() {
+        let c = cs[i];
+        let next = cs.get(i + 1).copied();
+        match c {
+            ' ' | '\t' | '\r' => i += 1,
+            '\n' => {
+                toks.push(Tok::Op(Op::Newline));
+                i += 1;
+            }
+            '#' => {
+                while i < cs.len() && cs[i] != '\n' {
+                    i += 1;
+                }
+            }
+            ';' => {
+                toks.push(Tok::Op(Op::Semi));
+                i += 1;
+            }
+            '&' => match next {
+                Some('&') => {
+                    toks.push(Tok::Op(Op::And));
+                    i += 2;
+                }
+                Some('>') if cs.get(i + 2) == Some(&'>') => {
+                    toks.push(Tok::Redir(None, RedirOp::AllAppend));
+                    i += 3;
+                }
+                Some('>') => {
+                    toks.push(Tok::Redir(None, RedirOp::All));
+                    i += 2;
+                }
+                _ => {
+                    toks.push(Tok::Op(Op::Amp));
+                    i += 1;
+                }
+            },
+            '|' => {
+                if next == Some('|') {
+                    toks.push(Tok::Op(Op::Or));
+                    i += 2;
+                } else {
+                    toks.push(Tok::Op(Op::Pipe));
+                    i += 1;
+                }
+            }
+            '(' => {
+                toks.push(Tok::Op(Op::LParen));
+                i += 1;
+            }
+            ')' => {
+                toks.push(Tok::Op(Op::RParen));
+                i += 1;
+            }
+            '<' | '>' => toks.push(redir(&cs, &mut i, None)?),
+            _ => {
+                // A run of digits directly followed by `<` or `>` is a descriptor number (`2>`).
+                let mut j = i;
+                while j < cs.len() && cs[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if j > i && j < cs.len() && (cs[j] == '<' || cs[j] == '>') {
+                    let fd: String = cs[i..j].iter().collect();
+                    i = j;
+                    toks.push(redir(&cs, &mut i, fd.parse().ok())?);
+                } else {
+                    toks.push(Tok::Word(word(&cs, &mut i)?));
+                }
+            }
+        }
+    }
+    Ok(toks)
+}
+
+fn redir(cs: &[char], i: &mut usize, fd: Option<u32>) -> Result<Tok, SyntaxError> {
+    let c = cs[*i];
+    let next = cs.get(*i + 1).copied();
+    let (op, len) = match (c, next) {
+        ('>', Some('>')) => (RedirOp::Append, 2),
+        ('>', Some('&')) => (RedirOp::Dup, 2),
+        ('>', Some('|')) => (RedirOp::Out, 2),
+        ('>', _) => (RedirOp::Out, 1),
+        ('<', Some('<')) => return Err(SyntaxError("here-documents are not supported".into())),
+        ('<', Some('&')) => (RedirOp::Dup, 2),
+        _ => (RedirOp::In, 1),
+    };
+    *i += len;
+    let fd = fd.or(if c == '<' { Some(0) } else { None });
+    Ok(Tok::Redir(fd, op))
+}
+
+fn word(cs: &[char], i: &mut usize) -> Result<Word, SyntaxError> {
+    let mut b = Builder::default();
+    while *i < cs.len() {
+        let c = cs[*i];
+        if is_meta(c) {
+            break;
+        }
+        match c {
+            '\\' => match cs.get(*i + 1) {
+                Some('\n') => *i += 2,
+                Some(&n) => {
+                    b.push(n, true);
+                    *i += 2;
+                }
+                None => {
+                    b.push('\\', false);
+                    *i += 1;
+                }
+            },
+            '\'' => {
+                let start = *i + 1;
+                let end = (start..cs.len())
+                    .find(|&k| cs[k] == '\'')
+                    .ok_or_else(|| SyntaxError(UNTERMINATED.into()))?;
+                // An empty `''` still makes a (possibly empty) word, hence an explicit part.
+                b.part(Part::Lit {
+                    text: cs[start..end].iter().collect(),
+                    quoted: true,
+                });
+                *i = end + 1;
+            }
+            '"' => {
+                *i += 1;
+                double_quoted(cs, i, &mut b)?;
+            }
+            '$' => dollar(cs, i, &mut b, false)?,
+            '~' if b.is_empty() && cs.get(*i + 1).is_none_or(|&n| n == '/' || is_meta(n)) => {
+                b.part(Part::Tilde);
+                *i += 1;
+            }
+            _ => {
+                b.push(c, false);
+                *i += 1;
+            }
+        }
+    }
+    b.flush();
+    Ok(Word { parts: b.parts })
+}
+
+fn double_quoted(cs: &[char], i: &mut usize, b: &mut Builder) -> Result<(), SyntaxError> {
+    b.part(Part::Lit {
+        text: String::new(),
+        quoted: true,
+    });
+    loop {
+        let Some(&c) = cs.get(*i) else {
+            return Err(SyntaxError(UNTERMINATED.into()));
+        };
+        match c {
+            '"' => {
+                *i += 1;
+                return Ok(());
+            }
+            '\\' => match cs.get(*i + 1) {
+                Some('\n') => *i += 2,
+                Some(&n) if matches!(n, '$' | '`' | '"' | '\\') => {
+                    b.push(n, true);
+                    *i += 2;
+                }
+                _ => {
+                    b.push('\\', true);
+                    *i += 1;
+                }
+            },
+            '$' => dollar(cs, i, b, true)?,
+            _ => {
+                b.push(c, true);
+                *i += 1;
+            }
+        }
+    }
+}
+
+fn dollar(cs: &[char], i: &mut usize, b: &mut Builder, quoted: bool) -> Result<(), SyntaxError> {
+    let start = *i + 1;
+    match cs.get(start) {
+        Some('{') => {
+            let end = (start..cs.len())
+                .find(|&k| cs[k] == '}')
+                .ok_or_else(|| SyntaxError("missing `}'".into()))?;
+            let name: String = cs[start + 1..end].iter().collect();
+            if !valid_param(&name) {
+                return Err(SyntaxError(format!("${{{name}}}: bad substitution")));
+            }
+            b.part(Part::Param { name, quoted });
+            *i = end + 1;
+        }
+        Some('(') => {
+            let mut depth = 0usize;
+            let mut k = start;
+            let mut quote: Option<char> = None;
+            loop {
+                let Some(&c) = cs.get(k) else {
+                    return Err(SyntaxError("missing `)'".into()));
+                };
+                match (quote, c) {
+                    (Some('\''), '\'') | (Some('"'), '"') => quote = None,
+                    (Some('"'), '\\') => k += 1,
+                    (Some(_), _) => {}
+                    (None, '\'' | '"') => quote = Some(c),
+                    (None, '\\') => k += 1,
+                    (None, '(') => depth += 1,
+                    (None, ')') => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                k += 1;
+            }
+            b.part(Part::Subst {
+                src: cs[start + 1..k].iter().collect(),
+                quoted,
+            });
+            *i = k + 1;
+        }
+        Some(&c) if c.is_ascii_alphabetic() || c == '_' => {
+            let mut k = start;
+            while k < cs.len() && (cs[k].is_ascii_alphanumeric() || cs[k] == '_') {
+                k += 1;
+            }
+            b.part(Part::Param {
+                name: cs[start..k].iter().collect(),
+                quoted,
+            });
+            *i = k;
+        }
+        Some(&c) if c.is_ascii_digit() || matches!(c, '?' | '#' | '$' | '@' | '*' | '!' | '-') => {
+            b.part(Part::Param {
+                name: c.to_string(),
+                quoted,
+            });
+            *i = start + 1;
+        }
+        _ => {
+            b.push('$', quoted);
+            *i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` may appear inside `${...}`.
+fn valid_param(name: &str) -> bool {
+    let mut cs = name.chars();
+    match cs.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {
+            cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        Some(c) if c.is_ascii_digit() => cs.all(|c| c.is_ascii_digit()),
+        Some('?' | '#' | '$' | '@' | '*' | '!' | '-') => cs.next().is_none(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lit(s: &str, quoted: bool) -> Part {
+        Part::Lit {
+            text: s.into(),
+            quoted,
+        }
+    }
+
+    #[test]
+    fn splits_words_and_operators() {
+        let t = lex("echo a&&b || c; d | e").unwrap();
+        assert_eq!(t.len(), 10);
+        assert_eq!(t[2], Tok::Op(Op::And));
+        assert_eq!(t[4], Tok::Op(Op::Or));
+        assert_eq!(t[8], Tok::Op(Op::Pipe));
+    }
+
+    #[test]
+    fn quotes_mark_parts_as_quoted() {
+        let t = lex(r#"a'b c'"d $X"\e"#).unwrap();
+        let Tok::Word(w) = &t[0] else {
+            panic!("word expected")
+        };
+        assert_eq!(
+            w.parts,
+            vec![
+                lit("a", false),
+                lit("b c", true),
+                lit("", true),
+                lit("d ", true),
+                Part::Param {
+                    name: "X".into(),
+                    quoted: true
+                },
+                lit("e", true),
+            ]
+        );
+    }
+
+    #[test]
+    fn redirections_with_descriptors() {
+        let t = lex("cmd 2>&1 >>f 2>e <in &>all").unwrap();
+        assert_eq!(t[1], Tok::Redir(Some(2), RedirOp::Dup));
+        assert_eq!(t[3], Tok::Redir(None, RedirOp::Append));
+        assert_eq!(t[5], Tok::Redir(Some(2), RedirOp::Out));
+        assert_eq!(t[7], Tok::Redir(Some(0), RedirOp::In));
+        assert_eq!(t[9], Tok::Redir(None, RedirOp::All));
+    }
+
+    #[test]
+    fn comments_and_substitutions() {
+        let t = lex("echo $(echo ')' \"(\") # rest").unwrap();
+        assert_eq!(t.len(), 2);
+        let Tok::Word(w) = &t[1] else {
+            panic!("word expected")
+        };
+        assert_eq!(
+            w.parts,
+            vec![Part::Subst {
+                src: "echo ')' \"(\"".into(),
+                quoted: false
+            }]
+        );
+    }
+
+    #[test]
+    fn unterminated_quotes_are_errors() {
+        assert!(lex("echo 'abc").is_err());
+        assert!(lex("echo \"abc").is_err());
+        assert!(lex("echo $(abc").is_err());
+        assert!(lex("echo ${abc").is_err());
+        assert!(lex("echo ${a b}").is_err());
+    }
+
+    #[test]
+    fn digits_inside_words_are_not_descriptors() {
+        let t = lex("echo a2>f").unwrap();
+        assert_eq!(t[1], Tok::Word(Word::lit("a2")));
+        assert_eq!(t[2], Tok::Redir(None, RedirOp::Out));
+    }
+}
