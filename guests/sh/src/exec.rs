@@ -17,6 +17,10 @@ use crate::io::{Input, Io, Sink, errmsg};
 use crate::lexer::RedirOp;
 use crate::parser::{AndOr, Command, Connector, List, MAX_DEPTH, Pipeline, Redir, Simple, parse};
 
+/// Bytes written to an in-memory sink, shared with the sink.
+#[cfg(test)]
+pub type Captured = std::rc::Rc<std::cell::RefCell<Vec<u8>>>;
+
 /// A shell variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Var {
@@ -52,6 +56,8 @@ pub struct Shell {
     /// `set -o pipefail`.
     pub pipefail: bool,
     depth: usize,
+    /// Status of the last command substitution of the command being expanded.
+    subst_status: Option<i32>,
     /// Non-zero while running the condition of `if`/`while`/`&&`/`||`, where `set -e` does not apply.
     in_condition: usize,
 }
@@ -104,6 +110,7 @@ impl Shell {
             errexit: false,
             pipefail: false,
             depth: 0,
+            subst_status: None,
             in_condition: 0,
         };
         let cwd = sh.cwd.clone();
@@ -114,13 +121,7 @@ impl Shell {
     /// A shell rooted at `root` with fixed variables and in-memory streams, for tests:
     /// returns the shell plus its stdout and stderr buffers.
     #[cfg(test)]
-    pub fn for_test(
-        root: &Path,
-    ) -> (
-        Shell,
-        std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
-        std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
-    ) {
+    pub fn for_test(root: &Path) -> (Shell, Captured, Captured) {
         let (out, ob) = Sink::buffer();
         let (err, eb) = Sink::buffer();
         let env = [("HOME", "/root"), ("PATH", "/bin"), ("USER", "user")]
@@ -229,7 +230,7 @@ impl Shell {
                 err: io.err.clone(),
             },
         );
-        self.status = status;
+        self.subst_status = Some(status);
         let mut s = String::from_utf8_lossy(&buf.borrow()).into_owned();
         while s.ends_with('\n') {
             s.pop();
@@ -459,14 +460,15 @@ impl Shell {
     }
 
     fn run_simple(&mut self, s: &Simple, io: &Io) -> i32 {
-        self.status = 0;
+        self.subst_status = None;
         let argv = expand::words(self, &s.words, io);
         let values: Vec<(String, String)> = s
             .assigns
             .iter()
             .map(|(name, w)| (name.clone(), expand::single(self, w, io)))
             .collect();
-        let subst_status = self.status;
+        // `x=$(false)` has the status of the substitution, like bash.
+        let subst_status = self.subst_status.unwrap_or(0);
         let io = match self.redirect(&s.redirs, io) {
             Ok(io) => io,
             Err(status) => return status,
