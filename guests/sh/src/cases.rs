@@ -6,6 +6,7 @@
 //! ```text
 //! == name of the case          (starts a case: a fresh root containing an empty /tmp)
 //! $ command line               (one `sh -c` run; several may follow, sharing the files)
+//! > more of it                 (continues the command line after a newline, for here-documents)
 //! 1 a line of expected stdout  (`1%` instead of `1 `: the same line without its trailing newline)
 //! 2 a line of expected stderr
 //! ? 1                          (expected exit status; 0 when absent)
@@ -63,6 +64,11 @@ pub fn parse_table(src: &str) -> Result<Vec<Case>, String> {
             continue;
         }
         let run = case.runs.last_mut().ok_or_else(err)?;
+        if let Some(more) = line.strip_prefix("> ").or((line == ">").then_some("")) {
+            run.cmd.push('\n');
+            run.cmd.push_str(more);
+            continue;
+        }
         let (tag, text) = line.split_at(line.len().min(2));
         match tag {
             "1 " | "1" => run.stdout.push_str(&format!("{text}\n")),

@@ -58,6 +58,8 @@ pub struct Shell {
     depth: usize,
     /// Status of the last command substitution of the command being expanded.
     subst_status: Option<i32>,
+    /// Set when an expansion of the current command failed (`$((1/0))`).
+    expansion_failed: bool,
     /// Non-zero while running the condition of `if`/`while`/`&&`/`||`, where `set -e` does not apply.
     in_condition: usize,
 }
@@ -111,6 +113,7 @@ impl Shell {
             pipefail: false,
             depth: 0,
             subst_status: None,
+            expansion_failed: false,
             in_condition: 0,
         };
         let cwd = sh.cwd.clone();
@@ -216,6 +219,19 @@ impl Shell {
                 .unwrap_or_default(),
             _ => self.var(name).unwrap_or_default().to_string(),
         }
+    }
+
+    /// Whether a parameter is set (special parameters always are).
+    pub fn is_set(&self, name: &str) -> bool {
+        match name.parse::<usize>() {
+            Ok(n) => n < self.args.len(),
+            Err(_) => !super::parser::is_name(name) || self.vars.contains_key(name),
+        }
+    }
+
+    /// Records that an expansion failed: the command is not run and its status is 1, as in bash.
+    pub fn fail_expansion(&mut self) {
+        self.expansion_failed = true;
     }
 
     /// Runs `$(src)` in a copy of the shell and returns its output without trailing newlines.
@@ -461,12 +477,16 @@ impl Shell {
 
     fn run_simple(&mut self, s: &Simple, io: &Io) -> i32 {
         self.subst_status = None;
+        self.expansion_failed = false;
         let argv = expand::words(self, &s.words, io);
         let values: Vec<(String, String)> = s
             .assigns
             .iter()
             .map(|(name, w)| (name.clone(), expand::single(self, w, io)))
             .collect();
+        if std::mem::take(&mut self.expansion_failed) {
+            return 1;
+        }
         // `x=$(false)` has the status of the substitution, like bash.
         let subst_status = self.subst_status.unwrap_or(0);
         let io = match self.redirect(&s.redirs, io) {
@@ -517,6 +537,19 @@ impl Shell {
     fn redirect(&mut self, redirs: &[Redir], io: &Io) -> Result<Io, i32> {
         let mut io = io.clone();
         for r in redirs {
+            match r.op {
+                RedirOp::HereDoc => {
+                    io.stdin = Input::bytes(expand::single(self, &r.target, &io).into_bytes());
+                    continue;
+                }
+                RedirOp::HereString => {
+                    io.stdin = Input::bytes(
+                        format!("{}\n", expand::single(self, &r.target, &io)).into_bytes(),
+                    );
+                    continue;
+                }
+                _ => {}
+            }
             let targets = expand::words(self, std::slice::from_ref(&r.target), &io);
             let [target] = targets.as_slice() else {
                 io.eprintln(&format!("sh: {}: ambiguous redirect", targets.join(" ")));
@@ -534,7 +567,12 @@ impl Shell {
                     }
                 },
                 RedirOp::In => {
-                    match std::fs::read(self.host_path(target)) {
+                    let data = if target == "/dev/null" {
+                        Ok(Vec::new())
+                    } else {
+                        std::fs::read(self.host_path(target))
+                    };
+                    match data {
                         Ok(bytes) => io.stdin = Input::bytes(bytes),
                         Err(e) => {
                             io.eprintln(&format!("sh: {target}: {}", errmsg(&e)));
@@ -543,6 +581,7 @@ impl Shell {
                     }
                     continue;
                 }
+                RedirOp::HereDoc | RedirOp::HereString => continue,
                 RedirOp::Out | RedirOp::Append | RedirOp::All | RedirOp::AllAppend => {
                     if target == "/dev/null" {
                         Sink::null()

@@ -53,12 +53,65 @@ pub fn single(sh: &mut Shell, w: &Word, io: &Io) -> String {
     for p in &w.parts {
         match p {
             Part::Lit { text, .. } => s.push_str(text),
-            Part::Param { name, .. } => s.push_str(&sh.param(name)),
-            Part::Subst { src, .. } => s.push_str(&sh.substitute(src, io)),
             Part::Tilde => s.push_str(&sh.home()),
+            other => s.push_str(&value(sh, other, io).0),
         }
     }
     s
+}
+
+/// The value of an expansion part and whether it was quoted.
+fn value(sh: &mut Shell, p: &Part, io: &Io) -> (String, bool) {
+    match p {
+        Part::Lit { text, quoted } => (text.clone(), *quoted),
+        Part::Tilde => (sh.home(), true),
+        Part::Param { name, quoted } => (sh.param(name), *quoted),
+        Part::Subst { src, quoted } => (sh.substitute(src, io), *quoted),
+        Part::Length { name, quoted } => (sh.param(name).chars().count().to_string(), *quoted),
+        Part::Arith { src, quoted } => {
+            // Parameters inside the expression expand first, as in `$(( $n + 1 ))`.
+            let text = single(sh, &crate::lexer::lex_expansions(src), io);
+            match crate::arith::eval(&text, &|name| sh.param(name)) {
+                Ok(v) => (v.to_string(), *quoted),
+                Err(e) => {
+                    io.eprintln(&format!("sh: {}: {e}", text.trim()));
+                    sh.fail_expansion();
+                    (String::new(), *quoted)
+                }
+            }
+        }
+        Part::ParamOp {
+            name,
+            op,
+            word,
+            quoted,
+        } => {
+            let set = sh.is_set(name);
+            let val = sh.param(name);
+            let use_word = match op.as_str() {
+                ":-" | ":=" => val.is_empty(),
+                "-" | "=" => !set,
+                ":+" => !val.is_empty(),
+                _ => set,
+            };
+            let out = if op.ends_with('+') {
+                if use_word {
+                    single(sh, word, io)
+                } else {
+                    String::new()
+                }
+            } else if use_word {
+                let w = single(sh, word, io);
+                if op.ends_with('=') {
+                    sh.set_var(name, &w);
+                }
+                w
+            } else {
+                val
+            };
+            (out, *quoted)
+        }
+    }
 }
 
 fn fields(sh: &mut Shell, w: &Word, io: &Io, out: &mut Vec<String>) {
@@ -81,8 +134,7 @@ fn fields(sh: &mut Shell, w: &Word, io: &Io, out: &mut Vec<String>) {
                 cur.push_quoted(&sh.home());
                 continue;
             }
-            Part::Param { name, quoted } => (sh.param(name), *quoted),
-            Part::Subst { src, quoted } => (sh.substitute(src, io), *quoted),
+            other => value(sh, other, io),
         };
         if quoted {
             cur.push_quoted(&value);
@@ -154,5 +206,17 @@ mod tests {
         sh.status = 7;
         assert_eq!(expand(&mut sh, "echo $? ~"), ["echo", "7", "/root"]);
         assert_eq!(expand(&mut sh, "echo $(echo a b)"), ["echo", "a", "b"]);
+        assert_eq!(
+            expand(
+                &mut sh,
+                "echo ${U:-d e} \"${U:-d e}\" ${HOME:+set} ${#HOME}"
+            ),
+            ["echo", "d", "e", "d e", "set", "5"]
+        );
+        assert_eq!(
+            expand(&mut sh, "echo $((1 + 2 * 3)) $(( (1+2) * 3 ))"),
+            ["echo", "7", "9"]
+        );
+        assert_eq!(expand(&mut sh, "echo ${N:=4} $N"), ["echo", "4", "4"]);
     }
 }

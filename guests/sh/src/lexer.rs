@@ -41,6 +41,31 @@ pub enum Part {
     },
     /// An unquoted `~` at the start of a word: the home directory.
     Tilde,
+    /// `${NAME:-word}` and friends: `op` is one of `:-`, `-`, `:=`, `=`, `:+`, `+`.
+    ParamOp {
+        /// The parameter's name.
+        name: String,
+        /// The operator.
+        op: String,
+        /// The operand, expanded only when used.
+        word: Box<Word>,
+        /// Inside double quotes.
+        quoted: bool,
+    },
+    /// `${#NAME}`: the length of the value.
+    Length {
+        /// The parameter's name.
+        name: String,
+        /// Inside double quotes.
+        quoted: bool,
+    },
+    /// `$((expr))`: arithmetic expansion, holding the expression unparsed.
+    Arith {
+        /// The expression between the double parentheses.
+        src: String,
+        /// Inside double quotes.
+        quoted: bool,
+    },
 }
 
 /// A shell word: the concatenation of its parts.
@@ -112,6 +137,10 @@ pub enum RedirOp {
     All,
     /// `&>>`
     AllAppend,
+    /// `<<WORD`: the target word is the (already read) document body.
+    HereDoc,
+    /// `<<<word`: the word plus a newline is stdin.
+    HereString,
 }
 
 /// A token.
@@ -143,6 +172,8 @@ impl fmt::Display for Tok {
             Tok::Redir(_, RedirOp::Dup) => ">&",
             Tok::Redir(_, RedirOp::All) => "&>",
             Tok::Redir(_, RedirOp::AllAppend) => "&>>",
+            Tok::Redir(_, RedirOp::HereDoc) => "<<",
+            Tok::Redir(_, RedirOp::HereString) => "<<<",
         };
         f.write_str(s)
     }
@@ -199,6 +230,8 @@ pub fn lex(src: &str) -> Result<Vec<Tok>, SyntaxError> {
     let cs: Vec<char> = src.chars().collect();
     let mut toks = Vec::new();
     let mut i = 0;
+    // Here-documents whose bodies start after the next newline: (placeholder index, delimiter, quoted, strip tabs).
+    let mut pending: Vec<(usize, String, bool, bool)> = Vec::new();
     while i < cs.len() {
         let c = cs[i];
         let next = cs.get(i + 1).copied();
@@ -207,6 +240,54 @@ pub fn lex(src: &str) -> Result<Vec<Tok>, SyntaxError> {
             '\n' => {
                 toks.push(Tok::Op(Op::Newline));
                 i += 1;
+                for (slot, delim, quoted, strip) in pending.drain(..) {
+                    let body = heredoc_body(&cs, &mut i, &delim, strip);
+                    toks[slot] = Tok::Word(if quoted {
+                        Word {
+                            parts: vec![Part::Lit {
+                                text: body,
+                                quoted: true,
+                            }],
+                        }
+                    } else {
+                        heredoc_word(&body)
+                    });
+                }
+            }
+            '<' if next == Some('<') && cs.get(i + 2) == Some(&'<') => {
+                toks.push(Tok::Redir(Some(0), RedirOp::HereString));
+                i += 3;
+            }
+            '<' if next == Some('<') => {
+                i += 2;
+                let strip = cs.get(i) == Some(&'-');
+                if strip {
+                    i += 1;
+                }
+                while matches!(cs.get(i), Some(' ' | '\t')) {
+                    i += 1;
+                }
+                if cs.get(i).is_none_or(|&c| is_meta(c)) {
+                    return Err(SyntaxError("near unexpected token `newline'".into()));
+                }
+                let w = word(&cs, &mut i)?;
+                let quoted = w
+                    .parts
+                    .iter()
+                    .any(|p| matches!(p, Part::Lit { quoted: true, .. }));
+                let delim: String = w
+                    .parts
+                    .iter()
+                    .map(|p| match p {
+                        Part::Lit { text, .. } => text.clone(),
+                        Part::Param { name, .. } => format!("${name}"),
+                        Part::Subst { src, .. } => format!("$({src})"),
+                        _ => String::new(),
+                    })
+                    .collect();
+                toks.push(Tok::Redir(Some(0), RedirOp::HereDoc));
+                pending.push((toks.len(), delim, quoted, strip));
+                toks.push(Tok::Word(Word::default()));
             }
             '#' => {
                 while i < cs.len() && cs[i] != '\n' {
@@ -272,6 +353,63 @@ pub fn lex(src: &str) -> Result<Vec<Tok>, SyntaxError> {
     Ok(toks)
 }
 
+/// Reads here-document lines after the current newline up to the delimiter line (or end of input).
+fn heredoc_body(cs: &[char], i: &mut usize, delim: &str, strip: bool) -> String {
+    let mut body = String::new();
+    while *i < cs.len() {
+        let end = (*i..cs.len()).find(|&k| cs[k] == '\n').unwrap_or(cs.len());
+        let mut line: String = cs[*i..end].iter().collect();
+        *i = (end + 1).min(cs.len());
+        if strip {
+            line = line.trim_start_matches('\t').to_string();
+        }
+        if line == delim {
+            break;
+        }
+        body.push_str(&line);
+        body.push('\n');
+    }
+    body
+}
+
+/// Parses text in which only `$` expansions are special (arithmetic expressions, here-documents).
+pub fn lex_expansions(text: &str) -> Word {
+    heredoc_word(text)
+}
+
+/// The parts of an unquoted here-document body: `$` expansions apply, quotes are ordinary characters.
+fn heredoc_word(body: &str) -> Word {
+    let cs: Vec<char> = body.chars().collect();
+    let mut b = Builder::default();
+    b.part(Part::Lit {
+        text: String::new(),
+        quoted: true,
+    });
+    let mut i = 0;
+    while i < cs.len() {
+        match cs[i] {
+            '\\' if matches!(cs.get(i + 1), Some('$' | '`' | '\\')) => {
+                b.push(cs[i + 1], true);
+                i += 2;
+            }
+            '$' => {
+                // A malformed expansion inside a document is kept as text rather than failing the command.
+                let before = i;
+                if dollar(&cs, &mut i, &mut b, true).is_err() {
+                    i = before + 1;
+                    b.push('$', true);
+                }
+            }
+            c => {
+                b.push(c, true);
+                i += 1;
+            }
+        }
+    }
+    b.flush();
+    Word { parts: b.parts }
+}
+
 fn redir(cs: &[char], i: &mut usize, fd: Option<u32>) -> Result<Tok, SyntaxError> {
     let c = cs[*i];
     let next = cs.get(*i + 1).copied();
@@ -280,7 +418,6 @@ fn redir(cs: &[char], i: &mut usize, fd: Option<u32>) -> Result<Tok, SyntaxError
         ('>', Some('&')) => (RedirOp::Dup, 2),
         ('>', Some('|')) => (RedirOp::Out, 2),
         ('>', _) => (RedirOp::Out, 1),
-        ('<', Some('<')) => return Err(SyntaxError("here-documents are not supported".into())),
         ('<', Some('&')) => (RedirOp::Dup, 2),
         _ => (RedirOp::In, 1),
     };
@@ -380,12 +517,62 @@ fn dollar(cs: &[char], i: &mut usize, b: &mut Builder, quoted: bool) -> Result<(
             let end = (start..cs.len())
                 .find(|&k| cs[k] == '}')
                 .ok_or_else(|| SyntaxError("missing `}'".into()))?;
-            let name: String = cs[start + 1..end].iter().collect();
-            if !valid_param(&name) {
-                return Err(SyntaxError(format!("${{{name}}}: bad substitution")));
-            }
-            b.part(Part::Param { name, quoted });
+            let inner: String = cs[start + 1..end].iter().collect();
             *i = end + 1;
+            if let Some(name) = inner.strip_prefix('#').filter(|n| valid_param(n)) {
+                b.part(Part::Length {
+                    name: name.to_string(),
+                    quoted,
+                });
+                return Ok(());
+            }
+            let split = inner
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| matches!(c, ':' | '-' | '=' | '+'))
+                .map_or(inner.len(), |(k, _)| k);
+            let (name, rest) = inner.split_at(split);
+            if !valid_param(name) {
+                return Err(SyntaxError(format!("${{{inner}}}: bad substitution")));
+            }
+            if rest.is_empty() {
+                b.part(Part::Param {
+                    name: name.to_string(),
+                    quoted,
+                });
+                return Ok(());
+            }
+            let op_len = if rest.starts_with(':') { 2 } else { 1 };
+            let op = rest.get(..op_len).unwrap_or(rest);
+            if !matches!(op, ":-" | "-" | ":=" | "=" | ":+" | "+") {
+                return Err(SyntaxError(format!("${{{inner}}}: bad substitution")));
+            }
+            let word = Box::new(heredoc_word(&rest[op.len()..]));
+            b.part(Part::ParamOp {
+                name: name.to_string(),
+                op: op.to_string(),
+                word,
+                quoted,
+            });
+        }
+        Some('(') if cs.get(start + 1) == Some(&'(') => {
+            let mut depth = 0usize;
+            let mut k = start + 2;
+            loop {
+                match cs.get(k) {
+                    None => return Err(SyntaxError("missing `))'".into())),
+                    Some('(') => depth += 1,
+                    Some(')') if depth == 0 && cs.get(k + 1) == Some(&')') => break,
+                    Some(')') => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                k += 1;
+            }
+            b.part(Part::Arith {
+                src: cs[start + 2..k].iter().collect(),
+                quoted,
+            });
+            *i = k + 2;
         }
         Some('(') => {
             let mut depth = 0usize;
@@ -532,6 +719,27 @@ mod tests {
         assert!(lex("echo $(abc").is_err());
         assert!(lex("echo ${abc").is_err());
         assert!(lex("echo ${a b}").is_err());
+    }
+
+    #[test]
+    fn here_documents_take_the_following_lines() {
+        let t = lex("cat <<EOF > f; echo after\nline $X\nEOF\necho next").unwrap();
+        assert_eq!(t[1], Tok::Redir(Some(0), RedirOp::HereDoc));
+        let Tok::Word(body) = &t[2] else {
+            panic!("word expected")
+        };
+        assert!(body.parts.contains(&Part::Param {
+            name: "X".into(),
+            quoted: true
+        }));
+        assert_eq!(t.last(), Some(&Tok::Word(Word::lit("next"))));
+        let t = lex("cat <<-'E'\n\t$X\n\tE\n").unwrap();
+        assert_eq!(
+            t[2],
+            Tok::Word(Word {
+                parts: vec![lit("$X\n", true)]
+            })
+        );
     }
 
     #[test]

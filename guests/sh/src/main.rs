@@ -3,6 +3,7 @@
 //! A POSIX-style shell subset whose utilities (`ls`, `cat`, `grep`, ...) are builtins, because a
 //! wasm32-wasip1 sandbox cannot start other programs.
 
+mod arith;
 mod builtins;
 #[cfg(test)]
 mod cases;

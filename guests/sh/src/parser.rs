@@ -348,7 +348,13 @@ impl Parser {
             None => return Err(SyntaxError("near unexpected token `newline'".into())),
         };
         self.pos += 1;
-        let fd = fd.unwrap_or(if op == RedirOp::In { 0 } else { 1 });
+        let fd = fd.unwrap_or(
+            if matches!(op, RedirOp::In | RedirOp::HereDoc | RedirOp::HereString) {
+                0
+            } else {
+                1
+            },
+        );
         Ok(Redir { fd, op, target })
     }
 

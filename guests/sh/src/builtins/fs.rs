@@ -62,15 +62,10 @@ fn mode_string(meta: &fs::Metadata) -> String {
         use std::os::unix::fs::PermissionsExt;
         meta.permissions().mode()
     };
-    // WASI exposes no permission bits: show what a typical umask gives.
+    // WASI exposes no permission bits (and its read-only flag reflects rights, not the file): show what a
+    // typical umask gives.
     #[cfg(not(unix))]
-    let bits: u32 = if meta.is_dir() {
-        0o755
-    } else if meta.permissions().readonly() {
-        0o444
-    } else {
-        0o644
-    };
+    let bits: u32 = if meta.is_dir() { 0o755 } else { 0o644 };
     let mut s = String::with_capacity(10);
     s.push(kind);
     for shift in [6, 3, 0] {

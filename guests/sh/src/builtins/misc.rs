@@ -429,26 +429,32 @@ pub fn seq(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
         .map(|(_, f)| f.len())
         .max()
         .unwrap_or(0);
-    let mut out = Vec::new();
+    // Streamed rather than collected: `seq 1000000` must not hold every line in the guest's memory.
     let mut k = 0u64;
+    let mut line = String::new();
     loop {
         let v = first + step * k as f64;
-        if (step > 0.0 && v > last + 1e-9)
-            || (step < 0.0 && v < last - 1e-9)
-            || out.len() >= 10_000_000
-        {
+        if (step > 0.0 && v > last + 1e-9) || (step < 0.0 && v < last - 1e-9) {
             break;
         }
-        out.push(if decimals > 0 {
-            format!("{v:.decimals$}")
+        if k > 0 {
+            line.push_str(&sep);
+        }
+        if decimals > 0 {
+            line.push_str(&format!("{v:.decimals$}"));
         } else {
-            format!("{}", v.round() as i64)
-        });
+            line.push_str(&format!("{}", v.round() as i64));
+        }
+        if line.len() > 8192 {
+            io.print(&line);
+            line.clear();
+        }
         k += 1;
     }
-    if !out.is_empty() {
-        io.print(&format!("{}\n", out.join(&sep)));
+    if k > 0 {
+        line.push('\n');
     }
+    io.print(&line);
     0
 }
 

@@ -848,7 +848,10 @@ pub fn tr(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
             }
             c
         } else if in1 && !set2.is_empty() {
-            let idx = set1.iter().position(|&x| x == c).unwrap_or(set1.len() - 1);
+            let idx = set1
+                .iter()
+                .position(|&x| x == c)
+                .unwrap_or(set1.len().saturating_sub(1));
             set2.get(idx).or(set2.last()).copied().unwrap_or(c)
         } else {
             c
