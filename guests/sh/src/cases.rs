@@ -131,4 +131,37 @@ mod tests {
             failures.join("\n")
         );
     }
+
+    /// Random command lines built from shell-significant fragments must never panic (the guest would trap).
+    /// Loops that could run forever (`while`, `sleep`) are left out of the alphabet.
+    #[test]
+    fn random_command_lines_never_panic() {
+        const FRAGMENTS: &[&str] = &[
+            "echo", "cat", "ls", "grep", "sort", "wc", "printf", "seq", "test", "[", "]", "head",
+            "tail", "tr", "cd", "mkdir", "rm", "cp", "mv", "touch", "read", "export", "uniq",
+            "date", "x", "-n", "-l", "-e", "%d", "%s", "%", "\\", "'", "\"", "$", "${", "}", "$(",
+            "$((", "(", ")", "{", "|", "||", "&&", ";", "&", ">", ">>", "<", "2>&1", "<<", "<<<",
+            "EOF", "*", "?", "[a-", "#", "\n", " ", " ", " ", "=", "A=1", "$A", "$?", "if", "then",
+            "else", "fi", "for", "in", "do", "done", "!", "/", "..", "/tmp", "3", "-1", "0", "a b",
+            "é", "\t", "`", "~", "exit",
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let root = temp_root();
+        for _ in 0..3000 {
+            let len = 1 + next() % 12;
+            let line: String = (0..len)
+                .map(|_| FRAGMENTS[(next() % FRAGMENTS.len() as u64) as usize])
+                .collect();
+            let (mut sh, _, _) = Shell::for_test(&root);
+            let status = sh.run_main(&line);
+            assert!((0..=255).contains(&status), "{line:?} gave status {status}");
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
