@@ -513,6 +513,30 @@ fn double_quoted(cs: &[char], i: &mut usize, b: &mut Builder) -> Result<(), Synt
 fn dollar(cs: &[char], i: &mut usize, b: &mut Builder, quoted: bool) -> Result<(), SyntaxError> {
     let start = *i + 1;
     match cs.get(start) {
+        Some('\'') if !quoted => {
+            // ANSI-C quoting: `$'a\tb'`, escapes decoded like `echo -e`.
+            let mut k = start + 1;
+            let mut raw = String::new();
+            loop {
+                match cs.get(k) {
+                    None => return Err(SyntaxError(UNTERMINATED.into())),
+                    Some('\'') => break,
+                    Some('\\') if k + 1 < cs.len() => {
+                        if cs[k + 1] != '\'' {
+                            raw.push('\\');
+                        }
+                        raw.push(cs[k + 1]);
+                        k += 2;
+                        continue;
+                    }
+                    Some(&c) => raw.push(c),
+                }
+                k += 1;
+            }
+            let text = crate::builtins::text::escapes(&raw).0;
+            b.part(Part::Lit { text, quoted: true });
+            *i = k + 1;
+        }
         Some('{') => {
             let end = (start..cs.len())
                 .find(|&k| cs[k] == '}')

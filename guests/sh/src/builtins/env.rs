@@ -89,9 +89,10 @@ pub fn export(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
             status = 1;
             continue;
         }
-        let value = value
-            .or_else(|| sh.var(name).map(str::to_string))
-            .unwrap_or_default();
+        // `export NAME` of an unset variable does not create it (bash keeps it out of the environment).
+        let Some(value) = value.or_else(|| sh.var(name).map(str::to_string)) else {
+            continue;
+        };
         sh.export_var(name, &value);
     }
     status

@@ -198,6 +198,10 @@ pub fn test(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     if args.is_empty() {
         return 1;
     }
+    if args.len() == 2 && args[0] != "!" && !(args[0].len() == 2 && args[0].starts_with('-')) {
+        io.eprintln(&format!("sh: {name}: {}: unary operator expected", args[0]));
+        return 2;
+    }
     let mut t = Test { sh, args, pos: 0 };
     match t.or(0) {
         Ok(v) if t.pos == args.len() => i32::from(!v),
@@ -387,6 +391,8 @@ pub fn seq(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
         if a == "-s" {
             i += 1;
             sep = argv.get(i).cloned().unwrap_or_default();
+        } else if let Some(s) = a.strip_prefix("-s") {
+            sep = s.to_string();
         } else {
             match a.parse::<f64>() {
                 Ok(v) if v.is_finite() => nums.push(v),
@@ -458,6 +464,12 @@ pub fn seq(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     0
 }
 
+/// Builtins that are part of the shell itself in bash; the other utilities pose as programs in `/bin`.
+const SHELL_BUILTINS: &[&str] = &[
+    ".", ":", "[", "cd", "command", "echo", "exit", "export", "false", "printf", "pwd", "read",
+    "set", "source", "test", "true", "type", "unset",
+];
+
 /// `which NAME...`: builtins live in `/bin` as far as callers can tell; unknown names print nothing.
 pub fn which(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     let mut status = 0;
@@ -475,8 +487,10 @@ pub fn which(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
 pub fn type_(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     let mut status = 0;
     for name in argv.iter().skip(1) {
-        if super::lookup(name).is_some() {
+        if SHELL_BUILTINS.contains(&name.as_str()) {
             io.print(&format!("{name} is a shell builtin\n"));
+        } else if super::lookup(name).is_some() {
+            io.print(&format!("{name} is /bin/{name}\n"));
         } else {
             io.eprintln(&format!("sh: type: {name}: not found"));
             status = 1;
@@ -491,8 +505,10 @@ pub fn command(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
         Some("-v" | "-V") => {
             let mut status = 0;
             for name in &argv[2..] {
-                if super::lookup(name).is_some() {
+                if SHELL_BUILTINS.contains(&name.as_str()) {
                     io.print(&format!("{name}\n"));
+                } else if super::lookup(name).is_some() {
+                    io.print(&format!("/bin/{name}\n"));
                 } else {
                     status = 1;
                 }

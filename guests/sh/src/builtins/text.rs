@@ -143,6 +143,21 @@ fn printf_int(arg: &str, io: &Io, status: &mut i32) -> i64 {
     }
 }
 
+/// `%e` as C prints it: `2.500000e+00` (Rust's `{:e}` gives `2.5e0`).
+fn c_exp(v: f64, precision: usize) -> String {
+    let s = format!("{v:.precision$e}");
+    match s.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => s,
+    }
+}
+
 fn pad(s: String, width: usize, left: bool, zero: bool) -> String {
     let len = s.chars().count();
     if len >= width {
@@ -302,7 +317,7 @@ pub fn printf(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
                         })
                     };
                     let s = match conv {
-                        'e' => format!("{:.*e}", precision.unwrap_or(6), v),
+                        'e' => c_exp(v, precision.unwrap_or(6)),
                         'g' => format!("{v}"),
                         _ => format!("{:.*}", precision.unwrap_or(6), v),
                     };
