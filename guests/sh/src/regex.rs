@@ -88,10 +88,29 @@ impl Regex {
     /// Whether the pattern matches anywhere in `line`.
     pub fn is_match(&self, line: &str) -> bool {
         let s: Vec<char> = line.chars().collect();
-        self.branches.iter().any(|b| {
-            let last = if b.anchored_start { 0 } else { s.len() };
-            (0..=last).any(|from| self.match_here(b, &b.atoms, &s, from))
-        })
+        self.find_at(&s, 0).is_some()
+    }
+
+    /// The leftmost (then longest) match starting at or after `from`, as char indices `(start, end)`.
+    pub fn find_at(&self, s: &[char], from: usize) -> Option<(usize, usize)> {
+        let mut best: Option<(usize, usize)> = None;
+        for b in &self.branches {
+            for start in from..=s.len() {
+                if b.anchored_start && start != 0 {
+                    break;
+                }
+                if best.is_some_and(|(bs, _)| start > bs) {
+                    break;
+                }
+                if let Some(end) = self.match_here(b, &b.atoms, s, start) {
+                    if best.is_none_or(|(bs, be)| start < bs || end > be) {
+                        best = Some((start, end));
+                    }
+                    break;
+                }
+            }
+        }
+        best
     }
 
     fn atom_matches(&self, a: &Atom, c: char) -> bool {
@@ -117,29 +136,36 @@ impl Regex {
         }
     }
 
-    fn match_here(&self, b: &Branch, atoms: &[(Atom, Rep)], s: &[char], at: usize) -> bool {
+    /// Matches `atoms` at `at`, greedily, returning where the match ends.
+    fn match_here(
+        &self,
+        b: &Branch,
+        atoms: &[(Atom, Rep)],
+        s: &[char],
+        at: usize,
+    ) -> Option<usize> {
         let Some(((atom, rep), rest)) = atoms.split_first() else {
-            return !b.anchored_end || at == s.len();
+            return (!b.anchored_end || at == s.len()).then_some(at);
         };
+        let here = at < s.len() && self.atom_matches(atom, s[at]);
         match rep {
-            Rep::One => {
-                at < s.len()
-                    && self.atom_matches(atom, s[at])
-                    && self.match_here(b, rest, s, at + 1)
-            }
-            Rep::Opt => {
-                (at < s.len()
-                    && self.atom_matches(atom, s[at])
-                    && self.match_here(b, rest, s, at + 1))
-                    || self.match_here(b, rest, s, at)
-            }
+            Rep::One => here.then(|| self.match_here(b, rest, s, at + 1)).flatten(),
+            Rep::Opt => here
+                .then(|| self.match_here(b, rest, s, at + 1))
+                .flatten()
+                .or_else(|| self.match_here(b, rest, s, at)),
             Rep::Star | Rep::Plus => {
                 let mut n = 0;
                 while at + n < s.len() && self.atom_matches(atom, s[at + n]) {
                     n += 1;
                 }
                 let min = usize::from(*rep == Rep::Plus);
-                (min..=n).rev().any(|k| self.match_here(b, rest, s, at + k))
+                if n < min {
+                    return None;
+                }
+                (min..=n)
+                    .rev()
+                    .find_map(|k| self.match_here(b, rest, s, at + k))
             }
         }
     }
@@ -292,6 +318,19 @@ mod tests {
         assert!(m("^$", ""));
         assert!(m("a\\|z", "xyz"));
         assert!(m("[[:digit:]]", "x1"));
+        let s: Vec<char> = "xaaay".chars().collect();
+        assert_eq!(
+            Regex::new("a*", false, false, false).find_at(&s, 0),
+            Some((0, 0))
+        );
+        assert_eq!(
+            Regex::new("aa*", false, false, false).find_at(&s, 0),
+            Some((1, 4))
+        );
+        assert_eq!(
+            Regex::new("y$", false, false, false).find_at(&s, 0),
+            Some((4, 5))
+        );
     }
 
     #[test]

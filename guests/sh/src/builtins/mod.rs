@@ -9,6 +9,7 @@ use crate::io::{Io, errmsg};
 pub mod env;
 pub mod fs;
 pub mod misc;
+pub mod sed;
 pub mod text;
 
 /// A builtin: gets the shell, the full argv (argv[0] is the command name) and its streams; returns a status.
@@ -40,6 +41,7 @@ const TABLE: &[(&str, Builtin)] = &[
     ("read", env::read),
     ("rm", fs::rm),
     ("rmdir", fs::rmdir),
+    ("sed", sed::sed),
     ("seq", misc::seq),
     ("set", env::set),
     ("sleep", misc::sleep),
