@@ -572,6 +572,85 @@ pub fn source(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     }
 }
 
+/// `uname [-asnrmo]`: a Linux-compatible answer, since scripts branch on `uname -s`; the machine is wasm32.
+pub fn uname(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let host = sh.var("HOSTNAME").unwrap_or("sandbox").to_string();
+    let fields = [
+        ('s', "Linux".to_string()),
+        ('n', host),
+        ('r', "stasis".into()),
+        ('v', "#1".into()),
+        ('m', "wasm32".into()),
+        ('o', "GNU/Linux".into()),
+    ];
+    let mut wanted: Vec<char> = argv
+        .iter()
+        .skip(1)
+        .flat_map(|a| a.chars().skip(1))
+        .collect();
+    if wanted.contains(&'a') {
+        wanted = fields.iter().map(|f| f.0).collect();
+    }
+    if wanted.is_empty() {
+        wanted.push('s');
+    }
+    let out: Vec<&str> = fields
+        .iter()
+        .filter(|f| wanted.contains(&f.0))
+        .map(|f| f.1.as_str())
+        .collect();
+    io.print(&format!("{}\n", out.join(" ")));
+    0
+}
+
+/// `whoami`: `$USER`, as WASI has no user database.
+pub fn whoami(sh: &mut Shell, _argv: &[String], io: &Io) -> i32 {
+    io.print(&format!("{}\n", sh.var("USER").unwrap_or("user")));
+    0
+}
+
+/// `hostname`
+pub fn hostname(sh: &mut Shell, _argv: &[String], io: &Io) -> i32 {
+    io.print(&format!("{}\n", sh.var("HOSTNAME").unwrap_or("sandbox")));
+    0
+}
+
+/// `chmod MODE FILE...`: WASI has no permission bits, so this only checks that the files exist.
+pub fn chmod(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let ops: Vec<&String> = argv
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-') || a.len() == 1)
+        .collect();
+    let Some((_, files)) = ops.split_first().filter(|(_, f)| !f.is_empty()) else {
+        return super::missing_operand("chmod", io);
+    };
+    let mut status = 0;
+    for f in files {
+        if std::fs::symlink_metadata(sh.host_path(f)).is_err() {
+            io.eprintln(&format!(
+                "chmod: cannot access '{f}': No such file or directory"
+            ));
+            status = 1;
+        }
+    }
+    status
+}
+
+/// `realpath PATH...`: the normalised absolute path of existing files.
+pub fn realpath(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let mut status = 0;
+    for p in argv.iter().skip(1).filter(|a| !a.starts_with('-')) {
+        if sh.host_path(p).exists() {
+            io.print(&format!("{}\n", sh.logical(p)));
+        } else {
+            io.eprintln(&format!("realpath: {p}: No such file or directory"));
+            status = 1;
+        }
+    }
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use crate::exec::Shell;
 use crate::io::{Io, errmsg};
 
 pub mod env;
+pub mod find;
 pub mod fs;
 pub mod misc;
 pub mod sed;
@@ -23,7 +24,9 @@ const TABLE: &[(&str, Builtin)] = &[
     ("cat", fs::cat),
     ("cd", env::cd),
     ("command", misc::command),
+    ("chmod", misc::chmod),
     ("cp", fs::cp),
+    ("cut", find::cut),
     ("date", misc::date),
     ("dirname", misc::dirname),
     ("echo", text::echo),
@@ -31,13 +34,16 @@ const TABLE: &[(&str, Builtin)] = &[
     ("exit", misc::exit),
     ("export", env::export),
     ("false", misc::false_),
+    ("find", find::find),
     ("grep", text::grep),
     ("head", text::head),
+    ("hostname", misc::hostname),
     ("ls", fs::ls),
     ("mkdir", fs::mkdir),
     ("mv", fs::mv),
     ("printf", text::printf),
     ("pwd", env::pwd),
+    ("realpath", misc::realpath),
     ("read", env::read),
     ("rm", fs::rm),
     ("rmdir", fs::rmdir),
@@ -54,10 +60,13 @@ const TABLE: &[(&str, Builtin)] = &[
     ("tr", text::tr),
     ("true", misc::true_),
     ("type", misc::type_),
+    ("uname", misc::uname),
     ("uniq", text::uniq),
     ("unset", env::unset),
     ("wc", text::wc),
     ("which", misc::which),
+    ("whoami", misc::whoami),
+    ("xargs", find::xargs),
 ];
 
 /// The builtin called `name`, if any.
