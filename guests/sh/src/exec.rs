@@ -30,6 +30,17 @@ pub struct Var {
     pub exported: bool,
 }
 
+/// A pending change of control flow requested by `break`, `continue` or `return`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Leave this many enclosing loops.
+    Break(usize),
+    /// Skip to the next iteration of the n-th enclosing loop.
+    Continue(usize),
+    /// Leave the current function.
+    Return,
+}
+
 /// The interpreter state.
 #[derive(Clone)]
 pub struct Shell {
@@ -53,6 +64,14 @@ pub struct Shell {
     pub exit: Option<i32>,
     /// `set -e`.
     pub errexit: bool,
+    /// Set by `break`/`continue`/`return` until the enclosing loop or function handles it.
+    pub flow: Option<Flow>,
+    /// How many loops enclose the running command (for `break`/`continue`).
+    pub loop_depth: usize,
+    /// How many function calls are active (for `return`).
+    pub func_depth: usize,
+    /// Defined functions.
+    pub functions: BTreeMap<String, std::rc::Rc<Command>>,
     /// `set -o pipefail`.
     pub pipefail: bool,
     depth: usize,
@@ -110,6 +129,10 @@ impl Shell {
             err: io.err,
             exit: None,
             errexit: false,
+            flow: None,
+            loop_depth: 0,
+            func_depth: 0,
+            functions: BTreeMap::new(),
             pipefail: false,
             depth: 0,
             subst_status: None,
@@ -284,7 +307,7 @@ impl Shell {
 
     fn run_list(&mut self, list: &List, io: &Io) -> i32 {
         for ao in list {
-            if self.exit.is_some() {
+            if self.stopped() {
                 break;
             }
             let (status, exempt) = self.run_and_or(ao, io);
@@ -310,7 +333,7 @@ impl Shell {
         self.in_condition -= usize::from(n > 0);
         let mut last_ran = n == 0;
         for (i, (conn, p)) in ao.rest.iter().enumerate() {
-            if self.exit.is_some() {
+            if self.stopped() {
                 break;
             }
             let is_last = i + 1 == n;
@@ -409,17 +432,19 @@ impl Shell {
                 redirs,
             } => match self.redirect(redirs, io) {
                 Ok(io) => {
+                    self.loop_depth += 1;
                     let mut status = 0;
                     loop {
                         let c = self.run_cond(cond, &io);
-                        if self.exit.is_some() || (c == 0) == *until {
+                        if self.loop_done() || (c == 0) == *until {
                             break;
                         }
                         status = self.run_list(body, &io);
-                        if self.exit.is_some() {
+                        if self.loop_done() {
                             break;
                         }
                     }
+                    self.loop_depth -= 1;
                     status
                 }
                 Err(s) => s,
@@ -435,21 +460,67 @@ impl Shell {
                         Some(ws) => expand::words(self, ws, &io),
                         None => self.args.get(1..).unwrap_or_default().to_vec(),
                     };
+                    self.loop_depth += 1;
                     let mut status = 0;
                     for v in values {
-                        if self.exit.is_some() {
-                            break;
-                        }
                         self.set_var(var, &v);
                         status = self.run_list(body, &io);
+                        if self.loop_done() {
+                            break;
+                        }
+                    }
+                    self.loop_depth -= 1;
+                    status
+                }
+                Err(s) => s,
+            },
+            Command::Case { word, arms, redirs } => match self.redirect(redirs, io) {
+                Ok(io) => {
+                    let value = expand::single(self, word, &io);
+                    let mut status = 0;
+                    'arms: for (pats, body) in arms {
+                        for p in pats {
+                            if crate::glob::matches(&expand::pattern(self, p, &io), &value) {
+                                status = self.run_list(body, &io);
+                                break 'arms;
+                            }
+                        }
                     }
                     status
                 }
                 Err(s) => s,
             },
+            Command::Func { name, body } => {
+                self.functions.insert(name.clone(), body.clone());
+                0
+            }
         };
         self.depth -= 1;
         status
+    }
+
+    /// Whether execution of the current list must stop (`exit`, `break`, `continue`, `return`).
+    fn stopped(&self) -> bool {
+        self.exit.is_some() || self.flow.is_some()
+    }
+
+    /// Consumes a pending `break`/`continue` aimed at the innermost loop; true when the loop must end.
+    fn loop_done(&mut self) -> bool {
+        if self.exit.is_some() {
+            return true;
+        }
+        match self.flow {
+            None => false,
+            Some(Flow::Return) => true,
+            Some(Flow::Break(n)) => {
+                self.flow = (n > 1).then_some(Flow::Break(n - 1));
+                true
+            }
+            Some(Flow::Continue(n)) => {
+                self.flow = (n > 1).then_some(Flow::Continue(n - 1));
+                n > 1
+            }
+        }
     }
 
     fn run_cond(&mut self, cond: &List, io: &Io) -> i32 {
@@ -524,6 +595,23 @@ impl Shell {
     /// Runs an already expanded command (also used by `env` and `command`).
     pub fn run_argv(&mut self, argv: &[String], io: &Io) -> i32 {
         let Some(name) = argv.first() else { return 0 };
+        if let Some(body) = self.functions.get(name).cloned() {
+            // Positional parameters are the call's arguments for the duration of the call; $0 stays.
+            let mut args = vec![self.args.first().cloned().unwrap_or_default()];
+            args.extend(argv[1..].iter().cloned());
+            let saved = std::mem::replace(&mut self.args, args);
+            let saved_loops = std::mem::take(&mut self.loop_depth);
+            self.func_depth += 1;
+            let mut status = self.run_command(&body, io);
+            self.func_depth -= 1;
+            self.loop_depth = saved_loops;
+            self.args = saved;
+            if self.flow == Some(Flow::Return) {
+                self.flow = None;
+                status = self.status;
+            }
+            return status;
+        }
         match builtins::lookup(name) {
             Some(f) => f(self, argv, io),
             None => {

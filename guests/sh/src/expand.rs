@@ -114,6 +114,28 @@ fn value(sh: &mut Shell, p: &Part, io: &Io) -> (String, bool) {
     }
 }
 
+/// Expands a word into a wildcard pattern (for `case`): quoted characters are escaped.
+pub fn pattern(sh: &mut Shell, w: &Word, io: &Io) -> String {
+    let mut f = Field::default();
+    for p in &w.parts {
+        match p {
+            Part::Lit {
+                text,
+                quoted: false,
+            } => f.push_unquoted_lit(text),
+            other => {
+                let (v, quoted) = value(sh, other, io);
+                if quoted {
+                    f.push_quoted(&v)
+                } else {
+                    f.push_unquoted_lit(&v)
+                }
+            }
+        }
+    }
+    f.pat
+}
+
 fn fields(sh: &mut Shell, w: &Word, io: &Io, out: &mut Vec<String>) {
     let mut done: Vec<Field> = Vec::new();
     let mut cur = Field::default();

@@ -110,6 +110,8 @@ pub enum Op {
     Or,
     /// `;`
     Semi,
+    /// `;;` (ends a `case` arm)
+    DSemi,
     /// `&` (run in the background, which wasm cannot: treated like `;`)
     Amp,
     /// `|`
@@ -161,6 +163,7 @@ impl fmt::Display for Tok {
             Tok::Op(Op::And) => "&&",
             Tok::Op(Op::Or) => "||",
             Tok::Op(Op::Semi) => ";",
+            Tok::Op(Op::DSemi) => ";;",
             Tok::Op(Op::Amp) => "&",
             Tok::Op(Op::Pipe) => "|",
             Tok::Op(Op::LParen) => "(",
@@ -293,6 +296,10 @@ pub fn lex(src: &str) -> Result<Vec<Tok>, SyntaxError> {
                 while i < cs.len() && cs[i] != '\n' {
                     i += 1;
                 }
+            }
+            ';' if next == Some(';') => {
+                toks.push(Tok::Op(Op::DSemi));
+                i += 2;
             }
             ';' => {
                 toks.push(Tok::Op(Op::Semi));

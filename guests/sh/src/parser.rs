@@ -89,6 +89,22 @@ pub enum Command {
         /// Redirections after `done`.
         redirs: Vec<Redir>,
     },
+    /// `case WORD in PATTERN|PATTERN) list ;; ... esac`
+    Case {
+        /// The word matched.
+        word: Word,
+        /// (patterns, body) per arm.
+        arms: Vec<(Vec<Word>, List)>,
+        /// Redirections after `esac`.
+        redirs: Vec<Redir>,
+    },
+    /// `name() compound-command`: defines a function.
+    Func {
+        /// The function's name.
+        name: String,
+        /// Its body.
+        body: std::rc::Rc<Command>,
+    },
     /// `for NAME [in words]; do b; done`
     For {
         /// The loop variable.
@@ -131,7 +147,9 @@ pub fn is_name(name: &str) -> bool {
         && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-const RESERVED: &[&str] = &["then", "elif", "else", "fi", "do", "done", "}", "in"];
+const RESERVED: &[&str] = &[
+    "then", "elif", "else", "fi", "do", "done", "}", "in", "esac",
+];
 
 struct Parser {
     toks: Vec<Tok>,
@@ -175,7 +193,7 @@ impl Parser {
         loop {
             self.skip_newlines();
             match self.peek() {
-                None | Some(Tok::Op(Op::RParen)) => break,
+                None | Some(Tok::Op(Op::RParen | Op::DSemi)) => break,
                 Some(Tok::Word(w)) if w.plain().is_some_and(|k| stops.contains(&k)) => break,
                 _ => {}
             }
@@ -333,11 +351,93 @@ impl Parser {
                     redirs: self.redirs()?,
                 })
             }
+            Some("case") => {
+                self.pos += 1;
+                let word = match self.peek() {
+                    Some(Tok::Word(w)) => w.clone(),
+                    Some(t) => return Err(unexpected(t)),
+                    None => return Err(eof()),
+                };
+                self.pos += 1;
+                self.expect_keyword("in")?;
+                let mut arms = Vec::new();
+                loop {
+                    self.skip_newlines();
+                    if self.peek_keyword() == Some("esac") {
+                        self.pos += 1;
+                        break;
+                    }
+                    if self.peek() == Some(&Tok::Op(Op::LParen)) {
+                        self.pos += 1;
+                    }
+                    let mut pats = Vec::new();
+                    loop {
+                        match self.peek() {
+                            Some(Tok::Word(w)) => pats.push(w.clone()),
+                            Some(t) => return Err(unexpected(t)),
+                            None => return Err(eof()),
+                        }
+                        self.pos += 1;
+                        match self.peek() {
+                            Some(Tok::Op(Op::Pipe)) => self.pos += 1,
+                            Some(Tok::Op(Op::RParen)) => {
+                                self.pos += 1;
+                                break;
+                            }
+                            Some(t) => return Err(unexpected(t)),
+                            None => return Err(eof()),
+                        }
+                    }
+                    let body = self.list(&["esac"])?;
+                    arms.push((pats, body));
+                    self.skip_newlines();
+                    match self.peek() {
+                        Some(Tok::Op(Op::DSemi)) => self.pos += 1,
+                        Some(Tok::Word(w)) if w.plain() == Some("esac") => {}
+                        Some(t) => return Err(unexpected(t)),
+                        None => return Err(eof()),
+                    }
+                }
+                Ok(Command::Case {
+                    word,
+                    arms,
+                    redirs: self.redirs()?,
+                })
+            }
+            Some("function") => {
+                self.pos += 1;
+                let name = match self.peek() {
+                    Some(Tok::Word(w)) if w.plain().is_some() => {
+                        w.plain().unwrap_or_default().to_string()
+                    }
+                    Some(t) => return Err(unexpected(t)),
+                    None => return Err(eof()),
+                };
+                self.pos += 1;
+                if self.peek() == Some(&Tok::Op(Op::LParen))
+                    && self.toks.get(self.pos + 1) == Some(&Tok::Op(Op::RParen))
+                {
+                    self.pos += 2;
+                }
+                self.func_body(name)
+            }
             Some(kw) if RESERVED.contains(&kw) => {
                 Err(SyntaxError(format!("near unexpected token `{kw}'")))
             }
             _ => self.simple(),
         }
+    }
+
+    fn func_body(&mut self, name: String) -> Result<Command, SyntaxError> {
+        self.skip_newlines();
+        let body = self.command()?;
+        if matches!(body, Command::Simple(_) | Command::Func { .. }) {
+            return Err(SyntaxError(format!("near unexpected token `{name}'")));
+        }
+        Ok(Command::Func {
+            name,
+            body: std::rc::Rc::new(body),
+        })
     }
 
     fn redir(&mut self, fd: Option<u32>, op: RedirOp) -> Result<Redir, SyntaxError> {
@@ -373,6 +473,17 @@ impl Parser {
                 Some(Tok::Word(w)) => {
                     let w = w.clone();
                     self.pos += 1;
+                    // `name() { ...; }` defines a function.
+                    if s.words.is_empty()
+                        && s.assigns.is_empty()
+                        && s.redirs.is_empty()
+                        && self.peek() == Some(&Tok::Op(Op::LParen))
+                        && self.toks.get(self.pos + 1) == Some(&Tok::Op(Op::RParen))
+                        && let Some(name) = w.plain()
+                    {
+                        self.pos += 2;
+                        return self.func_body(name.to_string());
+                    }
                     if s.words.is_empty()
                         && let Some(assign) = split_assignment(&w)
                     {
@@ -491,6 +602,16 @@ mod tests {
         assert!(matches!(
             parse("{ echo a; echo b; }").unwrap()[0].first.cmds[0],
             Command::Group(..)
+        ));
+        assert!(matches!(
+            parse("case $x in a|b) echo ab;; *) echo other;; esac").unwrap()[0]
+                .first
+                .cmds[0],
+            Command::Case { .. }
+        ));
+        assert!(matches!(
+            parse("f() { echo hi; }").unwrap()[0].first.cmds[0],
+            Command::Func { .. }
         ));
     }
 

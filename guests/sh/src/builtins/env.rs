@@ -1,6 +1,7 @@
-//! Builtins that change or show the shell's own state: `cd`, `pwd`, `env`, `export`, `unset`, `read`, `set`.
+//! Builtins that change or show the shell's own state: `cd`, `pwd`, `env`, `export`, `unset`, `read`, `set`,
+//! `local`, and the control-flow builtins `break`, `continue`, `return`.
 
-use crate::exec::Shell;
+use crate::exec::{Flow, Shell};
 use crate::io::Io;
 use crate::parser::is_name;
 
@@ -162,6 +163,86 @@ pub fn set(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
                     sh.errexit = on;
                 }
             }
+        }
+    }
+    0
+}
+
+/// The optional count operand of `break`/`continue` (at least 1).
+fn count(name: &str, argv: &[String], io: &Io) -> Result<usize, i32> {
+    match argv.get(1) {
+        None => Ok(1),
+        Some(n) => match n.parse::<usize>() {
+            Ok(v) if v >= 1 => Ok(v),
+            _ => {
+                io.eprintln(&format!("sh: {name}: {n}: loop count out of range"));
+                Err(1)
+            }
+        },
+    }
+}
+
+/// `break [N]`
+pub fn break_(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    if sh.loop_depth == 0 {
+        io.eprintln("sh: break: only meaningful in a `for', `while', or `until' loop");
+        return 0;
+    }
+    match count("break", argv, io) {
+        Ok(n) => {
+            sh.flow = Some(Flow::Break(n.min(sh.loop_depth)));
+            0
+        }
+        Err(s) => s,
+    }
+}
+
+/// `continue [N]`
+pub fn continue_(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    if sh.loop_depth == 0 {
+        io.eprintln("sh: continue: only meaningful in a `for', `while', or `until' loop");
+        return 0;
+    }
+    match count("continue", argv, io) {
+        Ok(n) => {
+            sh.flow = Some(Flow::Continue(n.min(sh.loop_depth)));
+            0
+        }
+        Err(s) => s,
+    }
+}
+
+/// `return [N]`: leaves the current function with status N (default: the last status).
+pub fn return_(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    if sh.func_depth == 0 {
+        io.eprintln("sh: return: can only `return' from a function or sourced script");
+        return 2;
+    }
+    let status = match argv.get(1) {
+        None => sh.status,
+        Some(n) => match n.parse::<i64>() {
+            Ok(v) => (v & 0xff) as i32,
+            Err(_) => {
+                io.eprintln(&format!("sh: return: {n}: numeric argument required"));
+                2
+            }
+        },
+    };
+    sh.status = status;
+    sh.flow = Some(Flow::Return);
+    status
+}
+
+/// `local NAME[=VALUE]...`: sets variables; they are not scoped to the function in this subset.
+pub fn local(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    if sh.func_depth == 0 {
+        io.eprintln("sh: local: can only be used in a function");
+        return 1;
+    }
+    for a in argv.iter().skip(1) {
+        match a.split_once('=') {
+            Some((n, v)) => sh.set_var(n, v),
+            None => sh.set_var(a, sh.var(a).unwrap_or_default().to_string().as_str()),
         }
     }
     0
