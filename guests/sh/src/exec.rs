@@ -579,6 +579,8 @@ impl Shell {
             self.export_var(name, value);
         }
         let status = self.run_argv(&argv, &io);
+        // Stream output as commands finish, so a host showing progress sees it before the script ends.
+        self.out.flush();
         for (name, old) in saved {
             match old {
                 Some(v) => {

@@ -156,6 +156,17 @@ fn fields(sh: &mut Shell, w: &Word, io: &Io, out: &mut Vec<String>) {
                 cur.push_quoted(&sh.home());
                 continue;
             }
+            Part::Param { name, quoted: true } if name == "@" => {
+                // "$@" keeps every positional parameter a separate field.
+                let args = sh.args.get(1..).unwrap_or_default().to_vec();
+                for (k, a) in args.iter().enumerate() {
+                    if k > 0 {
+                        done.push(std::mem::take(&mut cur));
+                    }
+                    cur.push_quoted(a);
+                }
+                continue;
+            }
             other => value(sh, other, io),
         };
         if quoted {

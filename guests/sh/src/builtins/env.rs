@@ -247,3 +247,38 @@ pub fn local(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     }
     0
 }
+
+/// `shift [N]`: drops the first N positional parameters.
+pub fn shift(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let n = match argv.get(1).map(|n| n.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            io.eprintln(&format!(
+                "sh: shift: {}: numeric argument required",
+                argv[1]
+            ));
+            return 1;
+        }
+    };
+    if n >= sh.args.len() && n > 0 {
+        return 1;
+    }
+    sh.args.drain(1..1 + n);
+    0
+}
+
+/// `printenv [NAME...]`
+pub fn printenv(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    if argv.len() < 2 {
+        return env(sh, &argv[..1], io);
+    }
+    let mut status = 0;
+    for name in &argv[1..] {
+        match sh.vars.get(name).filter(|v| v.exported) {
+            Some(v) => io.print(&format!("{}\n", v.value)),
+            None => status = 1,
+        }
+    }
+    status
+}

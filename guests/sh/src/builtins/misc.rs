@@ -466,8 +466,9 @@ pub fn seq(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
 
 /// Builtins that are part of the shell itself in bash; the other utilities pose as programs in `/bin`.
 const SHELL_BUILTINS: &[&str] = &[
-    ".", ":", "[", "cd", "command", "echo", "exit", "export", "false", "printf", "pwd", "read",
-    "set", "source", "test", "true", "type", "unset",
+    ".", ":", "[", "break", "cd", "command", "continue", "echo", "eval", "exec", "exit", "export",
+    "false", "local", "printf", "pwd", "read", "return", "set", "shift", "source", "test", "true",
+    "type", "unset", "wait",
 ];
 
 /// `which NAME...`: builtins live in `/bin` as far as callers can tell; unknown names print nothing.
@@ -570,6 +571,22 @@ pub fn source(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
             1
         }
     }
+}
+
+/// `eval ARGS...`: runs the arguments joined by spaces as a command line.
+pub fn eval(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let src = argv.get(1..).unwrap_or_default().join(" ");
+    sh.run_str(&src, io)
+}
+
+/// `exec COMMAND...`: there is no process image to replace, so run the command and exit with its status.
+pub fn exec(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    if argv.len() < 2 {
+        return 0;
+    }
+    let status = sh.run_argv(&argv[1..], io);
+    sh.exit = Some(status);
+    status
 }
 
 /// `uname [-asnrmo]`: a Linux-compatible answer, since scripts branch on `uname -s`; the machine is wasm32.
