@@ -95,6 +95,12 @@ impl Regex {
     pub fn find_at(&self, s: &[char], from: usize) -> Option<(usize, usize)> {
         let mut best: Option<(usize, usize)> = None;
         for b in &self.branches {
+            let size = (b.atoms.len() + 1) * (s.len() + 1);
+            let mut memo: Memo = if size <= MEMO_LIMIT && s.len() < u32::MAX as usize - 2 {
+                vec![0; size]
+            } else {
+                Vec::new()
+            };
             for start in from..=s.len() {
                 if b.anchored_start && start != 0 {
                     break;
@@ -102,7 +108,7 @@ impl Regex {
                 if best.is_some_and(|(bs, _)| start > bs) {
                     break;
                 }
-                if let Some(end) = self.match_here(b, &b.atoms, s, start) {
+                if let Some(end) = self.match_here(b, 0, s, start, &mut memo) {
                     if best.is_none_or(|(bs, be)| start < bs || end > be) {
                         best = Some((start, end));
                     }
@@ -136,40 +142,64 @@ impl Regex {
         }
     }
 
-    /// Matches `atoms` at `at`, greedily, returning where the match ends.
+    /// Matches the atoms of `b` from index `idx` at position `at`, greedily, returning where the match
+    /// ends. Results are memoised per (atom, position), which keeps patterns like `a*a*a*a*b` polynomial
+    /// instead of exponential on long lines.
     fn match_here(
         &self,
         b: &Branch,
-        atoms: &[(Atom, Rep)],
+        idx: usize,
         s: &[char],
         at: usize,
+        memo: &mut Memo,
     ) -> Option<usize> {
-        let Some(((atom, rep), rest)) = atoms.split_first() else {
-            return (!b.anchored_end || at == s.len()).then_some(at);
-        };
-        let here = at < s.len() && self.atom_matches(atom, s[at]);
-        match rep {
-            Rep::One => here.then(|| self.match_here(b, rest, s, at + 1)).flatten(),
-            Rep::Opt => here
-                .then(|| self.match_here(b, rest, s, at + 1))
-                .flatten()
-                .or_else(|| self.match_here(b, rest, s, at)),
-            Rep::Star | Rep::Plus => {
-                let mut n = 0;
-                while at + n < s.len() && self.atom_matches(atom, s[at + n]) {
-                    n += 1;
-                }
-                let min = usize::from(*rep == Rep::Plus);
-                if n < min {
-                    return None;
-                }
-                (min..=n)
-                    .rev()
-                    .find_map(|k| self.match_here(b, rest, s, at + k))
-            }
+        let key = idx * (s.len() + 1) + at;
+        match memo.get(key) {
+            Some(&0) | None => {}
+            Some(&1) => return None,
+            Some(&end) => return Some(end as usize - 2),
         }
+        let result = match b.atoms.get(idx) {
+            None => (!b.anchored_end || at == s.len()).then_some(at),
+            Some((atom, rep)) => {
+                let here = at < s.len() && self.atom_matches(atom, s[at]);
+                match rep {
+                    Rep::One => here
+                        .then(|| self.match_here(b, idx + 1, s, at + 1, memo))
+                        .flatten(),
+                    Rep::Opt => here
+                        .then(|| self.match_here(b, idx + 1, s, at + 1, memo))
+                        .flatten()
+                        .or_else(|| self.match_here(b, idx + 1, s, at, memo)),
+                    Rep::Star | Rep::Plus => {
+                        let mut n = 0;
+                        while at + n < s.len() && self.atom_matches(atom, s[at + n]) {
+                            n += 1;
+                        }
+                        let min = usize::from(*rep == Rep::Plus);
+                        if n < min {
+                            None
+                        } else {
+                            (min..=n)
+                                .rev()
+                                .find_map(|k| self.match_here(b, idx + 1, s, at + k, memo))
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(slot) = memo.get_mut(key) {
+            *slot = result.map_or(1, |end| end as u32 + 2);
+        }
+        result
     }
 }
+
+/// Memo of `match_here` results indexed by atom and position: 0 unknown, 1 no match, `end + 2` a match.
+type Memo = Vec<u32>;
+
+/// Largest memo allocated (entries of 4 bytes); longer lines match without memoisation.
+const MEMO_LIMIT: usize = 1 << 21;
 
 fn branch(cs: &[char], extended: bool) -> Branch {
     let mut b = Branch {
@@ -341,6 +371,8 @@ mod tests {
         assert!(Regex::new("cat|dog", true, false, false).is_match("hotdog"));
         assert!(Regex::new("HELLO", false, false, true).is_match("say hello"));
         assert!(Regex::new("a.c", false, true, false).is_match("xa.c"));
+        let long = "a".repeat(500);
+        assert!(!Regex::new("a*a*a*a*a*a*a*a*a*a*b", false, false, false).is_match(&long));
         assert!(!Regex::new("a.c", false, true, false).is_match("abc"));
     }
 }
