@@ -42,7 +42,9 @@ impl Field {
 pub fn words(sh: &mut Shell, ws: &[Word], io: &Io) -> Vec<String> {
     let mut out = Vec::new();
     for w in ws {
-        fields(sh, w, io, &mut out);
+        for w in crate::brace::expand(w) {
+            fields(sh, &w, io, &mut out);
+        }
     }
     out
 }

@@ -4,6 +4,7 @@
 //! wasm32-wasip1 sandbox cannot start other programs.
 
 mod arith;
+mod brace;
 mod builtins;
 #[cfg(test)]
 mod cases;
