@@ -549,6 +549,24 @@ impl Shell {
     fn run_simple(&mut self, s: &Simple, io: &Io) -> i32 {
         self.subst_status = None;
         self.expansion_failed = false;
+        if s.words.first().and_then(|w| w.plain()) == Some("[[") {
+            // No splitting or globbing inside `[[ ]]`; right-hand sides of `==` are patterns.
+            let argv: Vec<String> = s
+                .words
+                .iter()
+                .map(|w| expand::single(self, w, io))
+                .collect();
+            let pats: Vec<String> = s
+                .words
+                .iter()
+                .map(|w| expand::pattern(self, w, io))
+                .collect();
+            let io = match self.redirect(&s.redirs, io) {
+                Ok(io) => io,
+                Err(status) => return status,
+            };
+            return builtins::misc::cond(self, &argv, &pats, &io);
+        }
         let argv = expand::words(self, &s.words, io);
         let values: Vec<(String, String)> = s
             .assigns

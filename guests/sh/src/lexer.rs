@@ -89,6 +89,16 @@ impl Word {
         }
     }
 
+    /// A word of one unquoted literal.
+    pub fn literal(s: &str) -> Self {
+        Word {
+            parts: vec![Part::Lit {
+                text: s.into(),
+                quoted: false,
+            }],
+        }
+    }
+
     /// A word of one unquoted literal, for building ASTs in tests.
     #[cfg(test)]
     pub fn lit(s: &str) -> Self {

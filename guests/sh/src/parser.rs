@@ -466,7 +466,36 @@ impl Parser {
         Ok(out)
     }
 
+    /// `[[ ... ]]`: operators inside are words for the `[[` builtin, not shell syntax.
+    fn double_bracket(&mut self) -> Result<Command, SyntaxError> {
+        let mut s = Simple::default();
+        loop {
+            let word = match self.peek() {
+                Some(Tok::Word(w)) => w.clone(),
+                Some(Tok::Op(Op::And)) => Word::literal("&&"),
+                Some(Tok::Op(Op::Or)) => Word::literal("||"),
+                Some(Tok::Op(Op::LParen)) => Word::literal("("),
+                Some(Tok::Op(Op::RParen)) => Word::literal(")"),
+                Some(Tok::Redir(None, RedirOp::Out)) => Word::literal(">"),
+                Some(Tok::Redir(Some(0), RedirOp::In)) => Word::literal("<"),
+                Some(t) => return Err(unexpected(t)),
+                None => return Err(eof()),
+            };
+            self.pos += 1;
+            let end = !s.words.is_empty() && word.plain() == Some("]]");
+            s.words.push(word);
+            if end {
+                break;
+            }
+        }
+        s.redirs = self.redirs()?;
+        Ok(Command::Simple(s))
+    }
+
     fn simple(&mut self) -> Result<Command, SyntaxError> {
+        if self.peek_keyword() == Some("[[") {
+            return self.double_bracket();
+        }
         let mut s = Simple::default();
         loop {
             match self.peek() {

@@ -65,6 +65,8 @@ pub fn sleep(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
 struct Test<'a> {
     sh: &'a Shell,
     args: &'a [String],
+    /// For `[[`: each argument as a wildcard pattern (quoted characters escaped).
+    pats: Option<&'a [String]>,
     pos: usize,
 }
 
@@ -78,7 +80,7 @@ impl Test<'_> {
 
     fn or(&mut self, depth: usize) -> Result<bool, TestError> {
         let mut v = self.and(depth)?;
-        while self.peek(0) == Some("-o") {
+        while matches!(self.peek(0), Some("-o" | "||")) {
             self.pos += 1;
             let r = self.and(depth)?;
             v = v || r;
@@ -88,7 +90,7 @@ impl Test<'_> {
 
     fn and(&mut self, depth: usize) -> Result<bool, TestError> {
         let mut v = self.not(depth)?;
-        while self.peek(0) == Some("-a") {
+        while matches!(self.peek(0), Some("-a" | "&&")) {
             self.pos += 1;
             let r = self.not(depth)?;
             v = v && r;
@@ -133,8 +135,16 @@ impl Test<'_> {
         ) {
             let lhs = a;
             let v = match op {
-                "=" | "==" => Some(lhs == rhs),
-                "!=" => Some(lhs != rhs),
+                "=" | "==" | "!=" => {
+                    let eq = match self.pats.and_then(|p| p.get(self.pos + 2)) {
+                        Some(pat) => crate::glob::matches(pat, lhs),
+                        None => lhs == rhs,
+                    };
+                    Some(eq == (op != "!="))
+                }
+                "=~" if self.pats.is_some() => {
+                    Some(crate::regex::Regex::new(rhs, true, false, false).is_match(lhs))
+                }
                 "<" => Some(lhs < rhs),
                 ">" => Some(lhs > rhs),
                 "-eq" | "-ne" | "-lt" | "-le" | "-gt" | "-ge" => {
@@ -202,7 +212,12 @@ pub fn test(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
         io.eprintln(&format!("sh: {name}: {}: unary operator expected", args[0]));
         return 2;
     }
-    let mut t = Test { sh, args, pos: 0 };
+    let mut t = Test {
+        sh,
+        args,
+        pats: None,
+        pos: 0,
+    };
     match t.or(0) {
         Ok(v) if t.pos == args.len() => i32::from(!v),
         Ok(_) => {
@@ -211,6 +226,37 @@ pub fn test(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
         }
         Err(TestError(e)) => {
             io.eprintln(&format!("sh: {name}: {e}"));
+            2
+        }
+    }
+}
+
+/// `[[ EXPR ]]`: like `test`, plus `&&`/`||`, wildcard patterns after `==`/`!=` and regexes after `=~`.
+pub fn cond(sh: &mut Shell, argv: &[String], pats: &[String], io: &Io) -> i32 {
+    let n = argv.len();
+    if n < 2 || argv[n - 1] != "]]" {
+        io.eprintln("sh: syntax error: missing `]]'");
+        return 2;
+    }
+    let args = &argv[1..n - 1];
+    if args.is_empty() {
+        io.eprintln("sh: syntax error near `]]'");
+        return 2;
+    }
+    let mut t = Test {
+        sh,
+        args,
+        pats: Some(&pats[1..n - 1]),
+        pos: 0,
+    };
+    match t.or(0) {
+        Ok(v) if t.pos == args.len() => i32::from(!v),
+        Ok(_) => {
+            io.eprintln("sh: syntax error in conditional expression");
+            2
+        }
+        Err(TestError(e)) => {
+            io.eprintln(&format!("sh: [[: {e}"));
             2
         }
     }
