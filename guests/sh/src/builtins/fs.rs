@@ -1,4 +1,4 @@
-//! File-system utilities: `cat`, `ls`, `mkdir`, `rm`, `rmdir`, `cp`, `mv`, `touch`.
+//! File-system utilities: `cat`, `ls`, `mkdir`, `rm`, `rmdir`, `cp`, `mv`, `touch`, `mktemp`.
 //!
 //! Messages and exit statuses follow GNU coreutils, because that is what users and agents expect to parse.
 
@@ -478,4 +478,86 @@ pub fn touch(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
         }
     }
     status
+}
+
+/// `mktemp [-d] [-p DIR] [TEMPLATE]`: creates a uniquely named file (or directory) and prints its path.
+pub fn mktemp(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let mut dir_mode = false;
+    let mut parent: Option<String> = None;
+    let mut template: Option<String> = None;
+    let mut i = 1;
+    while let Some(a) = argv.get(i) {
+        match a.as_str() {
+            "-d" | "--directory" => dir_mode = true,
+            "-p" | "--tmpdir" => {
+                i += 1;
+                parent = argv.get(i).cloned();
+            }
+            "-t" | "-q" | "-u" => {}
+            _ => template = Some(a.clone()),
+        }
+        i += 1;
+    }
+    let template = template.unwrap_or_else(|| "tmp.XXXXXXXXXX".to_string());
+    let xs = template.len() - template.trim_end_matches('X').len();
+    if xs < 3 {
+        io.eprintln(&format!("mktemp: too few X's in template '{template}'"));
+        return 1;
+    }
+    let base = &template[..template.len() - xs];
+    let dir = if template.contains('/') {
+        String::new()
+    } else {
+        parent.unwrap_or_else(|| "/tmp".to_string())
+    };
+    // No randomness source is needed for uniqueness: retry with a time-seeded counter until creation succeeds.
+    let mut seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    for _ in 0..100 {
+        let suffix: String = (0..xs)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                CHARS[(seed >> 33) as usize % CHARS.len()] as char
+            })
+            .collect();
+        let name = format!("{base}{suffix}");
+        let path = if dir.is_empty() {
+            name
+        } else {
+            format!("{}/{name}", dir.trim_end_matches('/'))
+        };
+        let host = sh.host_path(&path);
+        let res = if dir_mode {
+            fs::create_dir(&host)
+        } else {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&host)
+                .map(|_| ())
+        };
+        match res {
+            Ok(()) => {
+                io.print(&format!("{path}\n"));
+                return 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                io.eprintln(&format!(
+                    "mktemp: failed to create {} via template '{template}': {}",
+                    if dir_mode { "directory" } else { "file" },
+                    errmsg(&e)
+                ));
+                return 1;
+            }
+        }
+    }
+    io.eprintln(&format!(
+        "mktemp: failed to create file via template '{template}': File exists"
+    ));
+    1
 }

@@ -459,7 +459,8 @@ fn head_tail_args(
             Some(v.to_string())
         } else if a.len() > 1 && a.starts_with('-') && a[1..].chars().all(|c| c.is_ascii_digit()) {
             Some(a[1..].to_string())
-        } else if a == "-q" || a == "-v" {
+        } else if a == "-q" || a == "-v" || a == "-f" || a == "-F" {
+            // `tail -f` cannot follow a file that nothing else writes while the sandbox runs one command.
             i += 1;
             continue;
         } else {
@@ -723,7 +724,58 @@ fn numeric_key(s: &str) -> f64 {
 
 /// `sort [-r] [-n] [-u] [-f] [FILE...]`
 pub fn sort(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
-    let a = match parse_flags("sort", argv, "rnufb", io) {
+    // `-k N[,M]` and `-t SEP` take values, so pull them out before the generic flag parser.
+    let mut key: Option<(usize, usize)> = None;
+    let mut sep: Option<char> = None;
+    let mut rest = vec![argv[0].clone()];
+    let mut i = 1;
+    while i < argv.len() {
+        let a = &argv[i];
+        let value = |i: &mut usize, flag: &str| -> Option<String> {
+            if a == flag {
+                *i += 1;
+                argv.get(*i).cloned()
+            } else {
+                a.strip_prefix(flag).map(str::to_string)
+            }
+        };
+        if a.starts_with("-k") {
+            let spec = value(&mut i, "-k").unwrap_or_default();
+            let field = |s: &str| {
+                s.split('.').next().and_then(|n| {
+                    n.trim_end_matches(|c: char| c.is_ascii_alphabetic())
+                        .parse::<usize>()
+                        .ok()
+                })
+            };
+            let (from, to) = match spec.split_once(',') {
+                Some((f, t)) => (field(f), field(t)),
+                None => (field(&spec), Some(usize::MAX)),
+            };
+            match (from, to) {
+                (Some(f), Some(t)) if f >= 1 && t >= f => key = Some((f, t)),
+                _ => {
+                    io.eprintln(&format!(
+                        "sort: invalid number at field start: invalid count at start of '{spec}'"
+                    ));
+                    return 2;
+                }
+            }
+            // Modifier letters such as `-k2n` apply to the whole sort here.
+            if spec.contains('n') {
+                rest.push("-n".into());
+            }
+            if spec.contains('r') {
+                rest.push("-r".into());
+            }
+        } else if a.starts_with("-t") {
+            sep = value(&mut i, "-t").and_then(|v| v.chars().next());
+        } else {
+            rest.push(a.clone());
+        }
+        i += 1;
+    }
+    let a = match parse_flags("sort", &rest, "rnufbs", io) {
         Ok(a) => a,
         Err(s) => return s,
     };
@@ -744,7 +796,22 @@ pub fn sort(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     }
     let numeric = a.has('n');
     let fold = a.has('f');
+    let extract = |line: &str| -> String {
+        let Some((from, to)) = key else {
+            return line.to_string();
+        };
+        let fields: Vec<&str> = match sep {
+            Some(c) => line.split(c).collect(),
+            None => line.split_whitespace().collect(),
+        };
+        let end = to.min(fields.len());
+        if from > end {
+            return String::new();
+        }
+        fields[from - 1..end].join(&sep.map_or(" ".to_string(), String::from))
+    };
     let key_cmp = |x: &String, y: &String| {
+        let (x, y) = (&extract(x), &extract(y));
         if numeric {
             numeric_key(x)
                 .partial_cmp(&numeric_key(y))
@@ -911,6 +978,30 @@ pub fn tee(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
         }
     }
     io.out.put(&data);
+    status
+}
+
+/// `tac [FILE...]`: lines in reverse order.
+pub fn tac(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let files = if argv.len() > 1 {
+        argv[1..].to_vec()
+    } else {
+        vec!["-".to_string()]
+    };
+    let mut status = 0;
+    for f in &files {
+        match read_input(sh, f, io) {
+            Ok(d) => {
+                for l in lines(&d).iter().rev() {
+                    io.print(&format!("{l}\n"));
+                }
+            }
+            Err(e) => {
+                io.eprintln(&format!("tac: failed to open '{f}' for reading: {e}"));
+                status = 1;
+            }
+        }
+    }
     status
 }
 
