@@ -143,9 +143,9 @@ mod tests {
             "$((", "(", ")", "{", "|", "||", "&&", ";", "&", ">", ">>", "<", "2>&1", "<<", "<<<",
             "EOF", "*", "?", "[a-", "#", "\n", " ", " ", " ", "=", "A=1", "$A", "$?", "if", "then",
             "else", "fi", "for", "in", "do", "done", "!", "/", "..", "/tmp", "3", "-1", "0", "a b",
-            "é", "\t", "`", "~", "exit", "[[", "]]", "==", "{a,b}", "{1..3}", "case", "esac", ";;",
-            "f()", "f", "break", "continue", "return", "find", "cut", "-f1", "xargs", "sed",
-            "s/a/b/g", "p", "$=",
+            "é", "\t", "`", "~", "exit", "trap", "EXIT", "base64", "-d", "du", "[[", "]]", "==",
+            "{a,b}", "{1..3}", "case", "esac", ";;", "f()", "f", "break", "continue", "return",
+            "find", "cut", "-f1", "xargs", "sed", "s/a/b/g", "p", "$=",
         ];
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {

@@ -70,6 +70,8 @@ pub struct Shell {
     pub loop_depth: usize,
     /// How many function calls are active (for `return`).
     pub func_depth: usize,
+    /// The command registered with `trap CMD EXIT`.
+    pub exit_trap: Option<String>,
     /// Defined functions.
     pub functions: BTreeMap<String, std::rc::Rc<Command>>,
     /// `set -o pipefail`.
@@ -133,6 +135,7 @@ impl Shell {
             loop_depth: 0,
             func_depth: 0,
             functions: BTreeMap::new(),
+            exit_trap: None,
             pipefail: false,
             depth: 0,
             subst_status: None,
@@ -302,7 +305,14 @@ impl Shell {
     pub fn run_main(&mut self, src: &str) -> i32 {
         let io = self.io();
         let status = self.run_str(src, &io);
-        self.exit.unwrap_or(status)
+        let status = self.exit.unwrap_or(status);
+        // `trap CMD EXIT` runs once when the command line is done; its own status does not count.
+        if let Some(trap) = self.exit_trap.take() {
+            self.exit = None;
+            self.flow = None;
+            self.run_str(&trap, &io);
+        }
+        status
     }
 
     fn run_list(&mut self, list: &List, io: &Io) -> i32 {

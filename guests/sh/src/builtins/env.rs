@@ -109,11 +109,18 @@ pub fn unset(sh: &mut Shell, argv: &[String], _io: &Io) -> i32 {
 
 /// `read [-r] NAME...`: reads a line from stdin; the last name gets the rest of the line.
 pub fn read(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
-    let names: Vec<&String> = argv
-        .iter()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    // Options that take a value (`-p PROMPT`, `-t SECS`, ...) must not be mistaken for variable names.
+    let mut names: Vec<&String> = Vec::new();
+    let mut args = argv.iter().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-p" | "-t" | "-n" | "-N" | "-d" | "-u" | "-a" => {
+                args.next();
+            }
+            _ if a.starts_with('-') => {}
+            _ => names.push(a),
+        }
+    }
     let Some(line) = io.stdin.read_line() else {
         for n in &names {
             sh.set_var(n, "");
@@ -281,4 +288,18 @@ pub fn printenv(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
         }
     }
     status
+}
+
+/// `trap [CMD] [SIGNAL...]`: only `EXIT` (or `0`) is meaningful in a sandbox without signals.
+pub fn trap(sh: &mut Shell, argv: &[String], _io: &Io) -> i32 {
+    if let [_, cmd, sigs @ ..] = argv
+        && sigs.iter().any(|s| s == "EXIT" || s == "0")
+    {
+        sh.exit_trap = if cmd == "-" || cmd.is_empty() {
+            None
+        } else {
+            Some(cmd.clone())
+        };
+    }
+    0
 }

@@ -1,4 +1,4 @@
-//! File-system utilities: `cat`, `ls`, `mkdir`, `rm`, `rmdir`, `cp`, `mv`, `touch`, `mktemp`.
+//! File-system utilities: `cat`, `ls`, `mkdir`, `rm`, `rmdir`, `cp`, `mv`, `touch`, `mktemp`, `du`.
 //!
 //! Messages and exit statuses follow GNU coreutils, because that is what users and agents expect to parse.
 
@@ -560,4 +560,101 @@ pub fn mktemp(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
         "mktemp: failed to create file via template '{template}': File exists"
     ));
     1
+}
+
+/// Disk usage in KiB of a tree, printing every directory (or only the total with `summary`).
+fn du_walk(
+    sh: &Shell,
+    path: &str,
+    summary: bool,
+    human: bool,
+    all: bool,
+    io: &Io,
+    depth: usize,
+) -> u64 {
+    let host = sh.host_path(path);
+    let Ok(meta) = fs::symlink_metadata(&host) else {
+        return 0;
+    };
+    // Apparent sizes rounded to 4 KiB blocks, the usual file-system allocation unit.
+    let mut kib = meta.len().div_ceil(4096) * 4;
+    if meta.is_dir() {
+        kib = 4;
+        if let Ok(rd) = fs::read_dir(&host) {
+            let mut names: Vec<String> = rd
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            for n in names {
+                let child = if path.ends_with('/') {
+                    format!("{path}{n}")
+                } else {
+                    format!("{path}/{n}")
+                };
+                kib += du_walk(sh, &child, summary, human, all, io, depth + 1);
+            }
+        }
+    }
+    if depth == 0 || (!summary && (meta.is_dir() || all)) {
+        io.print(&format!(
+            "{}\t{path}\n",
+            if human {
+                human_size(kib)
+            } else {
+                kib.to_string()
+            }
+        ));
+    }
+    kib
+}
+
+/// `4.0K`, `12M`: one decimal below 10, like `du -h`.
+fn human_size(kib: u64) -> String {
+    let mut v = kib as f64;
+    for unit in ["K", "M", "G", "T"] {
+        if v < 1024.0 {
+            return if v < 10.0 {
+                format!("{:.1}{unit}", (v * 10.0).ceil() / 10.0)
+            } else {
+                format!("{}{unit}", v.ceil())
+            };
+        }
+        v /= 1024.0;
+    }
+    format!("{}P", v.ceil())
+}
+
+/// `du [-s] [-h] [-a] [PATH...]`
+pub fn du(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let a = match parse_flags("du", argv, "shacxk", io) {
+        Ok(a) => a,
+        Err(s) => return s,
+    };
+    let paths = if a.operands.is_empty() {
+        vec![".".to_string()]
+    } else {
+        a.operands.clone()
+    };
+    let mut status = 0;
+    let mut total = 0;
+    for p in &paths {
+        if let Err(e) = fs::symlink_metadata(sh.host_path(p)) {
+            io.eprintln(&format!("du: cannot access '{p}': {}", errmsg(&e)));
+            status = 1;
+            continue;
+        }
+        total += du_walk(sh, p, a.has('s'), a.has('h'), a.has('a'), io, 0);
+    }
+    if a.has('c') {
+        io.print(&format!(
+            "{}\ttotal\n",
+            if a.has('h') {
+                human_size(total)
+            } else {
+                total.to_string()
+            }
+        ));
+    }
+    status
 }

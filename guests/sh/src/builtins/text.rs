@@ -1,4 +1,4 @@
-//! Text utilities: `echo`, `printf`, `wc`, `head`, `tail`, `grep`, `sort`, `uniq`, `tr`, `tee`.
+//! Text utilities: `echo`, `printf`, `wc`, `head`, `tail`, `grep`, `sort`, `uniq`, `tr`, `tee`, `tac`, `base64`.
 
 use std::fs;
 
@@ -1005,6 +1005,107 @@ pub fn tac(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     status
 }
 
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn b64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * k)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes base64, ignoring whitespace (and, with `ignore_garbage`, any other non-alphabet byte).
+pub fn b64_decode(text: &[u8], ignore_garbage: bool) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for &c in text {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            b'\n' | b'\r' | b' ' | b'\t' => continue,
+            _ if ignore_garbage => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// `base64 [-d] [-i] [-w COLS] [FILE]`: sandboxes receive binary files this way.
+pub fn base64(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let (mut decode, mut garbage, mut wrap) = (false, false, 76usize);
+    let mut file = "-".to_string();
+    let mut i = 1;
+    while let Some(a) = argv.get(i) {
+        match a.as_str() {
+            "-d" | "--decode" => decode = true,
+            "-i" | "--ignore-garbage" => garbage = true,
+            "-w" => {
+                i += 1;
+                wrap = argv.get(i).and_then(|v| v.parse().ok()).unwrap_or(76);
+            }
+            _ if a.starts_with("-w") => wrap = a[2..].parse().unwrap_or(76),
+            _ if a.starts_with("--wrap=") => wrap = a[7..].parse().unwrap_or(76),
+            _ => file = a.clone(),
+        }
+        i += 1;
+    }
+    let data = match read_input(sh, &file, io) {
+        Ok(d) => d,
+        Err(e) => {
+            io.eprintln(&format!("base64: {file}: {e}"));
+            return 1;
+        }
+    };
+    if decode {
+        return match b64_decode(&data, garbage) {
+            Some(bytes) => {
+                io.out.put(&bytes);
+                0
+            }
+            None => {
+                io.eprintln("base64: invalid input");
+                1
+            }
+        };
+    }
+    let enc = b64_encode(&data);
+    if wrap == 0 {
+        io.print(&format!("{enc}\n"));
+    } else {
+        let chars: Vec<char> = enc.chars().collect();
+        for line in chars.chunks(wrap) {
+            io.print(&format!("{}\n", line.iter().collect::<String>()));
+        }
+    }
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1021,6 +1122,26 @@ mod tests {
     fn tr_sets_expand_ranges_and_classes() {
         assert_eq!(tr_set("a-c"), vec!['a', 'b', 'c']);
         assert_eq!(tr_set("[:digit:]").len(), 10);
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for data in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            b"\x00\xff\x10binary",
+        ] {
+            assert_eq!(
+                b64_decode(b64_encode(data).as_bytes(), false).as_deref(),
+                Some(data)
+            );
+        }
+        assert_eq!(b64_encode(b"hello"), "aGVsbG8=");
+        assert_eq!(b64_decode(b"aGVs\nbG8=", false), Some(b"hello".to_vec()));
+        assert_eq!(b64_decode(b"a*b", false), None);
     }
 
     #[test]
