@@ -82,6 +82,15 @@ impl Regex {
             i += 1;
         }
         branches.push(branch(&cs[start.min(cs.len())..], extended));
+        // Each quantifier adds a level of recursion when matching; beyond this many, match literally
+        // rather than risk the guest's small stack.
+        let quantified: usize = branches
+            .iter()
+            .map(|b| b.atoms.iter().filter(|a| a.1 != Rep::One).count())
+            .sum();
+        if quantified > 256 {
+            return Regex::new(pat, extended, true, icase);
+        }
         Regex { branches, icase }
     }
 
@@ -148,11 +157,21 @@ impl Regex {
     fn match_here(
         &self,
         b: &Branch,
-        idx: usize,
+        mut idx: usize,
         s: &[char],
-        at: usize,
+        mut at: usize,
         memo: &mut Memo,
     ) -> Option<usize> {
+        // Runs of plain atoms are matched in a loop, so recursion depth is bounded by the number of
+        // quantified atoms (capped in `new`), not by the pattern's length.
+        while let Some((atom, Rep::One)) = b.atoms.get(idx) {
+            if at < s.len() && self.atom_matches(atom, s[at]) {
+                idx += 1;
+                at += 1;
+            } else {
+                return None;
+            }
+        }
         let key = idx * (s.len() + 1) + at;
         match memo.get(key) {
             Some(&0) | None => {}
@@ -371,6 +390,9 @@ mod tests {
         assert!(Regex::new("cat|dog", true, false, false).is_match("hotdog"));
         assert!(Regex::new("HELLO", false, false, true).is_match("say hello"));
         assert!(Regex::new("a.c", false, true, false).is_match("xa.c"));
+        let huge = "a".repeat(200_000);
+        assert!(Regex::new(&huge, false, false, false).is_match(&huge));
+        assert!(!Regex::new(&"a*".repeat(1000), false, false, false).is_match("aaa"));
         let long = "a".repeat(500);
         assert!(!Regex::new("a*a*a*a*a*a*a*a*a*a*b", false, false, false).is_match(&long));
         assert!(!Regex::new("a.c", false, true, false).is_match("abc"));
