@@ -70,7 +70,10 @@ fn main() -> Result<()> {
     if args.pause_resume_only {
         drop(record);
         report::write_all(&args.out, &results, &machine_description(), args.quick)?;
-        println!("\nwrote {}/results.json, report.md and latency.svg", args.out.display());
+        println!(
+            "\nwrote {}/results.json, report.md and latency.svg",
+            args.out.display()
+        );
         return Ok(());
     }
     record(scenarios::incremental(

@@ -8,6 +8,8 @@ mod brace;
 mod builtins;
 #[cfg(test)]
 mod cases;
+#[cfg(test)]
+mod table;
 mod exec;
 mod expand;
 mod glob;
