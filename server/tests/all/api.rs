@@ -226,9 +226,9 @@ async fn list_filters_by_state_and_metadata_and_pages() -> anyhow::Result<()> {
     let reply = server
         .api("GET", "/v2/sandboxes?metadata=job%3Dx%26user%3Dada", None)
         .await;
-    assert_eq!(ids(&reply), [a.clone()]);
+    assert_eq!(ids(&reply), [a.as_str()]);
     let reply = server.api("GET", "/v2/sandboxes?state=paused", None).await;
-    assert_eq!(ids(&reply), [b.clone()]);
+    assert_eq!(ids(&reply), [b.as_str()]);
     let reply = server
         .api("GET", "/v2/sandboxes?state=running%2Cpaused", None)
         .await;
