@@ -29,6 +29,13 @@ struct Args {
     /// Samples per figure (default: 3 quick, 7 full).
     #[arg(long)]
     repeats: Option<usize>,
+    /// Memory sizes (MiB) of the pause/resume scenario, instead of the mode's (quick: 1,16,64; full:
+    /// 1,16,64,256,1024).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Run only the pause/resume scenario.
+    #[arg(long)]
+    pause_resume_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -59,6 +66,15 @@ fn main() -> Result<()> {
         for &mib in sizes {
             record(scenarios::pause_resume(&bench, mib, contents)?);
         }
+    }
+    if args.pause_resume_only {
+        drop(record);
+        report::write_all(&args.out, &results, &machine_description(), args.quick)?;
+        println!(
+            "\nwrote {}/results.json, report.md and latency.svg",
+            args.out.display()
+        );
+        return Ok(());
     }
     record(scenarios::incremental(
         &bench,

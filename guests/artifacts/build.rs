@@ -24,14 +24,29 @@ fn main() {
         .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
-    for watched in [
-        guests_dir.join("Cargo.toml"),
-        guests_dir.join("Cargo.lock"),
-        guests_dir.join("programs"),
-        guests_dir.join("reactors"),
-        repo_root.join("guest-sdk"),
-    ] {
-        println!("cargo:rerun-if-changed={}", watched.display());
+    // Every guest crate (but this one and build output) and the guest SDK: a change to any of them must
+    // rebuild the guests.
+    println!(
+        "cargo:rerun-if-changed={}",
+        guests_dir.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        guests_dir.join("Cargo.lock").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        repo_root.join("guest-sdk").display()
+    );
+    for entry in std::fs::read_dir(&guests_dir).expect("guests dir is readable") {
+        let path = entry.expect("directory entry").path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if path.is_dir() && name != "artifacts" && name != "target" {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
     }
 
     ensure_target_installed();

@@ -1,5 +1,5 @@
 //! A live process: one wasm instance in its own store, with its WASI context; and the host side of the
-//! reactor ABI that [`stasis_guest`](https://docs.rs/stasis-guest) defines for guests.
+//! reactor ABI that the `stasis-guest` crate (`guest-sdk/`) defines for guests.
 //!
 //! ABI, as the host uses it: `stasis_alloc(len) -> ptr` for the request, the host writes the request,
 //! `stasis_handle_<name>(ptr, len) -> (resp_ptr << 32) | resp_len`, the host copies the response out and

@@ -176,7 +176,7 @@ impl Sandbox {
         WasiConfig {
             args: argv,
             env: self.env.clone(),
-            root: self.dir.clone(),
+            root: Some(self.dir.clone()),
             mounts: Vec::new(),
             stdin,
             stdout: OutputSink::capture(self.limits.max_output_bytes),

@@ -27,7 +27,7 @@ pub(crate) enum Handle {
 /// One fd: its handle and the plain data needed to describe and re-open it.
 pub(crate) struct FdEntry {
     pub handle: Handle,
-    /// Index of the preopen this hangs from (0 is the root); `None` for stdio.
+    /// Index of the preopen this hangs from (0 is the root when there is one); `None` for stdio.
     pub preopen: Option<u32>,
     /// This fd is the preopen itself.
     pub is_preopen: bool,
@@ -51,6 +51,8 @@ pub(crate) struct Preopen {
     pub guest: String,
     pub host: PathBuf,
     pub read_only: bool,
+    /// Whether this is the sandbox root, the only preopen the disk quota counts.
+    pub is_root: bool,
     /// Handle on the preopen's directory, kept even when the guest closes its fd, to re-open paths on restore.
     pub dir: Dir,
 }
@@ -79,7 +81,8 @@ impl std::fmt::Debug for WasiCtx {
 }
 
 impl WasiCtx {
-    /// Builds a fresh context: stdio at fds 0–2, the root preopened as "/" at fd 3 and the mounts at 4, ….
+    /// Builds a fresh context: stdio at fds 0–2, the root (if any) preopened as "/" at fd 3 and the mounts
+    /// after it.
     pub fn new(config: WasiConfig) -> Result<Self, WasiSetupError> {
         let mut ctx = Self::without_fds(config, 0)?;
         for (fd, handle) in [(0, Handle::Stdin), (1, Handle::Stdout), (2, Handle::Stderr)] {
@@ -99,7 +102,7 @@ impl WasiCtx {
 
     /// Opens the preopens and stdio of `config` with an empty fd table and the clock at `clock_ns`.
     pub(crate) fn without_fds(config: WasiConfig, clock_ns: u64) -> Result<Self, WasiSetupError> {
-        let needed = 3 + 1 + config.mounts.len();
+        let needed = 3 + usize::from(config.root.is_some()) + config.mounts.len();
         if needed > config.limits.max_open_fds {
             return Err(WasiSetupError::TooManyPreopens {
                 needed,
@@ -115,24 +118,28 @@ impl WasiCtx {
                 }
             })
         };
-        preopens.push(Preopen {
-            guest: "/".into(),
-            host: config.root.clone(),
-            read_only: false,
-            dir: open(&config.root)?,
-        });
+        if let Some(root) = &config.root {
+            preopens.push(Preopen {
+                guest: "/".into(),
+                host: root.clone(),
+                read_only: false,
+                is_root: true,
+                dir: open(root)?,
+            });
+        }
         for m in &config.mounts {
             preopens.push(Preopen {
                 guest: m.guest.clone(),
                 host: m.host.clone(),
                 read_only: m.read_only,
+                is_root: false,
                 dir: open(&m.host)?,
             });
         }
-        if let Some(q) = &config.limits.disk_quota {
-            q.ensure_scanned(&config.root)
+        if let (Some(q), Some(root)) = (&config.limits.disk_quota, &config.root) {
+            q.ensure_scanned(root)
                 .map_err(|source| WasiSetupError::ScanQuota {
-                    path: config.root.clone(),
+                    path: root.clone(),
                     source,
                 })?;
         }
@@ -232,9 +239,13 @@ impl WasiCtx {
             .is_none_or(|p| p.read_only)
     }
 
-    /// The quota that applies under preopen `preopen`: only the root (0) is counted.
+    /// The quota that applies under preopen `preopen`: only the root is counted.
     pub(crate) fn quota(&self, preopen: u32) -> Option<Arc<DiskQuota>> {
-        if preopen == 0 {
+        if self
+            .preopens
+            .get(preopen as usize)
+            .is_some_and(|p| p.is_root)
+        {
             self.limits.disk_quota.clone()
         } else {
             None

@@ -28,6 +28,12 @@
 //!   `max_path_len` bytes of path; buffers are checked against memory before use and filled in place, so
 //!   no guest length sizes a host allocation. Out-of-bounds pointers are `EFAULT` (wasmtime-wasi traps),
 //!   invalid enum values `EINVAL` (wasmtime-wasi traps).
+//! - **Preopens**: a sandbox's root is "/" at fd 3 and mounts follow; a config without a root
+//!   ([`WasiConfig::without_root`], what `stasis run` uses) gives exactly its mounts from fd 3, as `wasmtime run`
+//!   does with its `--dir`s.
+//! - **Trailing slashes**: `path_remove_directory("dir/")` removes `dir` (POSIX rmdir; wasmtime-wasi answers
+//!   `EINVAL`, failing the WASI testsuite's `remove_directory_trailing_slashes`); `path_link` with
+//!   `SYMLINK_FOLLOW` is `EINVAL`, as in wasmtime-wasi.
 //! - **Not like wasmtime-wasi**: `fd_allocate` grows files (within the quota) where wasmtime-wasi answers
 //!   `ENOTSUP`; the socket calls answer `EBADF` for a closed fd and `ENOTSOCK` otherwise (no socket exists).
 
@@ -62,9 +68,10 @@ pub struct WasiConfig {
     pub args: Vec<String>,
     /// Environment variables.
     pub env: Vec<(String, String)>,
-    /// The sandbox's host directory, preopened as "/" at fd 3.
-    pub root: PathBuf,
-    /// Extra preopens at fds 4, 5, … in this order.
+    /// The sandbox's host directory, preopened as "/" at fd 3 and the only place the disk quota counts.
+    /// `None` (as `stasis run` has it, like `wasmtime run`) preopens only the mounts, from fd 3.
+    pub root: Option<PathBuf>,
+    /// Extra preopens after the root (fds 4, 5, … with a root, 3, 4, … without), in this order.
     pub mounts: Vec<Mount>,
     /// Standard input.
     pub stdin: Stdin,
@@ -81,9 +88,17 @@ impl WasiConfig {
     /// captured up to 1 MiB, and default limits.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
+            root: Some(root.into()),
+            ..Self::without_root()
+        }
+    }
+
+    /// Like [`WasiConfig::new`] but with no root: the guest sees only [`WasiConfig::mounts`], from fd 3.
+    pub fn without_root() -> Self {
+        Self {
             args: Vec::new(),
             env: Vec::new(),
-            root: root.into(),
+            root: None,
             mounts: Vec::new(),
             stdin: Stdin::Empty,
             stdout: OutputSink::capture(1 << 20),

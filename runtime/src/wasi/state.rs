@@ -16,7 +16,7 @@ pub struct WasiState {
     pub args: Vec<String>,
     /// Environment variables.
     pub env: Vec<(String, String)>,
-    /// The preopens the fds hang from, index 0 being the root.
+    /// The preopens the fds hang from, index 0 being the root when the context has one.
     pub preopens: Vec<PreopenState>,
     /// Every open fd, in increasing fd order.
     pub fds: Vec<FdState>,
@@ -174,7 +174,11 @@ impl WasiCtx {
     /// Rebuilds a context from saved state: live resources (directories, stdio, limits) come from `config`,
     /// arguments, environment, fds and the clock from `state`.
     pub fn restore(mut config: WasiConfig, state: &WasiState) -> Result<Self, WasiRestoreError> {
-        let configured: Vec<String> = std::iter::once("/".to_owned())
+        let configured: Vec<String> = config
+            .root
+            .as_ref()
+            .map(|_| "/".to_owned())
+            .into_iter()
             .chain(config.mounts.iter().map(|m| m.guest.clone()))
             .collect();
         let saved: Vec<String> = state.preopens.iter().map(|p| p.guest.clone()).collect();

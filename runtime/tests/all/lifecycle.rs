@@ -85,6 +85,38 @@ fn the_seed_flow() -> Result<()> {
 }
 
 #[test]
+fn operations_after_a_kill_are_not_found_and_a_paused_kill_is_clean() -> Result<()> {
+    let (_tmp, manager) = manager()?;
+    let running = create(&manager, &[])?;
+    manager.kill(&running)?;
+    assert!(matches!(
+        manager.pause(&running),
+        Err(LifecycleError::NotFound(_))
+    ));
+    assert!(matches!(
+        manager.connect(&running, None),
+        Err(LifecycleError::NotFound(_))
+    ));
+    assert!(matches!(
+        manager.with_sandbox(&running, |_| ()),
+        Err(LifecycleError::NotFound(_))
+    ));
+    assert!(matches!(
+        manager.snapshot(&running, None),
+        Err(LifecycleError::NotFound(_))
+    ));
+    let paused = create(&manager, &[])?;
+    manager.pause(&paused)?;
+    manager.kill(&paused)?;
+    assert!(matches!(
+        manager.connect(&paused, None),
+        Err(LifecycleError::NotFound(_))
+    ));
+    assert!(manager.list(&ListQuery::default())?.items.is_empty());
+    Ok(())
+}
+
+#[test]
 fn unknown_and_malformed_ids_are_not_found() -> Result<()> {
     let (_tmp, manager) = manager()?;
     for id in ["nope", "../../etc", "0123456789abcdefghijklmno"] {

@@ -8,4 +8,5 @@ mod instrument;
 mod lifecycle;
 mod persistence;
 mod sandbox;
+mod shell;
 mod wasi;

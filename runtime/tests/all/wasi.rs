@@ -739,3 +739,150 @@ fn missing_root_is_a_setup_error() -> Result<()> {
     );
     Ok(())
 }
+
+/// A command module (WAT, which `Module::from_file` compiles) whose `_start` runs `body`; `(call $report X)`
+/// prints the errno X as two digits and a newline. Paths in memory: 256 "f", 260 "g", 264 "d/", 268 "f/",
+/// 272 "d", 276 "s".
+fn errno_probe(dir: &Path, body: &str) -> Result<String> {
+    let wat = format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $fd_prestat_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_link"
+    (func $path_link (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_remove_directory"
+    (func $path_remove_directory (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_symlink"
+    (func $path_symlink (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_shutdown" (func $sock_shutdown (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 256) "f")
+  (data (i32.const 260) "g")
+  (data (i32.const 264) "d/")
+  (data (i32.const 268) "f/")
+  (data (i32.const 272) "d")
+  (data (i32.const 276) "s")
+  (func $report (param $e i32)
+    (i32.store8 (i32.const 0) (i32.add (i32.const 48) (i32.div_u (local.get $e) (i32.const 10))))
+    (i32.store8 (i32.const 1) (i32.add (i32.const 48) (i32.rem_u (local.get $e) (i32.const 10))))
+    (i32.store8 (i32.const 2) (i32.const 10))
+    (i32.store (i32.const 16) (i32.const 0))
+    (i32.store (i32.const 20) (i32.const 3))
+    (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24))))
+  (func (export "_start") {body}))"#
+    );
+    let path = dir.join("probe.wat");
+    std::fs::write(&path, wat)?;
+    Ok(path.to_str().context("utf-8 temp path")?.to_owned())
+}
+
+fn no_inputs() -> Inputs<'static> {
+    Inputs {
+        args: &["probe"],
+        env: &[],
+        stdin: b"",
+        mounts: vec![],
+    }
+}
+
+/// Runs the probe under both hosts, each on a fresh root made by `setup`.
+fn probe_both(body: &str, setup: impl Fn(&Path) -> Result<()>) -> Result<(Outcome, Outcome)> {
+    let wat_dir = tempfile::tempdir()?;
+    let probe = errno_probe(wat_dir.path(), body)?;
+    both(&probe, setup, &no_inputs())
+}
+
+#[test]
+fn path_link_refuses_symlink_follow_like_wasmtime_wasi() -> Result<()> {
+    // The WASI testsuite's path_link: linking through a (dangling) symlink with SYMLINK_FOLLOW must fail.
+    let setup = |dir: &Path| -> Result<()> {
+        root_only(dir)?;
+        std::fs::write(dir.join("root/f"), "x")?;
+        std::os::unix::fs::symlink("missing", dir.join("root/s"))?;
+        Ok(())
+    };
+    let link = |flags: u32, old: u32| {
+        format!(
+            "(call $report (call $path_link (i32.const 3) (i32.const {flags}) (i32.const {old}) (i32.const 1) \
+             (i32.const 3) (i32.const 260) (i32.const 1)))"
+        )
+    };
+    // follow on a dangling symlink, follow on a file, then a plain link that works.
+    let body = format!("{} {} {}", link(1, 276), link(1, 256), link(0, 256));
+    let (ours, reference) = probe_both(&body, setup)?;
+    assert_eq!(ours.stdout, "28\n28\n00\n");
+    assert_eq!(ours, reference);
+    Ok(())
+}
+
+#[test]
+fn path_remove_directory_accepts_trailing_slashes() -> Result<()> {
+    // The WASI testsuite's remove_directory_trailing_slashes: "d/" removes d; "f/" and "f" are ENOTDIR.
+    let setup = |dir: &Path| -> Result<()> {
+        root_only(dir)?;
+        std::fs::create_dir(dir.join("root/d"))?;
+        std::fs::write(dir.join("root/f"), "x")?;
+        Ok(())
+    };
+    let rmdir = |at: u32, len: u32| {
+        format!(
+            "(call $report (call $path_remove_directory (i32.const 3) (i32.const {at}) (i32.const {len})))"
+        )
+    };
+    let body = format!(
+        "{} {} {} {}",
+        rmdir(264, 2),
+        rmdir(272, 1),
+        rmdir(268, 2),
+        rmdir(256, 1)
+    );
+    let (ours, reference) = probe_both(&body, setup)?;
+    // d/ removed, so d is then ENOENT; f/ and f are ENOTDIR. wasmtime-wasi answers EINVAL to "d/".
+    assert_eq!(ours.stdout, "00\n44\n54\n54\n");
+    assert_eq!(reference.stdout, "28\n00\n54\n54\n");
+    Ok(())
+}
+
+#[test]
+fn a_config_without_root_preopens_exactly_its_mounts_from_fd_3() -> Result<()> {
+    let wat_dir = tempfile::tempdir()?;
+    let mount = tempfile::tempdir()?;
+    // fd_prestat_get writes the tag and the name length; report the length (1 for "m").
+    let body = "(call $report (call $fd_prestat_get (i32.const 3) (i32.const 64))) \
+                (call $report (i32.load (i32.const 68))) \
+                (call $report (call $fd_prestat_get (i32.const 4) (i32.const 64)))";
+    let probe = errno_probe(wat_dir.path(), body)?;
+    let mut c = WasiConfig::without_root();
+    c.mounts = vec![Mount {
+        host: mount.path().to_owned(),
+        guest: "m".into(),
+        read_only: false,
+    }];
+    let (out, ctx) = run_ours(&probe, c)?;
+    assert_eq!(out.stdout, "00\n01\n08\n");
+    // A rootless context saves and restores onto a rootless configuration with the same mounts.
+    let state = ctx.save()?;
+    assert_eq!(state.preopens.len(), 1);
+    let mut c = WasiConfig::without_root();
+    c.mounts = vec![Mount {
+        host: mount.path().to_owned(),
+        guest: "m".into(),
+        read_only: false,
+    }];
+    WasiCtx::restore(c, &state)?;
+    let with_root = WasiCtx::restore(WasiConfig::new(mount.path()), &state);
+    ensure!(
+        with_root.is_err(),
+        "a root where none was saved must not restore"
+    );
+
+    // No preopens at all: fd 3 is not open, so the testsuite's sock_shutdown-invalid_fd sees EBADF.
+    let other_dir = tempfile::tempdir()?;
+    let probe = errno_probe(
+        other_dir.path(),
+        "(call $report (call $sock_shutdown (i32.const 3) (i32.const 1)))",
+    )?;
+    let (out, _) = run_ours(&probe, WasiConfig::without_root())?;
+    assert_eq!(out.stdout, "08\n");
+    Ok(())
+}

@@ -77,7 +77,7 @@ pub(super) fn add<T: Send + 'static>(
         "path_link",
         move |mut c: Caller<'_, T>,
               ofd: i32,
-              _ofl: i32,
+              ofl: i32,
               op: i32,
               ol: i32,
               nfd: i32,
@@ -86,6 +86,11 @@ pub(super) fn add<T: Send + 'static>(
             run(&mut c, get, |m, ctx| {
                 let old = m.read_path(u(op), u(ol), ctx.max_path_len())?;
                 let new = m.read_path(u(np), u(nl), ctx.max_path_len())?;
+                // Links are made to the entry itself; following a symlink first is refused, as wasmtime-wasi
+                // does (linkat's AT_SYMLINK_FOLLOW is not portable).
+                if u(ofl) & LOOKUP_SYMLINK_FOLLOW != 0 {
+                    return Err(Errno::Inval);
+                }
                 let (od, _, _) = ctx.dir(u(ofd))?;
                 let od = od.try_clone()?;
                 create(ctx, u(nfd), |nd| od.hard_link(&old, nd, &new))
@@ -140,7 +145,10 @@ pub(super) fn add<T: Send + 'static>(
         move |mut c: Caller<'_, T>, fd: i32, p: i32, l: i32| {
             run(&mut c, get, |m, ctx| {
                 let path = m.read_path(u(p), u(l), ctx.max_path_len())?;
-                remove(ctx, u(fd), &path, |d| d.remove_dir(&path))
+                // rmdir("dir/") removes "dir" (POSIX); cap-std would resolve it to "dir/." and answer EINVAL.
+                // A file named with trailing slashes still fails, with ENOTDIR.
+                let path = strip_trailing_slashes(&path);
+                remove(ctx, u(fd), path, |d| d.remove_dir(path))
             })
         },
     )?;
@@ -190,6 +198,14 @@ fn to_spec(t: &rustix::fs::Timespec) -> Option<cap_fs_ext::SystemTimeSpec> {
         Some(cap_fs_ext::SystemTimeSpec::Absolute(
             cap_std::time::SystemTime::from_std(std::time::UNIX_EPOCH + d),
         ))
+    }
+}
+
+/// `path` without its trailing slashes, unless nothing (or only "/") would be left.
+fn strip_trailing_slashes(path: &str) -> &str {
+    match path.trim_end_matches('/') {
+        "" => path,
+        trimmed => trimmed,
     }
 }
 
@@ -359,6 +375,15 @@ fn path_open(ctx: &mut WasiCtx, fd: u32, path: &str, req: &OpenRequest) -> Guest
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trailing_slashes_are_stripped_but_never_to_nothing() {
+        assert_eq!(strip_trailing_slashes("dir/"), "dir");
+        assert_eq!(strip_trailing_slashes("a/b//"), "a/b");
+        assert_eq!(strip_trailing_slashes("dir"), "dir");
+        assert_eq!(strip_trailing_slashes("/"), "/");
+        assert_eq!(strip_trailing_slashes(""), "");
+    }
 
     #[test]
     fn omitted_and_now_times_map_to_cap_specs() {

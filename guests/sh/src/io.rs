@@ -1,0 +1,187 @@
+//! The standard streams a command sees: a shared input source and two cloneable output sinks.
+//!
+//! wasm32-wasip1 has no threads and no `fork`, so every command runs in-process and pipeline stages run one
+//! after another, each writing into an in-memory buffer that becomes the next stage's input. Sinks are
+//! reference-counted so that `2>&1` can simply make stderr another handle to whatever stdout is.
+
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+
+/// An output stream: the process's stdout/stderr, a file, or an in-memory pipe buffer.
+#[derive(Clone)]
+pub struct Sink(Rc<RefCell<dyn Write>>);
+
+impl Sink {
+    /// Wraps any writer; the writer lives as long as the last clone of the sink.
+    pub fn new<W: Write + 'static>(w: W) -> Self {
+        Sink(Rc::new(RefCell::new(w)))
+    }
+
+    /// A new in-memory sink plus the handle to read what was written into it.
+    pub fn buffer() -> (Self, Rc<RefCell<Vec<u8>>>) {
+        let buf = Rc::new(RefCell::new(Vec::new()));
+        (Sink(buf.clone()), buf)
+    }
+
+    /// A sink that discards everything (`>&-`, `2>/dev/null` without a /dev in the sandbox).
+    pub fn null() -> Self {
+        Sink::new(io::sink())
+    }
+
+    /// Writes all bytes; errors (a closed pipe, a full disk) are deliberately ignored like a shell
+    /// that keeps going when one command's output fails.
+    pub fn put(&self, bytes: &[u8]) {
+        if let Ok(mut w) = self.0.try_borrow_mut() {
+            let _ = w.write_all(bytes);
+        }
+    }
+
+    /// Flushes buffered output.
+    pub fn flush(&self) {
+        if let Ok(mut w) = self.0.try_borrow_mut() {
+            let _ = w.flush();
+        }
+    }
+}
+
+/// Where a command's stdin comes from: bytes with a read cursor, optionally still backed by a reader.
+///
+/// The cursor is shared by clones so that `while read l; do ...; done < f` consumes one line per iteration.
+pub struct Source {
+    buf: Vec<u8>,
+    pos: usize,
+    reader: Option<Box<dyn Read>>,
+}
+
+/// A shared handle on a [`Source`].
+#[derive(Clone)]
+pub struct Input(Rc<RefCell<Source>>);
+
+impl Input {
+    /// Input made of the given bytes.
+    pub fn bytes(buf: Vec<u8>) -> Self {
+        Input(Rc::new(RefCell::new(Source {
+            buf,
+            pos: 0,
+            reader: None,
+        })))
+    }
+
+    /// Input read lazily from a reader (the process's stdin): nothing is read unless a command asks.
+    pub fn reader<R: Read + 'static>(r: R) -> Self {
+        Input(Rc::new(RefCell::new(Source {
+            buf: Vec::new(),
+            pos: 0,
+            reader: Some(Box::new(r)),
+        })))
+    }
+
+    fn fill(src: &mut Source) {
+        if let Some(mut r) = src.reader.take() {
+            let _ = r.read_to_end(&mut src.buf);
+        }
+    }
+
+    /// Everything not yet consumed.
+    pub fn read_all(&self) -> Vec<u8> {
+        let Ok(mut src) = self.0.try_borrow_mut() else {
+            return Vec::new();
+        };
+        Self::fill(&mut src);
+        let start = src.pos.min(src.buf.len());
+        src.pos = src.buf.len();
+        src.buf[start..].to_vec()
+    }
+
+    /// The next line without its newline, or `None` at end of input.
+    pub fn read_line(&self) -> Option<Vec<u8>> {
+        let mut src = self.0.try_borrow_mut().ok()?;
+        Self::fill(&mut src);
+        let start = src.pos.min(src.buf.len());
+        if start >= src.buf.len() {
+            return None;
+        }
+        let rest = &src.buf[start..];
+        let (line, used) = match rest.iter().position(|&b| b == b'\n') {
+            Some(n) => (rest[..n].to_vec(), n + 1),
+            None => (rest.to_vec(), rest.len()),
+        };
+        src.pos = start + used;
+        Some(line)
+    }
+}
+
+/// The three standard streams of one command.
+#[derive(Clone)]
+pub struct Io {
+    /// File descriptor 0.
+    pub stdin: Input,
+    /// File descriptor 1.
+    pub out: Sink,
+    /// File descriptor 2.
+    pub err: Sink,
+}
+
+impl Io {
+    /// Writes a string to stdout.
+    pub fn print(&self, s: &str) {
+        self.out.put(s.as_bytes());
+    }
+
+    /// Writes a line to stderr, as every diagnostic is one line.
+    pub fn eprintln(&self, s: &str) {
+        self.err.put(format!("{s}\n").as_bytes());
+    }
+}
+
+/// The message bash and coreutils print for an I/O error: strerror text without Rust's "(os error N)".
+pub fn errmsg(e: &io::Error) -> String {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => "No such file or directory".into(),
+        K::PermissionDenied => "Permission denied".into(),
+        K::AlreadyExists => "File exists".into(),
+        K::IsADirectory => "Is a directory".into(),
+        K::NotADirectory => "Not a directory".into(),
+        K::DirectoryNotEmpty => "Directory not empty".into(),
+        K::InvalidInput => "Invalid argument".into(),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(n) => s[..n].to_string(),
+                None => s,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_consumed_in_order_across_clones() {
+        let a = Input::bytes(b"one\ntwo\nthree".to_vec());
+        let b = a.clone();
+        assert_eq!(a.read_line().as_deref(), Some(&b"one"[..]));
+        assert_eq!(b.read_line().as_deref(), Some(&b"two"[..]));
+        assert_eq!(a.read_all(), b"three");
+        assert_eq!(b.read_line(), None);
+    }
+
+    #[test]
+    fn buffer_sinks_collect_output_from_every_clone() {
+        let (s, buf) = Sink::buffer();
+        let t = s.clone();
+        s.put(b"a");
+        t.put(b"b");
+        assert_eq!(&*buf.borrow(), b"ab");
+    }
+
+    #[test]
+    fn error_messages_match_strerror() {
+        let e = io::Error::from(io::ErrorKind::NotFound);
+        assert_eq!(errmsg(&e), "No such file or directory");
+    }
+}
