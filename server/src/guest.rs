@@ -8,7 +8,7 @@ pub const SHELL_TEMPLATE: &str = "base";
 
 /// The wasm of the shell guest (`sh -c CMD`).
 pub fn shell_wasm() -> Vec<u8> {
-    stasis_guests::bytes(stasis_guests::STDIO_EXIT)
+    stasis_guests::bytes(stasis_guests::SH)
 }
 
 /// The shell's arguments for a process request: `bash`/`sh` (any path) with `-c LINE` after flags such as

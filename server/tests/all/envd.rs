@@ -69,6 +69,23 @@ async fn start_streams_start_data_end_then_end_of_stream() -> anyhow::Result<()>
     assert_eq!(end["exited"], true);
     assert!(end["exitCode"].is_i64(), "{end}");
     assert_eq!(end["status"], format!("exit status {}", end["exitCode"]));
+    assert_eq!(stdout_of(&envelopes), "hi\n");
+    Ok(())
+}
+
+#[tokio::test]
+async fn start_passes_envs_and_cwd_and_reports_exit_codes() -> anyhow::Result<()> {
+    let server = Server::new()?;
+    let id = server.create(json!({})).await;
+    let message = json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", "pwd; echo $GREETING; exit 3"],
+        "envs": {"GREETING": "hola"}, "cwd": "/tmp"}});
+    let request = server
+        .envd(&id, "POST", "/process.Process/Start")
+        .header("content-type", "application/connect+json")
+        .body(Body::from(envelope(0, message.to_string().as_bytes())))?;
+    let events = crate::common::envelopes(&server.send(request).await.body);
+    assert_eq!(stdout_of(&events), "/tmp\nhola\n");
+    assert_eq!(events[events.len() - 2].1["event"]["end"]["exitCode"], 3);
     Ok(())
 }
 
