@@ -31,6 +31,8 @@ use crate::template::{Template, TemplateError};
 
 /// Prefix of snapshot ids, which tells them apart from sandbox ids and template names.
 pub const SNAPSHOT_PREFIX: &str = "snap_";
+/// Directories every new sandbox starts with.
+pub const SKELETON_DIRS: &[&str] = &["tmp", "home/user"];
 /// Most sandboxes one fork request may create.
 pub const MAX_FORK: usize = 100;
 
@@ -341,6 +343,11 @@ impl Manager {
                 .runtime
                 .create_sandbox(&template, options)
                 .map_err(LifecycleError::from);
+            // What programs written for a Unix sandbox expect to find (`echo x > /tmp/f`, `cd ~`).
+            let skeleton = SKELETON_DIRS
+                .iter()
+                .try_for_each(|dir| std::fs::create_dir_all(fs_dir.join(dir)));
+            let sandbox = sandbox.and_then(|s| skeleton.map(|()| s).map_err(LifecycleError::from));
             (template.name().to_owned(), sandbox)
         };
         let sandbox = match sandbox {

@@ -11,7 +11,7 @@ pub mod store;
 
 pub use manager::{
     Connected, CreateRequest, LifecycleError, MAX_FORK, Manager, ManagerConfig, Page, Recovery,
-    SNAPSHOT_PREFIX, Shutdown,
+    SKELETON_DIRS, SNAPSHOT_PREFIX, Shutdown,
 };
 pub use query::{ListQuery, QueryError};
 pub use record::{LifecyclePolicy, OnTimeout, SandboxInfo, SandboxRecord, SandboxState};

@@ -54,6 +54,7 @@ fn call(manager: &Manager, id: &str, handler: &str, request: &str) -> Result<Str
 fn the_seed_flow() -> Result<()> {
     let (_tmp, manager) = manager()?;
     let id = create(&manager, &[("user", "alice")])?;
+    call(&manager, &id, "open", "/tmp/message.txt")?; // /tmp exists in every new sandbox
     call(&manager, &id, "put_file", "/tmp/message.txt\nhello")?;
     assert!(manager.pause(&id)?, "the first pause pauses");
     assert!(
