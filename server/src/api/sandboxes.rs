@@ -219,32 +219,13 @@ pub async fn create(
         envs: body.env_vars,
     };
     let manager = state.manager().clone();
-    let info = blocking(move || {
-        let info = manager.create(request)?;
-        manager.with_sandbox(&info.id, base_layout)??;
-        Ok::<_, ApiError>(info)
-    })
-    .await??;
+    let info = blocking(move || manager.create(request)).await??;
     tracing::info!(sandbox = %info.id, template = %info.template, "created");
     Ok((
         StatusCode::CREATED,
         Json(SandboxJson::new(&state, &info, true)),
     )
         .into_response())
-}
-
-/// Directories every E2B/Novita sandbox has and that SDK examples write to (`/tmp/message.txt` in the
-/// persistence guide): created at once, so a fresh sandbox looks like theirs.
-pub const BASE_DIRS: [&str; 2] = ["tmp", "home/user"];
-
-fn base_layout(sandbox: &mut stasis::Sandbox) -> Result<(), ApiError> {
-    let root = cap_std::fs::Dir::open_ambient_dir(sandbox.dir(), cap_std::ambient_authority())
-        .map_err(|e| ApiError::internal(&e))?;
-    for dir in BASE_DIRS {
-        root.create_dir_all(dir)
-            .map_err(|e| ApiError::internal(&e))?;
-    }
-    Ok(())
 }
 
 /// `GET /v2/sandboxes`, `GET /sandboxes`: one page, the cursor in `x-next-token`.
