@@ -318,15 +318,31 @@ impl Sandbox {
         args: &[String],
         stdin: &[u8],
     ) -> Result<CommandOutput, RunError> {
+        self.run_with_env(template, args, &[], stdin)
+    }
+
+    /// Like [`Sandbox::run`], with `env` added to the sandbox's environment for this command only (a name
+    /// given in both takes the value from `env`): what a server needs to honour a request's own variables,
+    /// such as `PWD`, without changing the sandbox's.
+    pub fn run_with_env(
+        &mut self,
+        template: &Template,
+        args: &[String],
+        env: &[(String, String)],
+        stdin: &[u8],
+    ) -> Result<CommandOutput, RunError> {
         if self.paused {
             return Err(RunError::Paused);
         }
         if template.kind() != ModuleKind::Command {
             return Err(RunError::NotACommand(template.name().to_owned()));
         }
-        let wasi =
-            WasiCtx::new(self.wasi_config(template.name(), args, Stdin::Bytes(stdin.to_vec())))
-                .map_err(SpawnError::from)?;
+        let mut config = self.wasi_config(template.name(), args, Stdin::Bytes(stdin.to_vec()));
+        for (name, value) in env {
+            config.env.retain(|(n, _)| n != name);
+            config.env.push((name.clone(), value.clone()));
+        }
+        let wasi = WasiCtx::new(config).map_err(SpawnError::from)?;
         let mut store = new_store(self.runtime.engine(), &self.limits, wasi);
         let instance = instantiate(template, &mut store)?;
         let outcome = initialize(template, &mut store, &instance).and_then(|()| {

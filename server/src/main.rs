@@ -2,6 +2,7 @@
 //!
 //! - `stasis run [--dir HOST::GUEST]... [--env K=V]... MODULE [ARGS...]` runs a WASI command module with
 //!   Stasis's own `wasi_snapshot_preview1` host, the way `wasmtime run` does.
+//! - `stasis serve [--listen ADDR] [--data-dir DIR] [--api-key KEY]` serves the E2B/Novita-compatible API.
 
 mod cli;
 
@@ -23,12 +24,15 @@ struct Cli {
 enum Command {
     /// Run a WASI command module with Stasis's WASI host; exits with the guest's exit code.
     Run(cli::run::RunArgs),
+    /// Serve the E2B/Novita-compatible HTTP API; SIGINT/SIGTERM pause running sandboxes and stop.
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Run(args) => cli::run::run(args),
+        Command::Serve(args) => cli::serve::serve(args),
     };
     match outcome {
         Ok(code) => code,

@@ -123,6 +123,24 @@ fn command_modules_run_to_completion() -> Result<()> {
 }
 
 #[test]
+fn a_command_sees_its_own_env_over_the_sandboxes() -> Result<()> {
+    let (_tmp, runtime) = runtime()?;
+    let guest = runtime.load_template("wasi_fs", &stasis_guests::bytes(stasis_guests::WASI_FS))?;
+    let options = SandboxOptions {
+        env: vec![("KEPT".into(), "1".into()), ("PWD".into(), "/".into())],
+        ..SandboxOptions::default()
+    };
+    let mut sandbox = runtime.create_sandbox(&guest, options)?;
+    let env = [("PWD".to_owned(), "/tmp".to_owned())];
+    let output = sandbox.run_with_env(&guest, &["0".into()], &env, b"")?;
+    let stdout = String::from_utf8(output.stdout)?;
+    assert!(stdout.contains(r#"("KEPT", "1")"#), "{stdout}");
+    assert!(stdout.contains(r#"("PWD", "/tmp")"#), "{stdout}");
+    assert!(!stdout.contains(r#"("PWD", "/")"#), "{stdout}");
+    Ok(())
+}
+
+#[test]
 fn invalid_wasm_is_refused() -> Result<()> {
     let (_tmp, runtime) = runtime()?;
     let error = runtime

@@ -1,3 +1,4 @@
 //! The subcommands of the `stasis` tool, one module each.
 
 pub mod run;
+pub mod serve;

@@ -1,3 +1,7 @@
 //! The `stasis` binary's integration tests: one binary, one module per area.
 
+mod api;
+mod common;
+mod envd;
 mod run;
+mod serve;

@@ -1,0 +1,436 @@
+//! The control plane (sdk-compat.md §2): create, list, info, kill, pause, connect, timeout, snapshots and
+//! forks, with the response shapes the E2B and Novita SDKs parse.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use stasis::lifecycle::{
+    CreateRequest, LifecyclePolicy, ListQuery, OnTimeout, SandboxInfo, SandboxState, SnapshotInfo,
+};
+
+use super::{blocking, json_body};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::time::rfc3339;
+
+/// The envd version reported: 0.5.7 and later accept `application/octet-stream` uploads to `/files`,
+/// which this server does.
+pub const ENVD_VERSION: &str = "0.5.7";
+/// The client id reported for every sandbox (one local "client").
+pub const CLIENT_ID: &str = "stasis";
+/// The template of a sandbox created without one.
+pub const DEFAULT_TEMPLATE: &str = "base";
+
+/// A sandbox as the SDKs read it (create, connect, info and list responses share the shape).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxJson {
+    /// The template's name.
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    /// The sandbox's id.
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    /// Always [`CLIENT_ID`].
+    #[serde(rename = "clientID")]
+    pub client_id: &'static str,
+    /// Always [`ENVD_VERSION`].
+    pub envd_version: &'static str,
+    /// The token envd calls must carry; absent from list items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envd_access_token: Option<String>,
+    /// No custom domain: the SDKs then use their configured sandbox URL.
+    pub domain: Option<String>,
+    /// When it last started running.
+    pub started_at: String,
+    /// When its timeout applies.
+    pub end_at: String,
+    /// Virtual CPUs (a sandbox's commands run on one thread).
+    pub cpu_count: u32,
+    /// Its memory limit in MiB.
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u64,
+    /// Its disk quota in MiB.
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: u64,
+    /// `running`, `paused` (or `lost` after a crash).
+    pub state: &'static str,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl SandboxJson {
+    fn new(state: &AppState, info: &SandboxInfo, with_token: bool) -> Self {
+        let limits = &state.manager().runtime().config().limits;
+        Self {
+            template_id: info.template.clone(),
+            sandbox_id: info.id.clone(),
+            client_id: CLIENT_ID,
+            envd_version: ENVD_VERSION,
+            envd_access_token: with_token.then(|| state.access_token(&info.id)),
+            domain: None,
+            started_at: rfc3339(info.started_at),
+            end_at: rfc3339(info.end_at),
+            cpu_count: 1,
+            memory_mb: limits.max_memory_bytes >> 20,
+            disk_size_mb: limits.max_disk_bytes >> 20,
+            state: info.state.as_str(),
+            metadata: info.metadata.clone(),
+        }
+    }
+}
+
+/// Body of `POST /sandboxes`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSandbox {
+    /// Template name or snapshot id; [`DEFAULT_TEMPLATE`] when absent.
+    #[serde(rename = "templateID")]
+    pub template_id: Option<String>,
+    /// Seconds until the timeout applies.
+    pub timeout: Option<u64>,
+    /// User metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Environment variables of every command.
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+    /// Pause instead of kill at the timeout.
+    pub auto_pause: Option<bool>,
+    /// `{"enabled": bool}` or a bool: resume on activity while paused.
+    pub auto_resume: Option<serde_json::Value>,
+    /// `{"onTimeout": "pause"|"kill", "autoResume": …}` (snake_case accepted too).
+    pub lifecycle: Option<serde_json::Value>,
+}
+
+/// Body of `connect` and `timeout`.
+#[derive(Debug, Default, Deserialize)]
+pub struct TimeoutBody {
+    /// Seconds.
+    pub timeout: Option<u64>,
+}
+
+/// Body of `POST /sandboxes/{id}/snapshots`.
+#[derive(Debug, Default, Deserialize)]
+pub struct NewSnapshot {
+    /// An optional name.
+    pub name: Option<String>,
+}
+
+/// Body of `POST /sandboxes/{id}/fork`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkBody {
+    /// How many sandboxes (default 1).
+    pub count: Option<usize>,
+    /// Seconds until each new sandbox's timeout applies.
+    pub timeout: Option<u64>,
+    /// Metadata of the new sandboxes.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A snapshot as reported.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotJson {
+    /// Its id (usable as a `templateID` to create from it).
+    #[serde(rename = "snapshotID")]
+    pub snapshot_id: String,
+    /// Its name, if given.
+    pub name: Option<String>,
+    /// The sandbox it was taken from.
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    /// That sandbox's template.
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    /// That sandbox's metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// When it was taken.
+    pub created_at: String,
+    /// Size of its blob in bytes.
+    pub size_bytes: u64,
+}
+
+impl From<SnapshotInfo> for SnapshotJson {
+    fn from(info: SnapshotInfo) -> Self {
+        Self {
+            snapshot_id: info.id,
+            name: info.name,
+            sandbox_id: info.source_sandbox,
+            template_id: info.template,
+            metadata: info.metadata,
+            created_at: rfc3339(stasis::lifecycle::record::from_ms(info.created_at_ms)),
+            size_bytes: info.size_bytes,
+        }
+    }
+}
+
+/// The lifecycle policy a create request asks for: `autoPause`, `autoResume` and `lifecycle` as the two
+/// SDK families spell them, read leniently because their shapes differ between SDK versions.
+fn policy(body: &NewSandbox) -> LifecyclePolicy {
+    fn enabled(value: &serde_json::Value) -> bool {
+        value
+            .as_bool()
+            .or_else(|| value.get("enabled").and_then(serde_json::Value::as_bool))
+            .unwrap_or(false)
+    }
+    let lifecycle = body.lifecycle.as_ref();
+    let field =
+        |camel: &str, snake: &str| lifecycle.and_then(|l| l.get(camel).or_else(|| l.get(snake)));
+    let pause = body.auto_pause.unwrap_or(false)
+        || field("onTimeout", "on_timeout").and_then(|v| v.as_str()) == Some("pause")
+        || field("autoPause", "auto_pause").is_some_and(enabled);
+    let resume = body.auto_resume.as_ref().is_some_and(enabled)
+        || field("autoResume", "auto_resume").is_some_and(enabled);
+    LifecyclePolicy {
+        on_timeout: if pause {
+            OnTimeout::Pause
+        } else {
+            OnTimeout::Kill
+        },
+        auto_resume: resume,
+        idle_timeout: None,
+    }
+}
+
+/// `POST /sandboxes`, `POST /v2/sandboxes`: 201 with the new sandbox.
+pub async fn create(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: NewSandbox = json_body(body)?;
+    let request = CreateRequest {
+        template: body
+            .template_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
+        timeout: body.timeout.map(Duration::from_secs),
+        lifecycle: policy(&body),
+        metadata: body.metadata,
+        envs: body.env_vars,
+    };
+    let manager = state.manager().clone();
+    let info = blocking(move || manager.create(request)).await??;
+    tracing::info!(sandbox = %info.id, template = %info.template, "created");
+    Ok((
+        StatusCode::CREATED,
+        Json(SandboxJson::new(&state, &info, true)),
+    )
+        .into_response())
+}
+
+/// `GET /v2/sandboxes`, `GET /sandboxes`: one page, the cursor in `x-next-token`.
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = list_query(query.as_deref().unwrap_or(""))?;
+    let page = state.manager().list(&query)?;
+    let items: Vec<SandboxJson> = page
+        .items
+        .iter()
+        .map(|info| SandboxJson::new(&state, info, false))
+        .collect();
+    let mut response = Json(items).into_response();
+    if let Some(token) = page.next_token {
+        let value = HeaderValue::from_str(&token).map_err(|e| ApiError::internal(&e))?;
+        response.headers_mut().insert("x-next-token", value);
+    }
+    Ok(response)
+}
+
+/// Parses the list query: `metadata` is itself a URL-encoded query string (`k=v&k2=v2`), `state` a
+/// comma-separated list, `limit` a page size and `nextToken` a cursor.
+pub fn list_query(raw: &str) -> Result<ListQuery, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
+    let mut query = ListQuery::default();
+    for (name, value) in pairs {
+        match name.as_str() {
+            "metadata" => {
+                let filters: Vec<(String, String)> = serde_urlencoded::from_str(&value)
+                    .map_err(|e| ApiError::bad_request(format!("invalid metadata filter: {e}")))?;
+                query.metadata.extend(filters);
+            }
+            "state" => {
+                for state in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    query.states.push(match state {
+                        "running" => SandboxState::Running,
+                        "paused" => SandboxState::Paused,
+                        "lost" => SandboxState::Lost,
+                        other => {
+                            return Err(ApiError::bad_request(format!(
+                                "unknown state {other:?} (running, paused)"
+                            )));
+                        }
+                    });
+                }
+            }
+            "limit" => {
+                query.limit = Some(value.parse().map_err(|_| {
+                    ApiError::bad_request(format!("limit must be a number, got {value:?}"))
+                })?);
+            }
+            "nextToken" | "next_token" => query.next_token = Some(value),
+            // Unknown parameters are ignored, as newer SDKs may send more.
+            _ => {}
+        }
+    }
+    Ok(query)
+}
+
+/// `GET /sandboxes/{id}`.
+pub async fn info(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxJson>, ApiError> {
+    let info = state.manager().info(&id)?;
+    Ok(Json(SandboxJson::new(&state, &info, true)))
+}
+
+/// `DELETE /sandboxes/{id}`: 204, or 404 for an unknown (or already killed) sandbox.
+pub async fn kill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let manager = state.manager().clone();
+    let target = id.clone();
+    blocking(move || manager.kill(&target)).await??;
+    tracing::info!(sandbox = %id, "killed");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /sandboxes/{id}/pause`: 204, 409 if already paused, 404 if unknown. The body, if any, is ignored
+/// (Python sends `{}`, JS nothing).
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let manager = state.manager().clone();
+    let target = id.clone();
+    let started = std::time::Instant::now();
+    if blocking(move || manager.pause(&target)).await?? {
+        tracing::info!(sandbox = %id, elapsed_ms = started.elapsed().as_millis() as u64, "paused");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("sandbox {id} is already paused"),
+        ))
+    }
+}
+
+/// `POST /sandboxes/{id}/connect` (and `/v2/…`): 201 if it was paused and is resumed, 200 if it was
+/// running (its end time extended when `timeout` asks for later).
+pub async fn connect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: TimeoutBody = json_body(body)?;
+    let manager = state.manager().clone();
+    let started = std::time::Instant::now();
+    let connected =
+        blocking(move || manager.connect(&id, body.timeout.map(Duration::from_secs))).await??;
+    let status = if connected.resumed {
+        tracing::info!(sandbox = %connected.info.id, elapsed_ms = started.elapsed().as_millis() as u64, "resumed");
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(SandboxJson::new(&state, &connected.info, true)),
+    )
+        .into_response())
+}
+
+/// `POST /sandboxes/{id}/timeout {"timeout": N}`: 204.
+pub async fn set_timeout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body: TimeoutBody = json_body(body)?;
+    let timeout = body
+        .timeout
+        .ok_or_else(|| ApiError::bad_request("timeout (seconds) is required"))?;
+    let manager = state.manager().clone();
+    blocking(move || manager.set_timeout(&id, Duration::from_secs(timeout))).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /sandboxes/{id}/snapshots {"name"?}`: 201 with the snapshot.
+pub async fn snapshot(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: NewSnapshot = json_body(body)?;
+    let manager = state.manager().clone();
+    let info = blocking(move || manager.snapshot(&id, body.name)).await??;
+    Ok((StatusCode::CREATED, Json(SnapshotJson::from(info))).into_response())
+}
+
+/// `GET /snapshots`: every snapshot, oldest first.
+pub async fn list_snapshots(State(state): State<AppState>) -> Json<Vec<SnapshotJson>> {
+    Json(
+        state
+            .manager()
+            .list_snapshots()
+            .into_iter()
+            .map(SnapshotJson::from)
+            .collect(),
+    )
+}
+
+/// `DELETE /snapshots/{id}`: 204 or 404.
+pub async fn delete_snapshot(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let manager = state.manager().clone();
+    blocking(move || manager.delete_snapshot(&id)).await??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /sandboxes/{id}/fork {"count"?, "timeout"?, "metadata"?}`: 201 with the new sandboxes. One that
+/// failed to start fails the request only if none started; the others are still returned.
+pub async fn fork(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: ForkBody = json_body(body)?;
+    let manager = state.manager().clone();
+    let request = CreateRequest {
+        timeout: body.timeout.map(Duration::from_secs),
+        metadata: body.metadata,
+        ..CreateRequest::default()
+    };
+    let count = body.count.unwrap_or(1);
+    let results = blocking(move || manager.fork(&id, count, request)).await??;
+    let mut created = Vec::new();
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(info) => created.push(SandboxJson::new(&state, &info, true)),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) if created.is_empty() => Err(error.into()),
+        _ => Ok((StatusCode::CREATED, Json(created)).into_response()),
+    }
+}

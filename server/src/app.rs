@@ -1,0 +1,94 @@
+//! The router: the control plane behind the API key, the envd plane behind per-sandbox access tokens,
+//! `/health` open, one body limit for all.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+
+use crate::api::envd::{files, filesystem, process};
+use crate::api::sandboxes;
+use crate::auth::require_api_key;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The whole HTTP service on `state`.
+pub fn app(state: AppState) -> Router {
+    let control = Router::new()
+        .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
+        .route(
+            "/v2/sandboxes",
+            post(sandboxes::create).get(sandboxes::list),
+        )
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::info).delete(sandboxes::kill),
+        )
+        .route("/sandboxes/{id}/pause", post(sandboxes::pause))
+        .route("/sandboxes/{id}/connect", post(sandboxes::connect))
+        .route("/v2/sandboxes/{id}/connect", post(sandboxes::connect))
+        .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/sandboxes/{id}/snapshots", post(sandboxes::snapshot))
+        .route("/sandboxes/{id}/fork", post(sandboxes::fork))
+        .route("/snapshots", get(sandboxes::list_snapshots))
+        .route(
+            "/snapshots/{id}",
+            axum::routing::delete(sandboxes::delete_snapshot),
+        )
+        .route_layer(from_fn_with_state(state.clone(), require_api_key));
+
+    let envd = Router::new()
+        .route("/files", get(files::download).post(files::upload))
+        .route("/process.Process/Start", post(process::start))
+        .route(
+            "/process.Process/Connect",
+            post(process::unknown_process_stream),
+        )
+        .route(
+            "/process.Process/StreamInput",
+            post(process::unknown_process_stream),
+        )
+        .route("/process.Process/List", post(process::list))
+        .route("/process.Process/SendInput", post(process::unknown_process))
+        .route(
+            "/process.Process/SendSignal",
+            post(process::unknown_process),
+        )
+        .route(
+            "/process.Process/CloseStdin",
+            post(process::unknown_process),
+        )
+        .route("/process.Process/Update", post(process::unknown_process))
+        .route("/filesystem.Filesystem/ListDir", post(filesystem::list_dir))
+        .route(
+            "/filesystem.Filesystem/Stat",
+            post(filesystem::stat_handler),
+        )
+        .route("/filesystem.Filesystem/MakeDir", post(filesystem::make_dir))
+        .route("/filesystem.Filesystem/Remove", post(filesystem::remove))
+        .route(
+            "/filesystem.Filesystem/Move",
+            post(filesystem::move_handler),
+        )
+        // The code interpreter (Jupyter-style, port 49999) is a later guest; say so rather than 404.
+        .route("/execute", post(not_implemented))
+        .route("/contexts", get(not_implemented).post(not_implemented))
+        .route("/contexts/{*rest}", axum::routing::any(not_implemented));
+
+    let limit = state.max_body_bytes();
+    Router::new()
+        .merge(control)
+        .merge(envd)
+        .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn not_implemented() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "the code interpreter (template code-interpreter-v1) is not available in this Stasis yet",
+    )
+}

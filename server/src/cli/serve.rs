@@ -1,0 +1,51 @@
+//! `stasis serve`: the E2B/Novita-compatible HTTP server on a data directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use stasis_server::config::{DEFAULT_MAX_BODY_BYTES, ServerConfig};
+
+/// Arguments of `stasis serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Directory of sandboxes, blobs, snapshots and secrets.
+    #[arg(long, default_value = "./stasis-data")]
+    data_dir: PathBuf,
+    /// API key clients must send as X-API-KEY; generated and stored in the data directory when absent.
+    #[arg(long, env = "STASIS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Largest request body (uploads included) in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub fn serve(args: ServeArgs) -> Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        api_key: args.api_key,
+        max_body_bytes: args.max_body_bytes,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(stasis_server::serve(
+        config,
+        stasis_server::serve::shutdown_signal(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}

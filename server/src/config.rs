@@ -1,0 +1,92 @@
+//! What the server is configured with, and the secrets it keeps in its data directory: the API key (when
+//! none is given) and the key that derives each sandbox's envd access token.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// File in the data directory holding the generated API key.
+pub const API_KEY_FILE: &str = "api-key";
+/// File in the data directory holding the secret from which envd access tokens are derived.
+pub const TOKEN_SECRET_FILE: &str = "envd-token-secret";
+/// Default cap on request bodies (uploads included).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The data directory (sandboxes, blobs, snapshots, secrets).
+    pub data_dir: PathBuf,
+    /// The API key clients must send; generated and stored in the data directory when `None`.
+    pub api_key: Option<String>,
+    /// Largest accepted request body in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+/// A secret read from the data directory, or created there (mode 0600) on first use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    /// The secret, 64 hex digits.
+    pub value: String,
+    /// Whether it was created by this call (the caller prints a new API key once).
+    pub created: bool,
+}
+
+/// Reads `data_dir/name`, or creates it with 256 random bits in hex. Created with mode 0600 from the first
+/// byte (not chmod'ed after), so no other user can ever read it; `create_new` makes two servers starting
+/// at once agree on one value rather than overwrite each other.
+pub fn load_or_create_secret(data_dir: &Path, name: &str) -> std::io::Result<Secret> {
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(value) if !value.trim().is_empty() => {
+            return Ok(Secret {
+                value: value.trim().to_owned(),
+                created: false,
+            });
+        }
+        Ok(_) => std::fs::remove_file(&path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let value = hex::encode(bytes);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(value.as_bytes())?;
+    file.sync_all()?;
+    Ok(Secret {
+        value,
+        created: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_secret_is_created_private_once_then_read_back() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let first = load_or_create_secret(dir.path(), API_KEY_FILE)?;
+        assert!(first.created);
+        assert_eq!(first.value.len(), 64);
+        let mode = std::fs::metadata(dir.path().join(API_KEY_FILE))?
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = load_or_create_secret(dir.path(), API_KEY_FILE)?;
+        assert_eq!(again.value, first.value);
+        assert!(!again.created);
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! Control-plane errors: every failure is `{"code": <status>, "message": "..."}` with
+//! `Content-Type: application/json`, which is what the SDKs read (the JS SDK decides 404/409 from `code`).
+//! Internal failures are logged with their whole cause chain and answered with a generic message, so
+//! paths and other internals never reach a client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use stasis::lifecycle::LifecycleError;
+
+/// An error answered to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What the client is told.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404: no such thing.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 500, after logging `error` and its causes; the client learns only that it was internal.
+    pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %chain(error), "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+    }
+}
+
+/// `error: cause: cause…`, for logs.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "code": self.status.as_u16(), "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(error: LifecycleError) -> Self {
+        use LifecycleError as E;
+        let status = match &error {
+            E::NotFound(_) | E::SnapshotNotFound(_) => StatusCode::NOT_FOUND,
+            E::UnknownTemplate(_) | E::ForkCount(_) | E::Query(_) => StatusCode::BAD_REQUEST,
+            E::Busy(_) | E::Paused(_) | E::Lost(_) => StatusCode::CONFLICT,
+            E::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
+            E::Template(_) | E::Create(_) | E::Pause(_) | E::Resume(_) | E::Store(_) => {
+                return Self::internal(&error);
+            }
+        };
+        Self::new(status, error.to_string())
+    }
+}
+
+/// A blocking task that panicked or was cancelled: internal.
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(error: tokio::task::JoinError) -> Self {
+        Self::internal(&error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_causes() {
+        let io = std::io::Error::other("/secret/path/blob unreadable");
+        let error = ApiError::from(LifecycleError::Store(io));
+        assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!error.message.contains("secret"));
+    }
+
+    #[test]
+    fn lifecycle_errors_map_to_statuses() {
+        let cases = [
+            (LifecycleError::NotFound("x".into()), 404),
+            (LifecycleError::Paused("x".into()), 409),
+            (LifecycleError::Busy("x".into()), 409),
+            (LifecycleError::UnknownTemplate("x".into()), 400),
+            (
+                LifecycleError::Limit {
+                    what: "running sandboxes",
+                    limit: 1,
+                },
+                429,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(ApiError::from(error).status.as_u16(), status);
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The state every handler shares: the lifecycle manager, the shell template, the API key, and the secret
+//! that envd access tokens are derived from.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use stasis::lifecycle::{LifecycleError, Manager, ManagerConfig, Recovery};
+use stasis::{Runtime, RuntimeConfig, Template};
+
+use crate::config::{TOKEN_SECRET_FILE, load_or_create_secret};
+use crate::guest::{SHELL_TEMPLATE, shell_wasm};
+
+/// Why the server state could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The runtime could not start on the data directory.
+    #[error("the runtime could not start")]
+    Runtime(#[from] stasis::RuntimeError),
+    /// The lifecycle manager could not open the data directory, or the shell template could not load.
+    #[error("the sandbox manager could not start")]
+    Lifecycle(#[from] LifecycleError),
+    /// A secret in the data directory could not be read or created.
+    #[error("the token secret could not be read or created")]
+    Secret(#[from] std::io::Error),
+}
+
+/// Shared handler state. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    manager: Manager,
+    shell: Template,
+    api_key: String,
+    token_secret: String,
+    max_body_bytes: usize,
+}
+
+impl AppState {
+    /// Opens the runtime and the manager on `data_dir`, registers the shell as the `base` template, and
+    /// reads (or creates) the token secret.
+    pub fn open(
+        data_dir: &Path,
+        api_key: String,
+        max_body_bytes: usize,
+        config: ManagerConfig,
+    ) -> Result<(Self, Recovery), OpenError> {
+        let runtime = Runtime::new(RuntimeConfig::new(data_dir))?;
+        let (manager, recovery) = Manager::open(runtime, config)?;
+        let shell = manager.register_template(SHELL_TEMPLATE, &shell_wasm())?;
+        let token_secret = load_or_create_secret(data_dir, TOKEN_SECRET_FILE)?.value;
+        let inner = Inner {
+            manager,
+            shell,
+            api_key,
+            token_secret,
+            max_body_bytes,
+        };
+        Ok((
+            Self {
+                inner: Arc::new(inner),
+            },
+            recovery,
+        ))
+    }
+
+    /// The lifecycle manager.
+    pub fn manager(&self) -> &Manager {
+        &self.inner.manager
+    }
+
+    /// The template that runs command lines.
+    pub fn shell(&self) -> &Template {
+        &self.inner.shell
+    }
+
+    /// The API key clients must present.
+    pub fn api_key(&self) -> &str {
+        &self.inner.api_key
+    }
+
+    /// Largest accepted request body.
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes
+    }
+
+    /// The envd access token of sandbox `id`. Derived from a server secret rather than stored, so every
+    /// sandbox has one whichever way it came to be (create, fork, a restart of the server) and nothing is
+    /// left behind when it is killed; without the secret it cannot be guessed from the id.
+    pub fn access_token(&self, id: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.inner.token_secret.as_bytes());
+        hasher.update([0]);
+        hasher.update(id.as_bytes());
+        hex::encode(hasher.finalize())
+    }
+}

@@ -1,0 +1,143 @@
+//! `stasis serve` as a process: real HTTP over loopback, and SIGTERM pausing the running sandboxes so a
+//! restart finds them paused, not lost.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+const KEY: &str = "serve-test-key";
+
+/// A running `stasis serve` and the address it listens on.
+struct Serve {
+    child: Child,
+    address: String,
+}
+
+impl Serve {
+    fn start(data_dir: &std::path::Path) -> Result<Self> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stasis"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("STASIS_API_KEY", KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("piped stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            let Some(line) = lines.next() else {
+                bail!("stasis serve exited before listening: {:?}", child.wait()?)
+            };
+            if let Some(address) = line?.strip_prefix("stasis listening on http://") {
+                break address.to_owned();
+            }
+        };
+        Ok(Self { child, address })
+    }
+
+    /// One HTTP/1.1 request; returns the status and the body.
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+        let mut stream = TcpStream::connect(&self.address)?;
+        let body = body.unwrap_or("");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nX-API-KEY: {KEY}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.address,
+            body.len()
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("status line")?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        assert!(status.success());
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        // A test that failed half-way must not leave its server behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sandbox_id(body: &str) -> Result<String> {
+    let json: Value = serde_json::from_str(body)?;
+    Ok(json["sandboxID"].as_str().context("sandboxID")?.to_owned())
+}
+
+#[test]
+fn serve_over_http_and_sigterm_pauses_running_sandboxes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Serve::start(dir.path())?;
+    assert_eq!(server.request("GET", "/health", None)?.0, 204);
+
+    let (status, body) =
+        server.request("POST", "/v2/sandboxes", Some(r#"{"templateID":"base"}"#))?;
+    assert_eq!(status, 201, "{body}");
+    let paused = sandbox_id(&body)?;
+    assert_eq!(
+        server
+            .request("POST", &format!("/sandboxes/{paused}/pause"), None)?
+            .0,
+        204
+    );
+    assert_eq!(
+        server
+            .request("POST", &format!("/sandboxes/{paused}/connect"), Some("{}"))?
+            .0,
+        201
+    );
+    assert_eq!(
+        server
+            .request("DELETE", &format!("/sandboxes/{paused}"), None)?
+            .0,
+        204
+    );
+
+    let (_, body) = server.request("POST", "/v2/sandboxes", Some("{}"))?;
+    let running = sandbox_id(&body)?;
+    let status = server.terminate()?;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        dir.path()
+            .join("boxes")
+            .join(&running)
+            .join("state.blob")
+            .is_file(),
+        "SIGTERM did not pause the running sandbox to its blob"
+    );
+
+    // A new server on the same directory finds it paused, and resumes it.
+    let server = Serve::start(dir.path())?;
+    let (_, body) = server.request("GET", &format!("/sandboxes/{running}"), None)?;
+    let info: Value = serde_json::from_str(&body)?;
+    assert_eq!(info["state"], "paused", "{body}");
+    assert_eq!(
+        server
+            .request("POST", &format!("/sandboxes/{running}/connect"), Some("{}"))?
+            .0,
+        201
+    );
+    server.terminate()?;
+    Ok(())
+}
