@@ -55,20 +55,16 @@ fn main() -> Result<()> {
     println!("{}", report::PUBLISHED);
     println!("{}", report::table_header());
     let mut results: Vec<Measurement> = Vec::new();
-    let mut record = |batch: Vec<Measurement>| {
-        for m in &batch {
-            println!("{}", report::table_row(m));
-        }
-        results.extend(batch);
-    };
 
     for contents in ["typical", "random"] {
         for &mib in sizes {
-            record(scenarios::pause_resume(&bench, mib, contents)?);
+            record(
+                &mut results,
+                scenarios::pause_resume(&bench, mib, contents)?,
+            );
         }
     }
     if args.pause_resume_only {
-        drop(record);
         report::write_all(&args.out, &results, &machine_description(), args.quick)?;
         println!(
             "\nwrote {}/results.json, report.md and latency.svg",
@@ -76,23 +72,22 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
-    record(scenarios::incremental(
-        &bench,
-        if args.quick { 64 } else { 256 },
-    )?);
+    record(
+        &mut results,
+        scenarios::incremental(&bench, if args.quick { 64 } else { 256 })?,
+    );
     for &count in fork_counts {
-        record(scenarios::fork(
-            &bench,
-            if args.quick { 16 } else { 64 },
-            count,
-        )?);
+        record(
+            &mut results,
+            scenarios::fork(&bench, if args.quick { 16 } else { 64 }, count)?,
+        );
     }
-    record(scenarios::create(&bench)?);
-    record(scenarios::command_round_trip(&bench)?);
-    record(scenarios::density(
-        &bench,
-        if args.quick { 50 } else { 500 },
-    )?);
+    record(&mut results, scenarios::create(&bench)?);
+    record(&mut results, scenarios::command_round_trip(&bench)?);
+    record(
+        &mut results,
+        scenarios::density(&bench, if args.quick { 50 } else { 500 })?,
+    );
 
     let machine = machine_description();
     report::write_all(&args.out, &results, &machine, args.quick)?;
@@ -101,6 +96,14 @@ fn main() -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Prints a batch of measurements as table rows and keeps them.
+fn record(results: &mut Vec<Measurement>, batch: Vec<Measurement>) {
+    for m in &batch {
+        println!("{}", report::table_row(m));
+    }
+    results.extend(batch);
 }
 
 /// CPU model, core count and memory of this machine, for the report.
