@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the seed's persistence flow with the real E2B Python SDK and the real Novita JavaScript SDK against a
+# Stasis server started here on a free loopback port with a throwaway data directory.
+#
+#   STASIS=/path/to/stasis   (default: target/debug/stasis, built if missing)
+#   SDK_DIR=/path            (where the SDKs are installed; default: a directory under ${TMPDIR:-/tmp})
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+sdk_dir="${SDK_DIR:-${TMPDIR:-/tmp}/stasis-sdk-tests}"
+mkdir -p "$sdk_dir"
+
+if [[ -z "${STASIS:-}" ]]; then
+    (cd "$repo" && cargo build -p stasis-server)
+    STASIS="${CARGO_TARGET_DIR:-$repo/target}/debug/stasis"
+fi
+
+# The SDKs, from PyPI and npm.
+if [[ ! -x "$sdk_dir/venv/bin/python" ]]; then
+    python3 -m venv "$sdk_dir/venv"
+fi
+"$sdk_dir/venv/bin/pip" install --quiet --disable-pip-version-check e2b e2b-code-interpreter
+if [[ ! -d "$sdk_dir/node_modules/novita-sandbox" ]]; then
+    (cd "$sdk_dir" && { [[ -f package.json ]] || npm init -y >/dev/null; } && npm install --silent novita-sandbox)
+fi
+
+data="$(mktemp -d)"
+key="sdk-test-key-$RANDOM$RANDOM"
+log="$data/server.log"
+"$STASIS" serve --listen 127.0.0.1:0 --data-dir "$data/stasis-data" --api-key "$key" >"$log" 2>&1 &
+server=$!
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
+
+url=""
+for _ in $(seq 1 100); do
+    url="$(grep -o 'http://127.0.0.1:[0-9]*' "$log" | head -n1 || true)"
+    [[ -n "$url" ]] && break
+    sleep 0.1
+done
+[[ -n "$url" ]] || { echo "the server did not start:"; cat "$log"; exit 1; }
+echo "stasis server at $url"
+
+E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/python" "$here/seed_flow.py"
+cp "$here/seed_flow.mjs" "$sdk_dir/seed_flow.mjs"
+NOVITA_API_URL="$url" NOVITA_SANDBOX_URL="$url" NOVITA_API_KEY="$key" node "$sdk_dir/seed_flow.mjs"
+echo "both SDKs passed the seed flow"
