@@ -100,6 +100,10 @@ impl Runtime {
     /// Resumes a sandbox from a blob written by [`Sandbox::pause`] or [`Sandbox::snapshot`] — in this
     /// process or another, on this machine or another. The returned sandbox continues exactly where the
     /// paused one was.
+    ///
+    /// Memory pages are mapped copy-on-write from the blob file rather than copied, so resuming costs
+    /// little whatever the memory size. The file may be renamed over or deleted afterwards (as Stasis's own
+    /// writes do), but must not be truncated or rewritten in place while the sandbox lives.
     pub fn resume(&self, blob: &Path, options: ResumeOptions) -> Result<Sandbox, ResumeError> {
         let decoded: DecodedBlob<SandboxManifest> = read_blob(blob, &self.config().decode_limits)?;
         let found = hex::encode(decoded.header.module_sha256);
@@ -236,7 +240,9 @@ fn restore_process(
                 ))
             })?;
         let data = memory.data_mut(&mut store);
-        image.copy_into(data)?;
+        if !map_runs(image, data) {
+            image.copy_into(data)?;
+        }
         // A fresh instance is all zeros except where active data segments were copied in; wherever the
         // saved memory had zero pages, those segments must be wiped again.
         for segment in layout
@@ -304,6 +310,64 @@ fn restore_process(
         instance,
         poisoned: state.poisoned,
     })
+}
+
+/// Maps the present runs of `image` copy-on-write from its blob file straight into the linear memory
+/// `data`, so that resuming costs a few system calls instead of a copy of the whole memory: the pages are
+/// read from the page cache only when the guest touches them, and copied only when it writes them.
+/// Returns `false` (nothing changed) when the image does not come from a file or a run is not aligned to
+/// the OS page size; the caller then copies.
+fn map_runs(image: &MemoryImage, data: &mut [u8]) -> bool {
+    #[cfg(unix)]
+    {
+        let Some((file, runs)) = image.file_runs() else {
+            return false;
+        };
+        let page = rustix::param::page_size() as u64;
+        let base = data.as_mut_ptr();
+        let fits = (base as usize as u64).is_multiple_of(page)
+            && runs.iter().all(|&(offset, file_offset, len)| {
+                offset.is_multiple_of(page)
+                    && file_offset.is_multiple_of(page)
+                    && len.is_multiple_of(page)
+                    && offset
+                        .checked_add(len)
+                        .is_some_and(|end| end <= data.len() as u64)
+            });
+        if !fits {
+            return false;
+        }
+        for &(offset, file_offset, len) in &runs {
+            // SAFETY: `base + offset .. + len` lies inside the linear memory's accessible bytes (checked
+            // above), which wasmtime mapped read-write for this instance and which nothing else borrows
+            // while `data` is held. MAP_FIXED replaces exactly those pages with a private, read-write,
+            // copy-on-write mapping of the blob file: the guest sees the same bytes a copy would have given
+            // and its writes never reach the file. wasmtime's on-demand allocator unmaps the whole memory
+            // reservation when the instance is dropped (the pooling allocator, which would instead reset
+            // pages in place, is not used). Blob files are replaced by rename, never truncated in place,
+            // so the mapped pages stay backed.
+            let mapped = unsafe {
+                rustix::mm::mmap(
+                    base.add(offset as usize).cast(),
+                    len as usize,
+                    rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                    rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED,
+                    file,
+                    file_offset,
+                )
+            };
+            if mapped.is_err() {
+                // The caller copies every run; over runs already mapped that only writes the same bytes.
+                return false;
+            }
+        }
+        true
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (image, data);
+        false
+    }
 }
 
 /// Parses a hex sha256.

@@ -10,13 +10,11 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::checksum::ChecksumReader;
 use super::error::DecodeError;
 use super::format::{
     BlobHeader, COMPRESSION_NONE, COMPRESSION_ZSTD, FORMAT_MAJOR, FORMAT_MINOR, HEADER_LEN,
@@ -60,11 +58,36 @@ impl Default for DecodeLimits {
     }
 }
 
+/// The bytes of a whole blob: read into memory ([`decode`]) or a read-only mapping of its file
+/// ([`read_blob`]), so that resuming from a file copies nothing and can map memory pages copy-on-write.
+pub(crate) enum BlobBytes {
+    /// A blob handed over in memory.
+    Owned(Vec<u8>),
+    /// A blob file, mapped read-only; the file is kept to map memory runs from it.
+    Mapped {
+        /// The mapping of the whole file.
+        map: memmap2::Mmap,
+        /// The file itself.
+        file: File,
+    },
+}
+
+impl std::ops::Deref for BlobBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Owned(bytes) => bytes,
+            Self::Mapped { map, .. } => map,
+        }
+    }
+}
+
 /// Where a memory image's bytes live.
 #[derive(Clone)]
 enum Backing {
     /// Inside the blob buffer (uncompressed section): no copy.
-    Blob(Arc<Vec<u8>>),
+    Blob(Arc<BlobBytes>),
     /// A decompressed section.
     Owned(Vec<u8>),
 }
@@ -205,6 +228,30 @@ impl MemoryImage {
         }
         Ok(())
     }
+
+    /// For an uncompressed image of a blob read from a file ([`read_blob`]): the file, and each present
+    /// run as `(byte offset in the memory, offset in the file, length)`, so that a restore can map the runs
+    /// copy-on-write instead of copying them. `None` for images decoded from memory or decompressed.
+    pub fn file_runs(&self) -> Option<(&File, Vec<(u64, u64, u64)>)> {
+        let Backing::Blob(blob) = &self.backing else {
+            return None;
+        };
+        let BlobBytes::Mapped { map, file } = &**blob else {
+            return None;
+        };
+        let base = map.as_ptr() as usize;
+        let runs = self
+            .present_runs()
+            .map(|(offset, bytes)| {
+                (
+                    offset,
+                    (bytes.as_ptr() as usize - base) as u64,
+                    bytes.len() as u64,
+                )
+            })
+            .collect();
+        Some((file, runs))
+    }
 }
 
 /// A fully decoded and verified blob.
@@ -309,12 +356,16 @@ pub fn decode<M: DeserializeOwned>(
     bytes: Vec<u8>,
     limits: &DecodeLimits,
 ) -> Result<DecodedBlob<M>, DecodeError> {
-    decode_inner(Arc::new(bytes), limits, None)
+    decode_inner(Arc::new(BlobBytes::Owned(bytes)), limits)
 }
 
-/// Reads and decodes the blob at `path`. The file length is checked against
-/// [`DecodeLimits::max_blob_bytes`] before anything is read, and the
-/// whole-file crc32 is computed while reading.
+/// Maps and decodes the blob at `path`. The file length is checked against
+/// [`DecodeLimits::max_blob_bytes`] before anything is mapped; nothing is copied
+/// (memory runs borrow the mapping, see [`MemoryImage::file_runs`]).
+///
+/// The file must not be modified while the blob is in use: Stasis writes blobs
+/// only by atomic rename, so a mapped blob file is never changed in place (a
+/// file truncated under a mapping would fault on access).
 pub fn read_blob<M: DeserializeOwned>(
     path: &Path,
     limits: &DecodeLimits,
@@ -328,28 +379,17 @@ pub fn read_blob<M: DeserializeOwned>(
             limit: limits.max_blob_bytes,
         });
     }
-    let body_len = len.saturating_sub(TRAILER_LEN as u64);
-    let capacity = usize::try_from(len).map_err(|_| DecodeError::LimitExceeded {
-        what: "blob size",
-        value: len,
-        limit: usize::MAX as u64,
-    })?;
-    let mut buf = Vec::with_capacity(capacity);
-    let mut reader = ChecksumReader::new(file.take(body_len));
-    reader.read_to_end(&mut buf).map_err(DecodeError::Io)?;
-    let body_crc = reader.crc32();
-    let body_read = reader.bytes_read();
-    // The trailer, plus one byte to notice a file that grew since the stat
-    // (decode then reports the length mismatch).
-    let mut rest = reader
-        .into_inner()
-        .into_inner()
-        .take(TRAILER_LEN as u64 + 1);
-    rest.read_to_end(&mut buf).map_err(DecodeError::Io)?;
-    let precomputed =
-        (body_read == body_len && buf.len() as u64 == len && len >= TRAILER_LEN as u64)
-            .then_some(body_crc);
-    decode_inner(Arc::new(buf), limits, precomputed)
+    if len == 0 {
+        // Nothing to map (a zero-length mapping is an error); decoding reports the truncation.
+        return decode_inner(Arc::new(BlobBytes::Owned(Vec::new())), limits);
+    }
+    // SAFETY: the mapping is read-only and private to this process; blob files are
+    // only ever replaced by rename, never written in place (see above), so the
+    // bytes cannot change under the slices borrowed from it. Every length and
+    // offset is still checked against the mapping's length before use.
+    let map =
+        unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(DecodeError::Io)?;
+    decode_inner(Arc::new(BlobBytes::Mapped { map, file }), limits)
 }
 
 fn limit(what: &'static str, value: u64, limit: u64) -> Result<(), DecodeError> {
@@ -370,9 +410,8 @@ fn memory_section_bound(max_memory_bytes: u64) -> u64 {
 }
 
 fn decode_inner<M: DeserializeOwned>(
-    blob: Arc<Vec<u8>>,
+    blob: Arc<BlobBytes>,
     limits: &DecodeLimits,
-    precomputed_body_crc: Option<u32>,
 ) -> Result<DecodedBlob<M>, DecodeError> {
     let bytes: &[u8] = &blob;
     let len = bytes.len() as u64;
@@ -414,7 +453,7 @@ fn decode_inner<M: DeserializeOwned>(
     // `len >= HEADER_LEN + TRAILER_LEN` holds because the table fits.
     let body_end = bytes.len() - TRAILER_LEN;
     let stored = le_u32(&bytes[body_end..]);
-    let computed = precomputed_body_crc.unwrap_or_else(|| crc32fast::hash(&bytes[..body_end]));
+    let computed = crc32fast::hash(&bytes[..body_end]);
     if stored != computed {
         return Err(DecodeError::ChecksumMismatch { stored, computed });
     }
@@ -572,7 +611,7 @@ fn raw_bytes<'a>(
 /// Parses a memory section: `process:u32 memory:u32 byte_len:u64
 /// run_count:u64 data_offset:u64 runs[run_count] (padding) data`.
 fn memory_image(
-    blob: &Arc<Vec<u8>>,
+    blob: &Arc<BlobBytes>,
     e: &SectionEntry,
     index: u32,
     limits: &DecodeLimits,

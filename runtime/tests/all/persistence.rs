@@ -321,3 +321,39 @@ fn resume_refuses_a_corrupt_blob_and_leaves_nothing_behind() -> Result<()> {
     assert_eq!(std::fs::read_dir(&sandboxes)?.count(), before);
     Ok(())
 }
+
+/// Resuming maps memory copy-on-write from the blob instead of copying it: the blob file shows up in the
+/// process's memory map, and the guest's writes after the resume never reach the file.
+#[cfg(target_os = "linux")]
+#[test]
+fn resumed_memory_is_mapped_copy_on_write_from_the_blob() -> Result<()> {
+    use sha2::{Digest, Sha256};
+
+    let (tmp, runtime) = runtime()?;
+    let mut sandbox = runtime.create_sandbox(&stateful(&runtime)?, SandboxOptions::default())?;
+    call(&mut sandbox, "fill", "8 3 random")?;
+    let blob = tmp.path().join("mapped-copy-on-write.blob");
+    sandbox.pause(&blob)?;
+    let blob_digest = Sha256::digest(std::fs::read(&blob)?);
+
+    let mut resumed = runtime.resume(&blob, ResumeOptions::default())?;
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    assert!(
+        maps.contains("mapped-copy-on-write.blob"),
+        "the blob's pages are mapped into the guest memory"
+    );
+    call(&mut resumed, "dirty", "8 99")?;
+    call(&mut resumed, "bump", "")?;
+    assert_eq!(
+        Sha256::digest(std::fs::read(&blob)?),
+        blob_digest,
+        "guest writes never reach the blob"
+    );
+
+    // Deleting the blob (as the lifecycle does after a resume) leaves the mapped memory intact.
+    let digest = resumed.memory_digest(1);
+    std::fs::remove_file(&blob)?;
+    assert_eq!(resumed.memory_digest(1), digest);
+    assert_eq!(call(&mut resumed, "bump", "")?, "2 2");
+    Ok(())
+}
