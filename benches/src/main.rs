@@ -3,6 +3,7 @@
 //!
 //! `cargo run --release -p stasis-bench -- [--quick] [--out DIR]`
 
+mod http;
 mod reference;
 mod report;
 mod scenarios;

@@ -199,31 +199,56 @@ pub fn create(bench: &Bench) -> Result<Vec<Measurement>> {
     ])
 }
 
-/// A command's round trip in-process: run a command module to completion and collect its output.
+/// `echo hi` in the shell guest: in-process (run the `sh` command module to completion in a sandbox and
+/// collect its output), and over HTTP on loopback (the E2B/Novita `process.Process/Start` call an SDK makes).
 pub fn command_round_trip(bench: &Bench) -> Result<Vec<Measurement>> {
-    let hello = bench
+    let sh = bench
         .runtime
-        .load_template("hello", &stasis_guests::bytes(stasis_guests::HELLO))?;
+        .load_template("sh", &stasis_guests::bytes(stasis_guests::SH))?;
     let mut sandbox = bench
         .runtime
-        .create_sandbox(&hello, SandboxOptions::default())?;
-    let mut samples = Vec::new();
+        .create_sandbox(&sh, SandboxOptions::default())?;
+    let args = ["-c".to_owned(), "echo hi".to_owned()];
+    let mut in_process = Vec::new();
     for _ in 0..bench.repeats.max(10) {
         let started = Instant::now();
-        let output = sandbox.run(&hello, &["hi".into()], b"")?;
-        samples.push(ms(started.elapsed()));
+        let output = sandbox.run(&sh, &args, b"")?;
+        in_process.push(ms(started.elapsed()));
         anyhow::ensure!(
-            output.stdout == b"hello hi\n",
+            output.stdout == b"hi\n",
             "unexpected output {:?}",
             output.stdout
         );
     }
-    Ok(vec![Measurement::new(
-        "command round trip (in-process)",
-        json!({ "command": "hello hi" }),
-        "ms",
-        samples,
-    )])
+
+    let server = crate::http::Server::start(&bench.work.join("server-data"))?;
+    let (id, token) = server.create_sandbox()?;
+    let mut over_http = Vec::new();
+    for _ in 0..bench.repeats.max(10) {
+        let started = Instant::now();
+        let reply = server.run_command(&id, &token, "echo hi")?;
+        over_http.push(ms(started.elapsed()));
+        // "hi\n" in base64, inside the stdout data event.
+        anyhow::ensure!(
+            reply.windows(4).any(|w| w == b"aGkK"),
+            "no `hi` in the reply"
+        );
+    }
+    let params = json!({ "command": "echo hi" });
+    Ok(vec![
+        Measurement::new(
+            "command round trip (in-process)",
+            params.clone(),
+            "ms",
+            in_process,
+        ),
+        Measurement::new(
+            "command round trip (HTTP, loopback)",
+            params,
+            "ms",
+            over_http,
+        ),
+    ])
 }
 
 /// How many paused sandboxes fit (disk per blob; they hold no RAM) and what a small running sandbox costs in RAM.
