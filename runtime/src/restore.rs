@@ -326,19 +326,20 @@ fn map_runs(image: &MemoryImage, data: &mut [u8]) -> bool {
         let page = rustix::param::page_size() as u64;
         let base = data.as_mut_ptr();
         let fits = (base as usize as u64).is_multiple_of(page)
-            && runs.iter().all(|&(offset, file_offset, len)| {
-                offset.is_multiple_of(page)
-                    && file_offset.is_multiple_of(page)
-                    && len.is_multiple_of(page)
-                    && offset
-                        .checked_add(len)
+            && runs.iter().all(|run| {
+                run.memory_offset.is_multiple_of(page)
+                    && run.file_offset.is_multiple_of(page)
+                    && run.len.is_multiple_of(page)
+                    && run
+                        .memory_offset
+                        .checked_add(run.len)
                         .is_some_and(|end| end <= data.len() as u64)
             });
         if !fits {
             return false;
         }
-        for &(offset, file_offset, len) in &runs {
-            // SAFETY: `base + offset .. + len` lies inside the linear memory's accessible bytes (checked
+        for run in &runs {
+            // SAFETY: `base + run.memory_offset .. + run.len` lies inside the linear memory's accessible bytes (checked
             // above), which wasmtime mapped read-write for this instance and which nothing else borrows
             // while `data` is held. MAP_FIXED replaces exactly those pages with a private, read-write,
             // copy-on-write mapping of the blob file: the guest sees the same bytes a copy would have given
@@ -348,12 +349,12 @@ fn map_runs(image: &MemoryImage, data: &mut [u8]) -> bool {
             // so the mapped pages stay backed.
             let mapped = unsafe {
                 rustix::mm::mmap(
-                    base.add(offset as usize).cast(),
-                    len as usize,
+                    base.add(run.memory_offset as usize).cast(),
+                    run.len as usize,
                     rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
                     rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED,
                     file,
-                    file_offset,
+                    run.file_offset,
                 )
             };
             if mapped.is_err() {

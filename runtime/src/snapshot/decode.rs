@@ -229,10 +229,10 @@ impl MemoryImage {
         Ok(())
     }
 
-    /// For an uncompressed image of a blob read from a file ([`read_blob`]): the file, and each present
-    /// run as `(byte offset in the memory, offset in the file, length)`, so that a restore can map the runs
-    /// copy-on-write instead of copying them. `None` for images decoded from memory or decompressed.
-    pub fn file_runs(&self) -> Option<(&File, Vec<(u64, u64, u64)>)> {
+    /// For an uncompressed image of a blob read from a file ([`read_blob`]): the file, and where each
+    /// present run lies in it, so that a restore can map the runs copy-on-write instead of copying them.
+    /// `None` for images decoded from memory or decompressed.
+    pub fn file_runs(&self) -> Option<(&File, Vec<FileRun>)> {
         let Backing::Blob(blob) = &self.backing else {
             return None;
         };
@@ -242,16 +242,25 @@ impl MemoryImage {
         let base = map.as_ptr() as usize;
         let runs = self
             .present_runs()
-            .map(|(offset, bytes)| {
-                (
-                    offset,
-                    (bytes.as_ptr() as usize - base) as u64,
-                    bytes.len() as u64,
-                )
+            .map(|(offset, bytes)| FileRun {
+                memory_offset: offset,
+                file_offset: (bytes.as_ptr() as usize - base) as u64,
+                len: bytes.len() as u64,
             })
             .collect();
         Some((file, runs))
     }
+}
+
+/// Where a present run of a memory image lies in its blob file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileRun {
+    /// Byte offset of the run in the linear memory.
+    pub memory_offset: u64,
+    /// Byte offset of the run's data in the blob file.
+    pub file_offset: u64,
+    /// Length of the run in bytes.
+    pub len: u64,
 }
 
 /// A fully decoded and verified blob.

@@ -73,7 +73,7 @@ pub mod format;
 pub mod fs_archive;
 pub mod page_map;
 
-pub use decode::{DecodeLimits, DecodedBlob, MemoryImage, decode, peek_header, read_blob};
+pub use decode::{DecodeLimits, DecodedBlob, FileRun, MemoryImage, decode, peek_header, read_blob};
 pub use encode::{BlobSummary, EncodeOptions, MemorySection, encode, write_blob_atomic};
 pub use error::{ArchiveError, DecodeError, EncodeError};
 pub use format::{BlobHeader, Compression, FORMAT_MAJOR, FORMAT_MINOR, SectionEntry, SectionKind};
