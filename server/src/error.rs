@@ -55,9 +55,21 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// The body of every control-plane error, as the SDKs parse it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorJson {
+    /// The HTTP status, repeated.
+    pub code: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "code": self.status.as_u16(), "message": self.message });
+        let body = ErrorJson {
+            code: self.status.as_u16(),
+            message: self.message,
+        };
         (self.status, Json(body)).into_response()
     }
 }
