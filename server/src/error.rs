@@ -78,9 +78,13 @@ impl From<LifecycleError> for ApiError {
     fn from(error: LifecycleError) -> Self {
         use LifecycleError as E;
         let status = match &error {
-            E::NotFound(_) | E::SnapshotNotFound(_) => StatusCode::NOT_FOUND,
-            E::UnknownTemplate(_) | E::ForkCount(_) | E::Query(_) => StatusCode::BAD_REQUEST,
-            E::Busy(_) | E::Paused(_) | E::Lost(_) => StatusCode::CONFLICT,
+            E::NotFound(_) | E::SnapshotNotFound(_) | E::UnknownModule { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            E::UnknownTemplate(_) | E::ForkCount(_) | E::Query(_) | E::InvalidBlob(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            E::Busy(_) | E::Paused(_) | E::Lost(_) | E::Running(_) => StatusCode::CONFLICT,
             E::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::Template(_) | E::Create(_) | E::Pause(_) | E::Resume(_) | E::Store(_) => {
                 return Self::internal(&error);

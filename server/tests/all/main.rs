@@ -3,5 +3,6 @@
 mod api;
 mod common;
 mod envd;
+mod extras;
 mod run;
 mod serve;
