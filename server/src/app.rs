@@ -1,42 +1,24 @@
-//! The router: the control plane behind the API key, the envd plane behind per-sandbox access tokens,
-//! `/health` open, one body limit for all.
+//! The router: the control plane behind the API key (built with its OpenAPI document, served open at
+//! `/openapi.json`), the envd plane behind per-sandbox access tokens, `/health` open, one body limit and
+//! one request counter for all.
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
+use axum::{Json, Router};
 
 use crate::api::envd::{files, filesystem, process};
-use crate::api::sandboxes;
 use crate::auth::require_api_key;
 use crate::error::ApiError;
+use crate::metrics::track_requests;
+use crate::openapi::control_plane;
 use crate::state::AppState;
 
 /// The whole HTTP service on `state`.
 pub fn app(state: AppState) -> Router {
-    let control = Router::new()
-        .route("/sandboxes", post(sandboxes::create).get(sandboxes::list))
-        .route(
-            "/v2/sandboxes",
-            post(sandboxes::create).get(sandboxes::list),
-        )
-        .route(
-            "/sandboxes/{id}",
-            get(sandboxes::info).delete(sandboxes::kill),
-        )
-        .route("/sandboxes/{id}/pause", post(sandboxes::pause))
-        .route("/sandboxes/{id}/connect", post(sandboxes::connect))
-        .route("/v2/sandboxes/{id}/connect", post(sandboxes::connect))
-        .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
-        .route("/sandboxes/{id}/snapshots", post(sandboxes::snapshot))
-        .route("/sandboxes/{id}/fork", post(sandboxes::fork))
-        .route("/snapshots", get(sandboxes::list_snapshots))
-        .route(
-            "/snapshots/{id}",
-            axum::routing::delete(sandboxes::delete_snapshot),
-        )
-        .route_layer(from_fn_with_state(state.clone(), require_api_key));
+    let (control, document) = control_plane().split_for_parts();
+    let control = control.route_layer(from_fn_with_state(state.clone(), require_api_key));
 
     let envd = Router::new()
         .route("/files", get(files::download).post(files::upload))
@@ -81,7 +63,13 @@ pub fn app(state: AppState) -> Router {
         .merge(control)
         .merge(envd)
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        // Open like /health: the document describes the API, it reveals nothing about its sandboxes.
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(document.clone()) }),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(from_fn_with_state(state.clone(), track_requests))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -55,9 +55,21 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// The body of every control-plane error, as the SDKs parse it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorJson {
+    /// The HTTP status, repeated.
+    pub code: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "code": self.status.as_u16(), "message": self.message });
+        let body = ErrorJson {
+            code: self.status.as_u16(),
+            message: self.message,
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -66,9 +78,13 @@ impl From<LifecycleError> for ApiError {
     fn from(error: LifecycleError) -> Self {
         use LifecycleError as E;
         let status = match &error {
-            E::NotFound(_) | E::SnapshotNotFound(_) => StatusCode::NOT_FOUND,
-            E::UnknownTemplate(_) | E::ForkCount(_) | E::Query(_) => StatusCode::BAD_REQUEST,
-            E::Busy(_) | E::Paused(_) | E::Lost(_) => StatusCode::CONFLICT,
+            E::NotFound(_) | E::SnapshotNotFound(_) | E::UnknownModule { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            E::UnknownTemplate(_) | E::ForkCount(_) | E::Query(_) | E::InvalidBlob(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            E::Busy(_) | E::Paused(_) | E::Lost(_) | E::Running(_) => StatusCode::CONFLICT,
             E::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::Template(_) | E::Create(_) | E::Pause(_) | E::Resume(_) | E::Store(_) => {
                 return Self::internal(&error);

@@ -12,6 +12,8 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod guest;
+pub mod metrics;
+pub mod openapi;
 pub mod serve;
 pub mod state;
 pub mod time;

@@ -3,6 +3,9 @@
 //! - `stasis run [--dir HOST::GUEST]... [--env K=V]... MODULE [ARGS...]` runs a WASI command module with
 //!   Stasis's own `wasi_snapshot_preview1` host, the way `wasmtime run` does.
 //! - `stasis serve [--listen ADDR] [--data-dir DIR] [--api-key KEY]` serves the E2B/Novita-compatible API.
+//! - `stasis sandbox list|create|pause|resume|kill|exec` is a client of a running server (`--url`,
+//!   `--api-key` or `STASIS_API_KEY`).
+//! - `stasis blob inspect FILE` shows and verifies a blob, offline.
 
 mod cli;
 
@@ -26,6 +29,10 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Serve the E2B/Novita-compatible HTTP API; SIGINT/SIGTERM pause running sandboxes and stop.
     Serve(cli::serve::ServeArgs),
+    /// Manage sandboxes on a running server.
+    Sandbox(cli::sandbox::SandboxArgs),
+    /// Look at blob files, offline.
+    Blob(cli::blob::BlobArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +40,8 @@ fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Serve(args) => cli::serve::serve(args),
+        Command::Sandbox(args) => cli::sandbox::sandbox(args),
+        Command::Blob(args) => cli::blob::blob(args),
     };
     match outcome {
         Ok(code) => code,

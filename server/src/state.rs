@@ -1,15 +1,17 @@
 //! The state every handler shares: the lifecycle manager, the shell template, the API key, and the secret
 //! that envd access tokens are derived from.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use stasis::lifecycle::store::DurableStore;
 use stasis::lifecycle::{LifecycleError, Manager, ManagerConfig, Recovery};
 use stasis::{Runtime, RuntimeConfig, Template};
 
 use crate::config::{TOKEN_SECRET_FILE, load_or_create_secret};
 use crate::guest::{SHELL_TEMPLATE, shell_wasm};
+use crate::metrics::Metrics;
 
 /// Why the server state could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ struct Inner {
     api_key: String,
     token_secret: String,
     max_body_bytes: usize,
+    metrics: Metrics,
+    /// The manager's store, read-only here: where a paused sandbox's blob is, for its size.
+    store: DurableStore,
 }
 
 impl AppState {
@@ -52,12 +57,15 @@ impl AppState {
         let (manager, recovery) = Manager::open(runtime, config)?;
         let shell = manager.register_template(SHELL_TEMPLATE, &shell_wasm())?;
         let token_secret = load_or_create_secret(data_dir, TOKEN_SECRET_FILE)?.value;
+        let store = DurableStore::open(&manager.runtime().config().data_dir)?;
         let inner = Inner {
             manager,
             shell,
             api_key,
             token_secret,
             max_body_bytes,
+            metrics: Metrics::new(),
+            store,
         };
         Ok((
             Self {
@@ -80,6 +88,16 @@ impl AppState {
     /// The API key clients must present.
     pub fn api_key(&self) -> &str {
         &self.inner.api_key
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Where the blob of paused sandbox `id` is.
+    pub fn blob_path(&self, id: &str) -> PathBuf {
+        self.inner.store.blob_path(id)
     }
 
     /// Largest accepted request body.

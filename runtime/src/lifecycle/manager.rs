@@ -22,11 +22,13 @@ use parking_lot::{Mutex, RawMutex, lock_api::ArcMutexGuard};
 use super::id::{is_valid, new_id};
 use super::query::{self, ListQuery, QueryError};
 use super::record::{LifecyclePolicy, SandboxInfo, SandboxRecord, SandboxState, now_ms, to_ms};
-use super::store::{DurableStore, SnapshotInfo, Unreadable, remove_dir_if_present};
+use super::store::{DurableStore, SnapshotInfo, Unreadable, remove_dir_if_present, write_atomic};
 use crate::capture::PauseError;
 use crate::restore::{ResumeError, ResumeOptions};
 use crate::runtime::Runtime;
 use crate::sandbox::{CreateError, Sandbox, SandboxOptions};
+use crate::snapshot::{DecodeError, decode};
+use crate::state::SandboxManifest;
 use crate::template::{Template, TemplateError};
 
 /// Prefix of snapshot ids, which tells them apart from sandbox ids and template names.
@@ -139,6 +141,22 @@ pub enum LifecycleError {
     /// The sandbox's memory was lost in a crash; it can only be killed.
     #[error("sandbox {0} was lost when the server stopped without pausing it")]
     Lost(String),
+    /// The sandbox is running, and the operation needs it paused (its blob exists only then).
+    #[error("sandbox {0} is running; pause it first")]
+    Running(String),
+    /// An imported blob does not decode: corrupt, truncated, or of another format version.
+    #[error("the blob is not valid: {0}")]
+    InvalidBlob(DecodeError),
+    /// An imported blob was made from a module no registered template has.
+    #[error(
+        "the blob's template {template} (module sha256 {module_sha256}) is not registered here"
+    )]
+    UnknownModule {
+        /// The template name the blob records.
+        template: String,
+        /// The hex sha256 of its module.
+        module_sha256: String,
+    },
     /// A global limit is reached.
     #[error("limit reached: at most {limit} {what}")]
     Limit {
@@ -553,6 +571,79 @@ impl Manager {
         };
         self.inner.store.save_snapshot(&info)?;
         write(&self.inner.snapshots).insert(snapshot_id, info.clone());
+        Ok(info)
+    }
+
+    /// Opens the blob of a paused sandbox, to copy it to another server ([`Manager::import_blob`]). The
+    /// file is opened under the sandbox's lock, so a concurrent resume cannot delete it half-way: once
+    /// open, its contents stay readable whatever happens to the path.
+    pub fn export_blob(&self, id: &str) -> Result<std::fs::File, LifecycleError> {
+        let _slot = self.lock(id)?;
+        match self.record(id)?.state {
+            SandboxState::Paused => Ok(std::fs::File::open(self.inner.store.blob_path(id))?),
+            SandboxState::Lost => Err(LifecycleError::Lost(id.to_owned())),
+            _ => Err(LifecycleError::Running(id.to_owned())),
+        }
+    }
+
+    /// Accepts a blob exported from another manager as a new paused sandbox with a new id, its template,
+    /// metadata and environment taken from the blob; `connect` resumes it. The blob is decoded and every
+    /// checksum verified before anything is written, and its module must be a registered template's, so
+    /// a sandbox that could never resume is refused rather than stored.
+    pub fn import_blob(&self, blob: &[u8]) -> Result<SandboxInfo, LifecycleError> {
+        let decoded =
+            decode::<SandboxManifest>(blob.to_vec(), &self.inner.runtime.config().decode_limits)
+                .map_err(LifecycleError::InvalidBlob)?;
+        let module_sha256 = hex::encode(decoded.header.module_sha256);
+        let manifest = decoded.manifest;
+        if self
+            .inner
+            .runtime
+            .template_by_hash(&decoded.header.module_sha256)
+            .is_none()
+        {
+            return Err(LifecycleError::UnknownModule {
+                template: manifest.template.name,
+                module_sha256,
+            });
+        }
+        self.check_limit(SandboxState::Paused)?;
+        let id = new_id("");
+        let now = now_ms();
+        let timeout = to_ms(self.inner.config.default_timeout);
+        let record = SandboxRecord {
+            id: id.clone(),
+            template: manifest.template.name,
+            template_sha256: module_sha256,
+            metadata: manifest.metadata,
+            envs: manifest.env.into_iter().collect(),
+            created_at_ms: now,
+            started_at_ms: now,
+            end_at_ms: now.saturating_add(timeout),
+            timeout_ms: timeout,
+            state: SandboxState::Paused,
+            lifecycle: LifecyclePolicy::default(),
+            sequence: self.inner.sequence.fetch_add(1, Ordering::SeqCst),
+        };
+        // Blob first, record second: a crash in between leaves a directory without a record, which no
+        // one lists, rather than a record of a paused sandbox without its blob.
+        let stored = std::fs::create_dir_all(self.inner.store.sandbox_dir(&id))
+            .and_then(|()| write_atomic(&self.inner.store.blob_path(&id), blob))
+            .and_then(|()| self.inner.store.save_record(&record));
+        if let Err(error) = stored {
+            remove_dir_if_present(&self.inner.store.sandbox_dir(&id))?;
+            return Err(error.into());
+        }
+        let info = record.info();
+        write(&self.inner.index).insert(id.clone(), record);
+        write(&self.inner.slots).insert(
+            id,
+            Arc::new(Mutex::new(Slot {
+                live: None,
+                last_activity: Instant::now(),
+                killed: false,
+            })),
+        );
         Ok(info)
     }
 

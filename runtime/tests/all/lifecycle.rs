@@ -674,3 +674,55 @@ fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> Result<()
     }
     anyhow::bail!("condition not met within {limit:?}")
 }
+
+#[test]
+fn an_exported_blob_imports_into_another_manager_as_a_paused_sandbox() -> Result<()> {
+    let (_tmp, source) = manager()?;
+    let id = create(&source, &[("moved", "yes")])?;
+    call(&source, &id, "bump", "")?;
+    call(&source, &id, "put_file", "/note.txt\ntravels")?;
+    assert!(matches!(
+        source.export_blob(&id),
+        Err(LifecycleError::Running(_))
+    ));
+    source.pause(&id)?;
+    let mut blob = Vec::new();
+    std::io::Read::read_to_end(&mut source.export_blob(&id)?, &mut blob)?;
+
+    let (_tmp2, target) = manager()?;
+    let imported = target.import_blob(&blob)?;
+    assert_ne!(imported.id, id);
+    assert_eq!(imported.state, SandboxState::Paused);
+    assert_eq!(imported.template, "stateful");
+    assert_eq!(
+        imported.metadata.get("moved").map(String::as_str),
+        Some("yes")
+    );
+    assert!(target.connect(&imported.id, None)?.resumed);
+    assert_eq!(call(&target, &imported.id, "bump", "")?, "2 2");
+    assert_eq!(
+        call(&target, &imported.id, "get_file", "/note.txt")?,
+        "travels"
+    );
+
+    // A flipped byte is refused before anything is stored.
+    let mut corrupt = blob.clone();
+    let middle = corrupt.len() / 2;
+    corrupt[middle] ^= 0xff;
+    assert!(matches!(
+        target.import_blob(&corrupt),
+        Err(LifecycleError::InvalidBlob(_))
+    ));
+    // A manager without the blob's template refuses it too.
+    let tmp3 = tempfile::tempdir()?;
+    let (bare, _) = Manager::open(
+        Runtime::new(RuntimeConfig::new(tmp3.path().join("data")))?,
+        ManagerConfig::default(),
+    )?;
+    assert!(matches!(
+        bare.import_blob(&blob),
+        Err(LifecycleError::UnknownModule { .. })
+    ));
+    assert_eq!(target.list(&ListQuery::default())?.items.len(), 1);
+    Ok(())
+}

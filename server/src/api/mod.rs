@@ -1,7 +1,9 @@
-//! Route handlers, one module per concept: the control plane ([`sandboxes`]) and the envd plane
-//! ([`envd`]); plus how request bodies become typed values with the right error statuses.
+//! Route handlers, one module per concept: the control plane ([`sandboxes`], [`blobs`], [`metrics`]) and
+//! the envd plane ([`envd`]); plus how request bodies become typed values with the right error statuses.
 
+pub mod blobs;
 pub mod envd;
+pub mod metrics;
 pub mod sandboxes;
 
 use axum::body::Bytes;

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use stasis::lifecycle::{
     CreateRequest, LifecyclePolicy, ListQuery, OnTimeout, SandboxInfo, SandboxState, SnapshotInfo,
 };
+use utoipa::ToSchema;
 
 use super::{blocking, json_body};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorJson};
 use crate::state::AppState;
 use crate::time::rfc3339;
 
@@ -29,7 +30,7 @@ pub const CLIENT_ID: &str = "stasis";
 pub const DEFAULT_TEMPLATE: &str = "base";
 
 /// A sandbox as the SDKs read it (create, connect, info and list responses share the shape).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxJson {
     /// The template's name.
@@ -40,8 +41,10 @@ pub struct SandboxJson {
     pub sandbox_id: String,
     /// Always [`CLIENT_ID`].
     #[serde(rename = "clientID")]
+    #[schema(value_type = String)]
     pub client_id: &'static str,
     /// Always [`ENVD_VERSION`].
+    #[schema(value_type = String)]
     pub envd_version: &'static str,
     /// The token envd calls must carry; absent from list items.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,13 +64,14 @@ pub struct SandboxJson {
     #[serde(rename = "diskSizeMB")]
     pub disk_size_mb: u64,
     /// `running`, `paused` (or `lost` after a crash).
+    #[schema(value_type = String)]
     pub state: &'static str,
     /// User metadata.
     pub metadata: BTreeMap<String, String>,
 }
 
 impl SandboxJson {
-    fn new(state: &AppState, info: &SandboxInfo, with_token: bool) -> Self {
+    pub(crate) fn new(state: &AppState, info: &SandboxInfo, with_token: bool) -> Self {
         let limits = &state.manager().runtime().config().limits;
         Self {
             template_id: info.template.clone(),
@@ -88,7 +92,7 @@ impl SandboxJson {
 }
 
 /// Body of `POST /sandboxes`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewSandbox {
     /// Template name or snapshot id; [`DEFAULT_TEMPLATE`] when absent.
@@ -105,27 +109,29 @@ pub struct NewSandbox {
     /// Pause instead of kill at the timeout.
     pub auto_pause: Option<bool>,
     /// `{"enabled": bool}` or a bool: resume on activity while paused.
+    #[schema(value_type = Option<Object>)]
     pub auto_resume: Option<serde_json::Value>,
     /// `{"onTimeout": "pause"|"kill", "autoResume": …}` (snake_case accepted too).
+    #[schema(value_type = Option<Object>)]
     pub lifecycle: Option<serde_json::Value>,
 }
 
 /// Body of `connect` and `timeout`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TimeoutBody {
     /// Seconds.
     pub timeout: Option<u64>,
 }
 
 /// Body of `POST /sandboxes/{id}/snapshots`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct NewSnapshot {
     /// An optional name.
     pub name: Option<String>,
 }
 
 /// Body of `POST /sandboxes/{id}/fork`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ForkBody {
     /// How many sandboxes (default 1).
@@ -138,7 +144,7 @@ pub struct ForkBody {
 }
 
 /// A snapshot as reported.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotJson {
     /// Its id (usable as a `templateID` to create from it).
@@ -203,6 +209,10 @@ fn policy(body: &NewSandbox) -> LifecyclePolicy {
 }
 
 /// `POST /sandboxes`, `POST /v2/sandboxes`: 201 with the new sandbox.
+#[utoipa::path(post, path = "/sandboxes", tag = "sandboxes", request_body = NewSandbox,
+    responses((status = 201, description = "Created and running", body = SandboxJson),
+        (status = 400, description = "Unknown template or malformed body", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson),
+        (status = 429, description = "Too many running sandboxes", body = ErrorJson)))]
 pub async fn create(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -229,6 +239,13 @@ pub async fn create(
 }
 
 /// `GET /v2/sandboxes`, `GET /sandboxes`: one page, the cursor in `x-next-token`.
+#[utoipa::path(get, path = "/sandboxes", tag = "sandboxes",
+    params(("metadata" = Option<String>, Query, description = "URL-encoded `k=v&k2=v2` filter"),
+        ("state" = Option<String>, Query, description = "Comma-separated states: running, paused"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100"),
+        ("nextToken" = Option<String>, Query, description = "Cursor from `x-next-token`")),
+    responses((status = 200, description = "One page, oldest first; the next cursor in `x-next-token`",
+        body = [SandboxJson]), (status = 400, description = "Invalid query", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -289,6 +306,9 @@ pub fn list_query(raw: &str) -> Result<ListQuery, ApiError> {
 }
 
 /// `GET /sandboxes/{id}`.
+#[utoipa::path(get, path = "/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
+    responses((status = 200, description = "The sandbox", body = SandboxJson),
+        (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn info(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -298,6 +318,9 @@ pub async fn info(
 }
 
 /// `DELETE /sandboxes/{id}`: 204, or 404 for an unknown (or already killed) sandbox.
+#[utoipa::path(delete, path = "/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
+    responses((status = 204, description = "Killed; everything stored of it deleted"),
+        (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn kill(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -311,6 +334,10 @@ pub async fn kill(
 
 /// `POST /sandboxes/{id}/pause`: 204, 409 if already paused, 404 if unknown. The body, if any, is ignored
 /// (Python sends `{}`, JS nothing).
+#[utoipa::path(post, path = "/sandboxes/{id}/pause", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
+    responses((status = 204, description = "Paused to its blob"),
+        (status = 404, description = "No such sandbox", body = ErrorJson),
+        (status = 409, description = "Already paused, lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -319,7 +346,12 @@ pub async fn pause(
     let target = id.clone();
     let started = std::time::Instant::now();
     if blocking(move || manager.pause(&target)).await?? {
-        tracing::info!(sandbox = %id, elapsed_ms = started.elapsed().as_millis() as u64, "paused");
+        let elapsed = started.elapsed();
+        // The blob's size is read after the fact: the pause itself does not report it, and a stat is
+        // cheap next to the pause. A sandbox resumed in between has no blob; its bytes go uncounted.
+        let written = std::fs::metadata(state.blob_path(&id)).map_or(0, |m| m.len());
+        state.metrics().observe_pause(elapsed, written);
+        tracing::info!(sandbox = %id, elapsed_ms = elapsed.as_millis() as u64, "paused");
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(
@@ -331,6 +363,12 @@ pub async fn pause(
 
 /// `POST /sandboxes/{id}/connect` (and `/v2/…`): 201 if it was paused and is resumed, 200 if it was
 /// running (its end time extended when `timeout` asks for later).
+#[utoipa::path(post, path = "/sandboxes/{id}/connect", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
+    request_body(content = TimeoutBody, description = "Optional; an empty body is `{}`"),
+    responses((status = 200, description = "It was running", body = SandboxJson),
+        (status = 201, description = "It was paused and is resumed", body = SandboxJson),
+        (status = 404, description = "No such sandbox", body = ErrorJson),
+        (status = 409, description = "Lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn connect(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -342,6 +380,7 @@ pub async fn connect(
     let connected =
         blocking(move || manager.connect(&id, body.timeout.map(Duration::from_secs))).await??;
     let status = if connected.resumed {
+        state.metrics().observe_resume(started.elapsed());
         tracing::info!(sandbox = %connected.info.id, elapsed_ms = started.elapsed().as_millis() as u64, "resumed");
         StatusCode::CREATED
     } else {
@@ -355,6 +394,11 @@ pub async fn connect(
 }
 
 /// `POST /sandboxes/{id}/timeout {"timeout": N}`: 204.
+#[utoipa::path(post, path = "/sandboxes/{id}/timeout", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
+    request_body = TimeoutBody,
+    responses((status = 204, description = "End time set to now + timeout"),
+        (status = 400, description = "No timeout given", body = ErrorJson),
+        (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn set_timeout(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -370,6 +414,10 @@ pub async fn set_timeout(
 }
 
 /// `POST /sandboxes/{id}/snapshots {"name"?}`: 201 with the snapshot.
+#[utoipa::path(post, path = "/sandboxes/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "The sandbox id")),
+    request_body(content = NewSnapshot, description = "Optional"),
+    responses((status = 201, description = "The snapshot", body = SnapshotJson),
+        (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn snapshot(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -378,10 +426,13 @@ pub async fn snapshot(
     let body: NewSnapshot = json_body(body)?;
     let manager = state.manager().clone();
     let info = blocking(move || manager.snapshot(&id, body.name)).await??;
+    state.metrics().observe_blob_written(info.size_bytes);
     Ok((StatusCode::CREATED, Json(SnapshotJson::from(info))).into_response())
 }
 
 /// `GET /snapshots`: every snapshot, oldest first.
+#[utoipa::path(get, path = "/snapshots", tag = "snapshots",
+    responses((status = 200, description = "Every snapshot, oldest first", body = [SnapshotJson]), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn list_snapshots(State(state): State<AppState>) -> Json<Vec<SnapshotJson>> {
     Json(
         state
@@ -394,6 +445,9 @@ pub async fn list_snapshots(State(state): State<AppState>) -> Json<Vec<SnapshotJ
 }
 
 /// `DELETE /snapshots/{id}`: 204 or 404.
+#[utoipa::path(delete, path = "/snapshots/{id}", tag = "snapshots", params(("id" = String, Path, description = "The snapshot id")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such snapshot", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn delete_snapshot(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -405,6 +459,11 @@ pub async fn delete_snapshot(
 
 /// `POST /sandboxes/{id}/fork {"count"?, "timeout"?, "metadata"?}`: 201 with the new sandboxes. One that
 /// failed to start fails the request only if none started; the others are still returned.
+#[utoipa::path(post, path = "/sandboxes/{id}/fork", tag = "snapshots", params(("id" = String, Path, description = "The sandbox id")),
+    request_body(content = ForkBody, description = "Optional"),
+    responses((status = 201, description = "The new sandboxes", body = [SandboxJson]),
+        (status = 400, description = "Count out of range", body = ErrorJson),
+        (status = 404, description = "No such sandbox or snapshot", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn fork(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -433,4 +492,43 @@ pub async fn fork(
         Some(error) if created.is_empty() => Err(error.into()),
         _ => Ok((StatusCode::CREATED, Json(created)).into_response()),
     }
+}
+
+/// `POST /v2/sandboxes`: [`create`] under the path the newer SDKs use.
+#[utoipa::path(post, path = "/v2/sandboxes", tag = "sandboxes", request_body = NewSandbox,
+    responses((status = 201, description = "Created and running", body = SandboxJson),
+        (status = 400, description = "Unknown template or malformed body", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson),
+        (status = 429, description = "Too many running sandboxes", body = ErrorJson)))]
+pub async fn create_v2(
+    state: State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    create(state, body).await
+}
+
+/// `GET /v2/sandboxes`: [`list`] under the path the newer SDKs use.
+#[utoipa::path(get, path = "/v2/sandboxes", tag = "sandboxes",
+    params(("metadata" = Option<String>, Query, description = "URL-encoded `k=v&k2=v2` filter"),
+        ("state" = Option<String>, Query, description = "Comma-separated states: running, paused"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100"),
+        ("nextToken" = Option<String>, Query, description = "Cursor from `x-next-token`")),
+    responses((status = 200, description = "One page, oldest first; the next cursor in `x-next-token`",
+        body = [SandboxJson]), (status = 400, description = "Invalid query", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+pub async fn list_v2(state: State<AppState>, query: RawQuery) -> Result<Response, ApiError> {
+    list(state, query).await
+}
+
+/// `POST /v2/sandboxes/{id}/connect`: [`connect`] under the path the newer SDKs use.
+#[utoipa::path(post, path = "/v2/sandboxes/{id}/connect", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
+    request_body(content = TimeoutBody, description = "Optional; an empty body is `{}`"),
+    responses((status = 200, description = "It was running", body = SandboxJson),
+        (status = 201, description = "It was paused and is resumed", body = SandboxJson),
+        (status = 404, description = "No such sandbox", body = ErrorJson),
+        (status = 409, description = "Lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+pub async fn connect_v2(
+    state: State<AppState>,
+    id: Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    connect(state, id, body).await
 }

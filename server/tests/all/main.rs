@@ -1,7 +1,9 @@
 //! The `stasis` binary's integration tests: one binary, one module per area.
 
 mod api;
+mod cli;
 mod common;
 mod envd;
+mod extras;
 mod run;
 mod serve;

@@ -8,16 +8,19 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-const KEY: &str = "serve-test-key";
+/// The API key of the served servers.
+pub const KEY: &str = "serve-test-key";
 
 /// A running `stasis serve` and the address it listens on.
-struct Serve {
+pub struct Serve {
     child: Child,
-    address: String,
+    /// `host:port`.
+    pub address: String,
 }
 
 impl Serve {
-    fn start(data_dir: &std::path::Path) -> Result<Self> {
+    /// Starts `stasis serve` on port 0 over `data_dir`, and waits until it listens.
+    pub fn start(data_dir: &std::path::Path) -> Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_stasis"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
