@@ -2,6 +2,7 @@
 
 mod api;
 mod common;
+mod crash;
 mod envd;
 mod run;
 mod serve;
