@@ -95,10 +95,9 @@ const TIGHT: DecodeLimits = DecodeLimits {
 
 /// What the decoder may hold at once under [`TIGHT`]: every section at its limit plus bookkeeping slack.
 /// Anything above means an allocation was sized by a length read from the input.
-const TIGHT_BUDGET: usize = (TIGHT.max_manifest_bytes
-    + TIGHT.max_total_memory_bytes
-    + 2 * TIGHT.max_fs_bytes
-    + (1 << 20)) as usize;
+const TIGHT_BUDGET: usize =
+    (TIGHT.max_manifest_bytes + TIGHT.max_total_memory_bytes + 2 * TIGHT.max_fs_bytes + (1 << 20))
+        as usize;
 
 /// A manifest with variable-length fields, so bincode length prefixes can claim huge sizes.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -144,7 +143,8 @@ fn header(b: &[u8]) -> BlobHeader {
 
 fn entry_at(b: &[u8], i: usize) -> (usize, SectionEntry) {
     let pos = header(b).table_offset as usize + i * SECTION_ENTRY_LEN;
-    let bytes: &[u8; SECTION_ENTRY_LEN] = b[pos..pos + SECTION_ENTRY_LEN].try_into().expect("entry");
+    let bytes: &[u8; SECTION_ENTRY_LEN] =
+        b[pos..pos + SECTION_ENTRY_LEN].try_into().expect("entry");
     (pos, SectionEntry::from_bytes(bytes))
 }
 
@@ -261,8 +261,16 @@ fn module_part() -> impl Strategy<Value = String> {
     let ty = prop_oneof![Just("i32"), Just("i64"), Just("f32"), Just("f64")];
     prop_oneof![
         (ty.clone(), any::<bool>(), any::<i8>()).prop_map(|(t, mutable, v)| {
-            let init = if t.starts_with('f') { format!("{t}.const {v}.5") } else { format!("{t}.const {v}") };
-            if mutable { format!("(global (mut {t}) ({init}))") } else { format!("(global {t} ({init}))") }
+            let init = if t.starts_with('f') {
+                format!("{t}.const {v}.5")
+            } else {
+                format!("{t}.const {v}")
+            };
+            if mutable {
+                format!("(global (mut {t}) ({init}))")
+            } else {
+                format!("(global {t} ({init}))")
+            }
         }),
         (0u32..3, proptest::option::of(0u32..4)).prop_map(|(min, extra)| match extra {
             Some(e) => format!("(memory {min} {})", min + e),
@@ -270,7 +278,11 @@ fn module_part() -> impl Strategy<Value = String> {
         }),
         (0u32..4).prop_map(|n| format!("(table {n} funcref)")),
         (0u32..4, any::<bool>()).prop_map(|(n, export)| {
-            let export = if export { format!("(export \"f{n}\")") } else { String::new() };
+            let export = if export {
+                format!("(export \"f{n}\")")
+            } else {
+                String::new()
+            };
             format!("(func {export} (result i32) i32.const {n})")
         }),
         any::<bool>().prop_map(|start| if start {
@@ -334,13 +346,24 @@ proptest! {
 /// One archive entry: a path drawn from names that matter for escapes, and what it is.
 fn archive_entry() -> impl Strategy<Value = (String, u8, String)> {
     let component = prop_oneof![
-        Just("a"), Just("b"), Just(".."), Just("."), Just(""), Just("link"), Just("out"),
-        Just("a\0b"), Just("/"),
+        Just("a"),
+        Just("b"),
+        Just(".."),
+        Just("."),
+        Just(""),
+        Just("link"),
+        Just("out"),
+        Just("a\0b"),
+        Just("/"),
     ];
     let path = proptest::collection::vec(component, 1..4).prop_map(|c| c.join("/"));
     let target = prop_oneof![
-        Just("../outside".to_owned()), Just("/".to_owned()), Just("..".to_owned()),
-        Just("a".to_owned()), Just("link/..".to_owned()), Just("../../".to_owned()),
+        Just("../outside".to_owned()),
+        Just("/".to_owned()),
+        Just("..".to_owned()),
+        Just("a".to_owned()),
+        Just("link/..".to_owned()),
+        Just("../../".to_owned()),
         "[a-z./]{1,12}".prop_map(|s| s),
     ];
     (path, 0u8..3, target)
@@ -351,7 +374,9 @@ fn tree(dir: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             let meta = std::fs::symlink_metadata(&p).expect("metadata");
@@ -363,7 +388,10 @@ fn tree(dir: &Path) -> Vec<(String, String)> {
             } else {
                 format!("{:?}", std::fs::read(&p).expect("read"))
             };
-            out.push((p.strip_prefix(dir).expect("under").display().to_string(), what));
+            out.push((
+                p.strip_prefix(dir).expect("under").display().to_string(),
+                what,
+            ));
         }
     }
     out.sort();
