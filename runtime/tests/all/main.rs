@@ -7,6 +7,7 @@ mod engine;
 mod instrument;
 mod lifecycle;
 mod persistence;
+mod proptests;
 mod sandbox;
 mod shell;
 mod wasi;

@@ -3,6 +3,7 @@
 mod api;
 mod cli;
 mod common;
+mod crash;
 mod envd;
 mod extras;
 mod run;
