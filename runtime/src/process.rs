@@ -126,17 +126,19 @@ impl Process {
                     limit: max_response,
                 }));
             }
-            let mut response = vec![0u8; resp_len as usize];
-            if memory
-                .read(&self.store, resp_ptr as usize, &mut response)
-                .is_err()
-            {
+            // Decoded straight from guest memory: one copy of the payload, no zero-fill, no shift.
+            let start = resp_ptr as usize;
+            let response = memory
+                .data(&self.store)
+                .get(start..start + resp_len as usize)
+                .map(decode_response);
+            let Some(response) = response else {
                 return Ok(Err(CallError::BadResponse(format!(
                     "response at {resp_ptr:#x}+{resp_len} lies outside memory"
                 ))));
-            }
+            };
             free.call(&mut self.store, (resp_ptr as i32, resp_len as i32))?;
-            Ok(decode_response(response))
+            Ok(response)
         })();
         match outcome {
             Ok(result) => result,
@@ -217,16 +219,13 @@ impl Process {
 }
 
 /// Splits a response into its status byte and payload.
-fn decode_response(mut response: Vec<u8>) -> Result<Vec<u8>, CallError> {
-    match response.first().copied() {
-        Some(STATUS_OK) => {
-            response.remove(0);
-            Ok(response)
-        }
-        Some(STATUS_ERROR) => Err(CallError::Guest(
-            String::from_utf8_lossy(&response[1..]).into_owned(),
+fn decode_response(response: &[u8]) -> Result<Vec<u8>, CallError> {
+    match response.split_first() {
+        Some((&STATUS_OK, payload)) => Ok(payload.to_vec()),
+        Some((&STATUS_ERROR, message)) => Err(CallError::Guest(
+            String::from_utf8_lossy(message).into_owned(),
         )),
-        Some(other) => Err(CallError::BadResponse(format!(
+        Some((other, _)) => Err(CallError::BadResponse(format!(
             "unknown status byte {other}"
         ))),
         None => Err(CallError::BadResponse("empty response".into())),
