@@ -46,10 +46,15 @@ fn main() -> Result<()> {
         .prefix("stasis-bench-")
         .tempdir_in(std::env::temp_dir())?;
     let bench = Bench::new(work.path(), repeats)?;
-    let sizes: &[usize] = if args.quick {
+    let mode_sizes: &[usize] = if args.quick {
         &[1, 16, 64]
     } else {
         &[1, 16, 64, 256, 1024]
+    };
+    let sizes = if args.sizes.is_empty() {
+        mode_sizes
+    } else {
+        &args.sizes[..]
     };
     let fork_counts: &[usize] = if args.quick { &[1, 10] } else { &[1, 10, 100] };
 
