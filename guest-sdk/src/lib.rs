@@ -29,7 +29,11 @@
 //! Output written to stdout and stderr travels through WASI like any program's; [`output`] has helpers that
 //! flush as they go, so a host streaming a guest's output sees it as it is produced.
 
+#[cfg(feature = "abi")]
 use std::alloc::{Layout, alloc, dealloc};
+
+#[cfg(feature = "interpreter")]
+pub mod interpreter;
 
 /// Version of the ABI described in this crate's documentation.
 pub const ABI_VERSION: i32 = 1;
@@ -38,12 +42,14 @@ pub const STATUS_OK: u8 = 0;
 /// First byte of a response that carries an error message.
 pub const STATUS_ERROR: u8 = 1;
 
+#[cfg(feature = "abi")]
 /// Exported so the host can check which ABI the guest speaks before calling it.
 #[unsafe(no_mangle)]
 pub extern "C" fn stasis_abi_version() -> i32 {
     ABI_VERSION
 }
 
+#[cfg(feature = "abi")]
 /// Allocates a buffer of `len` bytes for the host to write a request into; 0 when it cannot.
 #[unsafe(no_mangle)]
 pub extern "C" fn stasis_alloc(len: i32) -> i32 {
@@ -57,6 +63,7 @@ pub extern "C" fn stasis_alloc(len: i32) -> i32 {
     }
 }
 
+#[cfg(feature = "abi")]
 /// Frees a buffer obtained from [`stasis_alloc`] or returned by a handler.
 ///
 /// # Safety
@@ -76,11 +83,13 @@ pub unsafe extern "C" fn stasis_free(ptr: i32, len: i32) {
     }
 }
 
+#[cfg(feature = "abi")]
 /// The layout of an ABI buffer: byte-aligned, at least one byte so that the allocation is never zero-sized.
 fn layout(len: usize) -> Option<Layout> {
     Layout::from_size_align(len.max(1), 1).ok()
 }
 
+#[cfg(feature = "abi")]
 /// Runs `handler` on the request at `ptr..ptr+len` and returns the packed response. Used by
 /// [`export_handler!`]; not meant to be called directly.
 ///
@@ -112,6 +121,7 @@ pub unsafe fn dispatch(ptr: i32, len: i32, handler: fn(&[u8]) -> Result<Vec<u8>,
     pack(response)
 }
 
+#[cfg(feature = "abi")]
 /// Moves `response` into a buffer with the layout `stasis_free` expects and packs its address and length.
 fn pack(response: Vec<u8>) -> i64 {
     let len = response.len();
@@ -124,6 +134,7 @@ fn pack(response: Vec<u8>) -> i64 {
     ((ptr as u32 as i64) << 32) | len as u32 as i64
 }
 
+#[cfg(feature = "abi")]
 /// Exports a handler `fn(&[u8]) -> Result<Vec<u8>, String>` as `stasis_handle_<name>`.
 ///
 /// `export_handler!(greet)` exports the function `greet` under the name `stasis_handle_greet`.
@@ -140,6 +151,7 @@ macro_rules! export_handler {
     };
 }
 
+#[cfg(feature = "abi")]
 pub mod output {
     //! Writing to stdout and stderr so that a host streaming a guest's output sees every line as it is
     //! produced (the standard library buffers stdout by line only when it is a terminal).

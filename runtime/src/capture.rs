@@ -227,6 +227,7 @@ fn capture_process(
         tables,
         wasi,
         poisoned: process.poisoned,
+        label: process.label.clone(),
     };
     Ok((state, handles))
 }

@@ -46,5 +46,5 @@ pub use limits::SandboxLimits;
 pub use process::CallError;
 pub use restore::{ResumeError, ResumeOptions};
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError};
-pub use sandbox::{CommandOutput, CreateError, RunError, Sandbox, SandboxOptions};
+pub use sandbox::{CommandOutput, CreateError, ProcessInfo, RunError, Sandbox, SandboxOptions};
 pub use template::{ModuleKind, Template, TemplateError};

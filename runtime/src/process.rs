@@ -27,6 +27,8 @@ pub(crate) struct Process {
     /// Set when a call trapped: the guest may have been stopped halfway through changing its own state
     /// (a lock held, the shadow stack pointer moved), so it must not be called again.
     pub(crate) poisoned: bool,
+    /// The embedder's name for the process (see [`crate::state::ProcessState::label`]).
+    pub(crate) label: String,
 }
 
 /// The status byte of a successful response.

@@ -309,6 +309,7 @@ fn restore_process(
         store,
         instance,
         poisoned: state.poisoned,
+        label: state.label.clone(),
     })
 }
 

@@ -22,6 +22,9 @@ pub struct RuntimeConfig {
     pub limits: SandboxLimits,
     /// Bounds applied when reading a blob, whatever the blob claims.
     pub decode_limits: DecodeLimits,
+    /// Where compiled modules are cached; `data_dir/cache` when `None`. Runtimes that share one (a test
+    /// suite, servers on one machine) compile a large guest such as the Python interpreter only once.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -31,7 +34,15 @@ impl RuntimeConfig {
             data_dir: data_dir.into(),
             limits: SandboxLimits::default(),
             decode_limits: DecodeLimits::default(),
+            cache_dir: None,
         }
+    }
+
+    /// The directory of the compiled-module cache: [`RuntimeConfig::cache_dir`] or `data_dir/cache`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cache"))
     }
 }
 
@@ -72,11 +83,11 @@ pub(crate) struct RuntimeInner {
 
 impl Runtime {
     /// Starts a runtime: creates the data directory and the engine, with its compiled-module cache under
-    /// `data_dir/cache`.
+    /// [`RuntimeConfig::cache_dir`].
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
         for dir in [
             config.data_dir.clone(),
-            config.data_dir.join("cache"),
+            config.cache_dir(),
             config.data_dir.join("scratch"),
         ] {
             std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::DataDir {
@@ -85,7 +96,7 @@ impl Runtime {
             })?;
         }
         let engine = StasisEngine::new(EngineConfig {
-            cache_dir: Some(config.data_dir.join("cache")),
+            cache_dir: Some(config.cache_dir()),
             ..EngineConfig::default()
         })?;
         let linker = crate::instantiate::linker(&engine).map_err(RuntimeError::Linker)?;

@@ -63,6 +63,19 @@ pub enum RunError {
     Spawn(#[from] SpawnError),
 }
 
+/// A live process of a sandbox, as [`Sandbox::processes`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The process id inside the sandbox.
+    pub pid: u32,
+    /// Name of the template the process runs.
+    pub template: String,
+    /// The label it was spawned with (empty for none).
+    pub label: String,
+    /// Whether a trap or a CPU timeout left it unusable until it is killed and spawned again.
+    pub poisoned: bool,
+}
+
 /// What a command module printed and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutput {
@@ -189,8 +202,27 @@ impl Sandbox {
         }
     }
 
+    /// Every live process: its id, module, label and whether a trap poisoned it, in ascending pid order.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        self.processes
+            .values()
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                template: p.template.name().to_owned(),
+                label: p.label.clone(),
+                poisoned: p.poisoned,
+            })
+            .collect()
+    }
+
     /// Starts a new reactor process from `template` and returns its id.
     pub fn spawn(&mut self, template: &Template) -> Result<u32, SpawnError> {
+        self.spawn_labeled(template, "")
+    }
+
+    /// Like [`Sandbox::spawn`], naming the process `label`: a name of the embedder's that is saved with the
+    /// process and listed by [`Sandbox::processes`], so it can find the process again after a resume.
+    pub fn spawn_labeled(&mut self, template: &Template, label: &str) -> Result<u32, SpawnError> {
         if self.paused {
             return Err(SpawnError::Paused);
         }
@@ -211,6 +243,7 @@ impl Sandbox {
             store,
             instance,
             poisoned: false,
+            label: label.to_owned(),
         };
         if let Err(error) = initialize(template, &mut process.store, &instance) {
             return Err(SpawnError::Init(

@@ -51,6 +51,9 @@ pub struct ProcessState {
     pub wasi: WasiState,
     /// Whether a trap left the process in an unknown state, so it must be restarted before use.
     pub poisoned: bool,
+    /// What the embedder called the process when it spawned it (e.g. a code-interpreter context's id);
+    /// empty when it gave no label. Kept in the blob so the name survives a move to another server.
+    pub label: String,
 }
 
 /// The value of one mutable global.

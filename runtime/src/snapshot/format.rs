@@ -11,8 +11,9 @@ use std::fmt;
 pub const MAGIC: [u8; 8] = *b"\x89STASIS\n";
 
 /// Format major version this build writes and reads. A reader refuses any
-/// other major: a major bump means an incompatible layout.
-pub const FORMAT_MAJOR: u16 = 1;
+/// other major: a major bump means an incompatible layout. Format 2 added a label to every process in the
+/// manifest.
+pub const FORMAT_MAJOR: u16 = 2;
 
 /// Format minor version this build writes. A reader accepts minors up to its
 /// own; minors only add things an older reader could not interpret (new
