@@ -43,7 +43,10 @@ fn main() {
         fs::hard_link("/rel_link", "/stolen2.txt"),
     );
     // A hard link to a symlink is one more symlink, no way out.
-    show("read via linked symlink", fs::read_to_string("/stolen2.txt"));
+    show(
+        "read via linked symlink",
+        fs::read_to_string("/stolen2.txt"),
+    );
     show("symlink loop", fs::read_to_string("/loop_a"));
     show("self loop", fs::metadata("/self_loop").map(|_| ()));
     show(

@@ -34,7 +34,17 @@ fn main() {
     // SAFETY: valid pointers; opens `inside.txt` for reading and seeking (rights fd_read | fd_seek | fd_tell
     // | fd_filestat_get).
     let opened = unsafe {
-        raw::path_open(3, 0, pp, pl, 0, (1 << 1) | (1 << 2) | (1 << 5) | (1 << 21), 0, 0, p(&mut file))
+        raw::path_open(
+            3,
+            0,
+            pp,
+            pl,
+            0,
+            (1 << 1) | (1 << 2) | (1 << 5) | (1 << 21),
+            0,
+            0,
+            p(&mut file),
+        )
     };
     assert_eq!(opened, 0, "the host test prepares inside.txt");
     // An iovec whose buffer is out of bounds, and one whose length runs past the end of memory.
@@ -47,7 +57,10 @@ fn main() {
         line("args_sizes_get", raw::args_sizes_get(BAD, p(&mut out)));
         // The host test sets a variable, so there is something to write.
         line("environ_get", raw::environ_get(TOP, TOP));
-        line("environ_sizes_get", raw::environ_sizes_get(p(&mut out), BAD));
+        line(
+            "environ_sizes_get",
+            raw::environ_sizes_get(p(&mut out), BAD),
+        );
         line("clock_res_get", raw::clock_res_get(0, BAD));
         line("clock_time_get", raw::clock_time_get(1, 1, TOP));
         line(
@@ -55,7 +68,10 @@ fn main() {
             raw::clock_time_get(9, 1, p(&mut out64)),
         );
         line("random_get bad", raw::random_get(BAD, 16));
-        line("random_get huge", raw::random_get(buf.as_mut_ptr() as i32, HUGE));
+        line(
+            "random_get huge",
+            raw::random_get(buf.as_mut_ptr() as i32, HUGE),
+        );
         line("fd_write bad iovs", raw::fd_write(1, BAD, 1, p(&mut out)));
         line(
             "fd_write bad buffer",

@@ -28,5 +28,8 @@ fn main() {
         println!("cookie past the end: {r} used {used}");
     }
     // The entries the 64 MiB call wrote: the directory's own names, nothing more.
-    println!("entries end at {}", big.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1));
+    println!(
+        "entries end at {}",
+        big.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+    );
 }
