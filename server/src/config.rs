@@ -76,6 +76,12 @@ mod tests {
 
     use super::*;
 
+    /// The README's "Resource limits" table states this default; change both together.
+    #[test]
+    fn the_default_body_limit_is_64_mib() {
+        assert_eq!(DEFAULT_MAX_BODY_BYTES, 64 << 20);
+    }
+
     #[test]
     fn a_secret_is_created_private_once_then_read_back() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;

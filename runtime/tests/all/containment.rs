@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use stasis::{CallError, CommandOutput, Runtime, Sandbox, SandboxLimits, SandboxOptions, Template};
+use stasis::lifecycle::{MAX_FORK, ManagerConfig};
+use stasis::{
+    CallError, CommandOutput, Runtime, Sandbox, SandboxLimits, SandboxOptions, SpawnError, Template,
+};
 use tempfile::TempDir;
 
 use crate::common::{call, runtime_with_limits, stateful};
@@ -483,6 +486,65 @@ fn an_overlong_path_is_enametoolong() -> Result<()> {
         ],
     )?;
     bystander.still_works()
+}
+
+#[test]
+fn a_response_past_the_limit_is_refused_and_the_process_stays_usable() -> Result<()> {
+    let limits = SandboxLimits {
+        max_response_bytes: 100,
+        ..SandboxLimits::default()
+    };
+    let (_tmp, runtime) = runtime_with_limits(limits)?;
+    let mut bystander = Bystander::new(&runtime)?;
+    let mut sandbox = runtime.create_sandbox(&stateful(&runtime)?, SandboxOptions::default())?;
+    call(&mut sandbox, "remember", &"x".repeat(200))?;
+    let error = sandbox.call("recall", b"").unwrap_err();
+    assert!(
+        matches!(error, CallError::ResponseTooLarge { limit: 100, .. }),
+        "{error:?}"
+    );
+    assert_eq!(call(&mut sandbox, "bump", "")?, "1 1");
+    bystander.still_works()
+}
+
+#[test]
+fn spawning_past_the_process_limit_is_refused() -> Result<()> {
+    let limits = SandboxLimits {
+        max_processes: 2,
+        ..SandboxLimits::default()
+    };
+    let (_tmp, runtime) = runtime_with_limits(limits)?;
+    let mut bystander = Bystander::new(&runtime)?;
+    let template = stateful(&runtime)?;
+    let mut sandbox = runtime.create_sandbox(&template, SandboxOptions::default())?;
+    let second = sandbox.spawn(&template)?;
+    let error = sandbox.spawn(&template).unwrap_err();
+    assert!(
+        matches!(error, SpawnError::TooManyProcesses(2)),
+        "{error:?}"
+    );
+    assert_eq!(sandbox.pids(), [1, second]);
+    bystander.still_works()
+}
+
+/// The defaults the README's "Resource limits" table states; change both together.
+#[test]
+fn the_defaults_are_those_the_readme_states() {
+    let limits = SandboxLimits::default();
+    assert_eq!(limits.max_memory_bytes, 2 << 30);
+    assert_eq!(limits.cpu_time_per_call, Duration::from_secs(30));
+    assert_eq!(limits.max_disk_bytes, 1 << 30);
+    assert_eq!(limits.max_files, 100_000);
+    assert_eq!(limits.max_open_fds, 1024);
+    assert_eq!(limits.max_path_len, 4096);
+    assert_eq!(limits.max_output_bytes, 16 << 20);
+    assert_eq!(limits.max_response_bytes, 64 << 20);
+    assert_eq!(limits.max_processes, 64);
+    let manager = ManagerConfig::default();
+    assert_eq!(manager.default_timeout, Duration::from_secs(300));
+    assert_eq!(manager.max_running, 256);
+    assert_eq!(manager.max_paused, 10_000);
+    assert_eq!(MAX_FORK, 100);
 }
 
 #[test]
