@@ -54,8 +54,22 @@ pub(crate) fn new_store(
     );
     store.limiter(|data| &mut data.limits);
     store.epoch_deadline_trap();
-    store.set_epoch_deadline(engine.ticks_for(limits.cpu_time_per_call));
+    arm_deadline(
+        &mut store,
+        engine.ticks_for(limits.cpu_time_per_call),
+        limits.cpu_time_per_call,
+    );
     store
+}
+
+/// Arms the deadline of the next call into a process: `ticks` epochs for guest code, and the same span of
+/// wall time for host calls that block (a WASI sleep), which epoch interruption cannot reach.
+pub(crate) fn arm_deadline(store: &mut Store<ProcessData>, ticks: u64, limit: std::time::Duration) {
+    store.set_epoch_deadline(ticks);
+    store
+        .data_mut()
+        .wasi
+        .set_deadline(std::time::Instant::now().checked_add(limit));
 }
 
 /// A linker offering our WASI host to a process's store.

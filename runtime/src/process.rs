@@ -106,7 +106,7 @@ impl Process {
         let len =
             i32::try_from(request.len()).map_err(|_| CallError::AllocFailed(request.len()))?;
 
-        self.store.set_epoch_deadline(deadline_ticks);
+        crate::instantiate::arm_deadline(&mut self.store, deadline_ticks, cpu_limit);
         let outcome = (|| {
             let ptr = alloc.call(&mut self.store, len)?;
             if ptr == 0 && len > 0 {
@@ -179,7 +179,7 @@ impl Process {
             .results()
             .map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0)))
             .collect();
-        self.store.set_epoch_deadline(deadline_ticks);
+        crate::instantiate::arm_deadline(&mut self.store, deadline_ticks, cpu_limit);
         match func.call(&mut self.store, params, &mut results) {
             Ok(()) => Ok(results),
             Err(error) => Err(self.classify_trap(error, cpu_limit)),

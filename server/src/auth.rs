@@ -1,12 +1,18 @@
-//! Who may call what. The control plane wants the server's API key (`X-API-KEY`, or `Authorization:
-//! Bearer` as the JS SDK sends its access token); the envd plane wants, for the sandbox named by the
-//! `E2b-Sandbox-Id`/`Novita-Sandbox-Id` header, that sandbox's own access token in `X-Access-Token`, so
-//! one sandbox's token opens no other sandbox.
+//! Who may call what. The control plane wants one of the server's API keys (`X-API-KEY`, or
+//! `Authorization: Bearer` as the JS SDK sends its access token); the envd plane wants, for the sandbox
+//! named by the `E2b-Sandbox-Id`/`Novita-Sandbox-Id` header, that sandbox's own access token in
+//! `X-Access-Token`, so one sandbox's token opens no other sandbox.
+//!
+//! Keys are tenants: every sandbox and snapshot records the [`Caller::owner`] identifier of the key that
+//! made it (a digest, never the key), and a key sees only its own — another key's sandbox is answered
+//! exactly like an unknown id, so a key cannot even learn that it exists.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use stasis::lifecycle::{LifecycleError, SandboxInfo, SnapshotInfo};
 
 use crate::connect::{Code, ConnectError};
 use crate::error::ApiError;
@@ -19,10 +25,76 @@ pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
 /// Header carrying the API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
-/// Middleware: 401 unless the request carries the API key.
+/// The key a control-plane request was authenticated with, as the handlers see it: put in the request's
+/// extensions by [`require_api_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    owner: String,
+}
+
+impl Caller {
+    /// The caller whose key is `key`.
+    pub fn for_key(key: &str) -> Self {
+        Self {
+            owner: owner_id(key),
+        }
+    }
+
+    /// The identifier recorded as the owner of what this caller creates.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Whether this caller owns something recorded with `owner`.
+    fn owns(&self, owner: Option<&str>) -> bool {
+        owner == Some(self.owner.as_str())
+    }
+}
+
+/// The owner identifier of API key `key`: the first 128 bits of sha256 over a domain tag and the key, in
+/// hex. Stable across restarts (it is stored in records), and it does not reveal the key.
+pub fn owner_id(key: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"stasis api key owner\0");
+    hasher.update(key.as_bytes());
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// Sandbox `id` if `caller` owns it; anyone else's is [`LifecycleError::NotFound`], word for word what an
+/// unknown id gets.
+pub fn owned_sandbox(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<SandboxInfo, LifecycleError> {
+    let info = state.manager().info(id)?;
+    if caller.owns(info.owner.as_deref()) {
+        Ok(info)
+    } else {
+        Err(LifecycleError::NotFound(id.to_owned()))
+    }
+}
+
+/// Snapshot `id` if `caller` owns it; anyone else's is [`LifecycleError::SnapshotNotFound`], as an
+/// unknown one.
+pub fn owned_snapshot(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<SnapshotInfo, LifecycleError> {
+    let info = state.manager().snapshot_by_id(id)?;
+    if caller.owns(info.owner.as_deref()) {
+        Ok(info)
+    } else {
+        Err(LifecycleError::SnapshotNotFound(id.to_owned()))
+    }
+}
+
+/// Middleware: 401 unless the request carries one of the API keys; the handlers then find its
+/// [`Caller`] among the request's extensions.
 pub async fn require_api_key(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let headers = request.headers();
@@ -35,11 +107,12 @@ pub async fn require_api_key(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
         });
-    match key {
-        Some(key) if constant_time_eq(key.as_bytes(), state.api_key().as_bytes()) => {
+    match key.map(|key| state.authenticate(key)) {
+        Some(Some(caller)) => {
+            request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key").into_response(),
+        Some(None) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid API key").into_response(),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing API key (X-API-KEY header)",
@@ -80,13 +153,13 @@ pub fn envd_sandbox(state: &AppState, headers: &HeaderMap) -> Result<String, Con
 }
 
 /// Compares secrets in time independent of where they differ, so timing tells nothing about a prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, owner_id};
 
     #[test]
     fn equal_means_same_bytes_and_length() {
@@ -94,5 +167,14 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn owner_ids_are_stable_distinct_and_hide_the_key() {
+        let key = "0123456789abcdef0123456789abcdef";
+        assert_eq!(owner_id(key), owner_id(key));
+        assert_ne!(owner_id(key), owner_id("another key"));
+        assert_eq!(owner_id(key).len(), 32);
+        assert!(!owner_id(key).contains(key) && !key.contains(&owner_id(key)));
     }
 }

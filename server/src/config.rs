@@ -20,8 +20,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The data directory (sandboxes, blobs, snapshots, secrets).
     pub data_dir: PathBuf,
-    /// The API key clients must send; generated and stored in the data directory when `None`.
-    pub api_key: Option<String>,
+    /// The API keys clients may send, each a tenant of its own (a key sees only the sandboxes it
+    /// created); one is generated and stored in the data directory when the list is empty. Sandboxes
+    /// stored before keys were told apart belong to the first.
+    pub api_keys: Vec<String>,
     /// Largest accepted request body in bytes; larger ones get 413.
     pub max_body_bytes: usize,
 }
@@ -73,6 +75,12 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    /// The README's "Resource limits" table states this default; change both together.
+    #[test]
+    fn the_default_body_limit_is_64_mib() {
+        assert_eq!(DEFAULT_MAX_BODY_BYTES, 64 << 20);
+    }
 
     #[test]
     fn a_secret_is_created_private_once_then_read_back() -> std::io::Result<()> {

@@ -15,25 +15,24 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let api_key = match config.api_key.clone() {
-        Some(key) => key,
-        None => {
-            let secret = load_or_create_secret(&config.data_dir, API_KEY_FILE)?;
-            if secret.created {
-                // Printed once, on the start that created it; later starts read it from the file.
-                println!(
-                    "Generated API key (stored in {}): {}",
-                    config.data_dir.join(API_KEY_FILE).display(),
-                    secret.value
-                );
-            }
-            secret.value
+    let api_keys = if config.api_keys.is_empty() {
+        let secret = load_or_create_secret(&config.data_dir, API_KEY_FILE)?;
+        if secret.created {
+            // Printed once, on the start that created it; later starts read it from the file.
+            println!(
+                "Generated API key (stored in {}): {}",
+                config.data_dir.join(API_KEY_FILE).display(),
+                secret.value
+            );
         }
+        vec![secret.value]
+    } else {
+        config.api_keys.clone()
     };
     let data_dir = config.data_dir.clone();
     let max_body = config.max_body_bytes;
     let (state, recovery) = tokio::task::spawn_blocking(move || {
-        AppState::open(&data_dir, api_key, max_body, ManagerConfig::default())
+        AppState::open_with_keys(&data_dir, api_keys, max_body, ManagerConfig::default())
     })
     .await??;
     tracing::info!(

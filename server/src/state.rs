@@ -1,4 +1,4 @@
-//! The state every handler shares: the lifecycle manager, the shell template, the API key, and the secret
+//! The state every handler shares: the lifecycle manager, the shell template, the API keys, and the secret
 //! that envd access tokens are derived from.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use stasis::lifecycle::store::DurableStore;
 use stasis::lifecycle::{LifecycleError, Manager, ManagerConfig, Recovery};
 use stasis::{Runtime, RuntimeConfig, Template};
 
+use crate::auth::{Caller, constant_time_eq};
 use crate::config::{TOKEN_SECRET_FILE, load_or_create_secret};
 use crate::guest::{SHELL_TEMPLATE, shell_wasm};
 use crate::metrics::Metrics;
@@ -25,6 +26,12 @@ pub enum OpenError {
     /// A secret in the data directory could not be read or created.
     #[error("the token secret could not be read or created")]
     Secret(#[from] std::io::Error),
+    /// No API key was given.
+    #[error("at least one API key is needed")]
+    NoApiKey,
+    /// An API key is empty (or only whitespace), which an empty header would match.
+    #[error("an API key is empty")]
+    EmptyApiKey,
 }
 
 /// Shared handler state. Cheap to clone.
@@ -36,7 +43,8 @@ pub struct AppState {
 struct Inner {
     manager: Manager,
     shell: Template,
-    api_key: String,
+    /// Every accepted key with its caller; the first is the primary key.
+    api_keys: Vec<(String, Caller)>,
     token_secret: String,
     max_body_bytes: usize,
     metrics: Metrics,
@@ -46,22 +54,51 @@ struct Inner {
 
 impl AppState {
     /// Opens the runtime and the manager on `data_dir`, registers the shell as the `base` template, and
-    /// reads (or creates) the token secret.
+    /// reads (or creates) the token secret. One API key: [`AppState::open_with_keys`] with just it.
     pub fn open(
         data_dir: &Path,
         api_key: String,
         max_body_bytes: usize,
         config: ManagerConfig,
     ) -> Result<(Self, Recovery), OpenError> {
+        Self::open_with_keys(data_dir, vec![api_key], max_body_bytes, config)
+    }
+
+    /// [`AppState::open`] accepting each of `api_keys`, every key a tenant of its own (see
+    /// [`crate::auth`]). Sandboxes and snapshots stored before keys were told apart go to the first key.
+    pub fn open_with_keys(
+        data_dir: &Path,
+        api_keys: Vec<String>,
+        max_body_bytes: usize,
+        config: ManagerConfig,
+    ) -> Result<(Self, Recovery), OpenError> {
+        if api_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(OpenError::EmptyApiKey);
+        }
+        let api_keys: Vec<(String, Caller)> = api_keys
+            .into_iter()
+            .map(|key| {
+                let caller = Caller::for_key(&key);
+                (key, caller)
+            })
+            .collect();
+        let primary = api_keys.first().ok_or(OpenError::NoApiKey)?.1.clone();
         let runtime = Runtime::new(RuntimeConfig::new(data_dir))?;
         let (manager, recovery) = Manager::open(runtime, config)?;
+        let adopted = manager.adopt_unowned(primary.owner())?;
+        if adopted > 0 {
+            tracing::info!(
+                adopted,
+                "sandboxes and snapshots stored without an owner now belong to the first API key"
+            );
+        }
         let shell = manager.register_template(SHELL_TEMPLATE, &shell_wasm())?;
         let token_secret = load_or_create_secret(data_dir, TOKEN_SECRET_FILE)?.value;
         let store = DurableStore::open(&manager.runtime().config().data_dir)?;
         let inner = Inner {
             manager,
             shell,
-            api_key,
+            api_keys,
             token_secret,
             max_body_bytes,
             metrics: Metrics::new(),
@@ -85,9 +122,24 @@ impl AppState {
         &self.inner.shell
     }
 
-    /// The API key clients must present.
+    /// The primary API key (the first one given).
     pub fn api_key(&self) -> &str {
-        &self.inner.api_key
+        self.inner
+            .api_keys
+            .first()
+            .map_or("", |(key, _)| key.as_str())
+    }
+
+    /// The caller whose key `presented` is, if it is one of the keys. Every key is compared, in time
+    /// independent of where they differ, so timing tells nothing about which key came close.
+    pub fn authenticate(&self, presented: &str) -> Option<Caller> {
+        let mut found = None;
+        for (key, caller) in &self.inner.api_keys {
+            if constant_time_eq(presented.as_bytes(), key.as_bytes()) && found.is_none() {
+                found = Some(caller.clone());
+            }
+        }
+        found
     }
 
     /// The server's metrics.

@@ -78,6 +78,9 @@ pub struct CreateRequest {
     pub envs: BTreeMap<String, String>,
     /// Its lifecycle policy.
     pub lifecycle: LifecyclePolicy,
+    /// Its owner (see [`SandboxRecord::owner`]). A sandbox started from a snapshot gets this owner too,
+    /// not the snapshot's.
+    pub owner: Option<String>,
 }
 
 /// What `connect` did.
@@ -388,6 +391,7 @@ impl Manager {
             state: SandboxState::Running,
             lifecycle: request.lifecycle,
             sequence: self.inner.sequence.fetch_add(1, Ordering::SeqCst),
+            owner: request.owner,
         };
         if let Err(error) = self.inner.store.save_record(&record) {
             drop(sandbox);
@@ -568,6 +572,7 @@ impl Manager {
             metadata: record.metadata,
             created_at_ms: now_ms(),
             size_bytes: std::fs::metadata(&blob)?.len(),
+            owner: record.owner,
         };
         self.inner.store.save_snapshot(&info)?;
         write(&self.inner.snapshots).insert(snapshot_id, info.clone());
@@ -591,6 +596,15 @@ impl Manager {
     /// checksum verified before anything is written, and its module must be a registered template's, so
     /// a sandbox that could never resume is refused rather than stored.
     pub fn import_blob(&self, blob: &[u8]) -> Result<SandboxInfo, LifecycleError> {
+        self.import_blob_owned(blob, None)
+    }
+
+    /// [`Manager::import_blob`], the new sandbox owned by `owner` (see [`SandboxRecord::owner`]).
+    pub fn import_blob_owned(
+        &self,
+        blob: &[u8],
+        owner: Option<String>,
+    ) -> Result<SandboxInfo, LifecycleError> {
         let decoded =
             decode::<SandboxManifest>(blob.to_vec(), &self.inner.runtime.config().decode_limits)
                 .map_err(LifecycleError::InvalidBlob)?;
@@ -624,6 +638,7 @@ impl Manager {
             state: SandboxState::Paused,
             lifecycle: LifecyclePolicy::default(),
             sequence: self.inner.sequence.fetch_add(1, Ordering::SeqCst),
+            owner,
         };
         // Blob first, record second: a crash in between leaves a directory without a record, which no
         // one lists, rather than a record of a paused sandbox without its blob.
@@ -645,6 +660,49 @@ impl Manager {
             })),
         );
         Ok(info)
+    }
+
+    /// Gives every sandbox and snapshot without an owner (records written before owners existed) to
+    /// `owner`, durably, and returns how many were adopted. A server calls this at startup with its
+    /// primary key's identifier, so that what one key created before keys were told apart stays that key's.
+    pub fn adopt_unowned(&self, owner: &str) -> Result<usize, LifecycleError> {
+        let mut adopted = 0;
+        let ids: Vec<String> = read(&self.inner.index)
+            .values()
+            .filter(|r| r.owner.is_none())
+            .map(|r| r.id.clone())
+            .collect();
+        for id in ids {
+            // Under the sandbox's lock, so no transition writes an older copy of the record over this one.
+            let _slot = match self.lock(&id) {
+                Ok(slot) => slot,
+                Err(LifecycleError::NotFound(_)) => continue,
+                Err(error) => return Err(error),
+            };
+            let mut record = self.record(&id)?;
+            if record.owner.is_none() {
+                record.owner = Some(owner.to_owned());
+                self.save(record)?;
+                adopted += 1;
+            }
+        }
+        let unowned: Vec<SnapshotInfo> = read(&self.inner.snapshots)
+            .values()
+            .filter(|s| s.owner.is_none())
+            .cloned()
+            .collect();
+        for mut snapshot in unowned {
+            snapshot.owner = Some(owner.to_owned());
+            self.inner.store.save_snapshot(&snapshot)?;
+            write(&self.inner.snapshots).insert(snapshot.id.clone(), snapshot);
+            adopted += 1;
+        }
+        Ok(adopted)
+    }
+
+    /// The description of snapshot `id`.
+    pub fn snapshot_by_id(&self, id: &str) -> Result<SnapshotInfo, LifecycleError> {
+        self.snapshot_info(id)
     }
 
     /// Every snapshot, oldest first.

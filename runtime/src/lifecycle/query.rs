@@ -23,6 +23,8 @@ pub struct ListQuery {
     pub limit: Option<u32>,
     /// The cursor returned with the previous page.
     pub next_token: Option<String>,
+    /// Only sandboxes of this owner when set (see [`SandboxRecord::owner`]); every sandbox when `None`.
+    pub owner: Option<String>,
 }
 
 /// Why a list query was refused.
@@ -70,6 +72,10 @@ pub(crate) fn matches(query: &ListQuery, record: &SandboxRecord) -> bool {
             || (record.state == SandboxState::Resuming && query.states.contains(&SandboxState::Paused))
     };
     state_ok
+        && query
+            .owner
+            .as_ref()
+            .is_none_or(|owner| record.owner.as_ref() == Some(owner))
         && query
             .metadata
             .iter()

@@ -85,6 +85,12 @@ pub struct SandboxRecord {
     pub lifecycle: LifecyclePolicy,
     /// A counter that orders sandboxes created in the same millisecond, for stable pagination.
     pub sequence: u64,
+    /// Who owns it: an opaque identifier an embedder chooses (the server stores a digest of the API key
+    /// that created it, never the key). `None` for records written before owners existed, and for
+    /// embedders that do not use them; [`Manager::adopt_unowned`](super::Manager::adopt_unowned) gives
+    /// those an owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The public view of a sandbox.
@@ -108,6 +114,8 @@ pub struct SandboxInfo {
     pub state: SandboxState,
     /// Its lifecycle policy.
     pub lifecycle: LifecyclePolicy,
+    /// Who owns it (see [`SandboxRecord::owner`]).
+    pub owner: Option<String>,
 }
 
 impl SandboxRecord {
@@ -123,6 +131,7 @@ impl SandboxRecord {
             end_at: from_ms(self.end_at_ms),
             state: self.state,
             lifecycle: self.lifecycle,
+            owner: self.owner.clone(),
         }
     }
 }

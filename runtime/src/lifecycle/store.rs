@@ -35,6 +35,11 @@ pub struct SnapshotInfo {
     pub created_at_ms: u64,
     /// Size of its blob in bytes.
     pub size_bytes: u64,
+    /// Who owns it: the owner of the sandbox it was taken from (see
+    /// [`SandboxRecord::owner`](super::record::SandboxRecord::owner)); `None` in descriptions written before
+    /// owners existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The lifecycle's files.

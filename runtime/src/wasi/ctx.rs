@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -68,6 +69,9 @@ pub struct WasiCtx {
     pub(crate) stderr: OutputState,
     pub(crate) limits: WasiLimits,
     pub(crate) clock: VirtualClock,
+    /// When the current call into the guest must end: a blocking import (a `poll_oneoff` sleep) waits no
+    /// longer and traps instead, since the engine's CPU deadline only interrupts guest code, not the host.
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for WasiCtx {
@@ -153,6 +157,7 @@ impl WasiCtx {
             stderr: OutputState::new(config.stderr),
             limits: config.limits,
             clock: VirtualClock::starting_at(clock_ns),
+            deadline: None,
         })
     }
 
@@ -177,6 +182,14 @@ impl WasiCtx {
             offset: 0,
             readdir_cookie: 0,
         })
+    }
+
+    /// Sets the instant by which the current call into the guest must end (`None`: no bound, as for
+    /// `stasis run`). A `poll_oneoff` that would sleep past it sleeps until it and then traps with
+    /// [`wasmtime::Trap::Interrupt`], the trap of an exceeded CPU deadline, so a guest cannot hold its
+    /// sandbox forever by sleeping in the host where epoch interruption does not reach.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 
     /// Drains the captured stdout.

@@ -726,3 +726,59 @@ fn an_exported_blob_imports_into_another_manager_as_a_paused_sandbox() -> Result
     assert_eq!(target.list(&ListQuery::default())?.items.len(), 1);
     Ok(())
 }
+
+#[test]
+fn owners_filter_listings_and_adoption_survives_a_restart() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (unowned, mine) = {
+        let manager = manager_in(&tmp, ManagerConfig::default())?;
+        let unowned = create(&manager, &[])?;
+        let mine = manager
+            .create(CreateRequest {
+                template: "stateful".into(),
+                owner: Some("me".into()),
+                ..CreateRequest::default()
+            })?
+            .id;
+        let theirs = ListQuery {
+            owner: Some("them".into()),
+            ..Default::default()
+        };
+        assert!(manager.list(&theirs)?.items.is_empty());
+        let all = manager.list(&ListQuery::default())?;
+        assert_eq!(all.items.len(), 2);
+        // A snapshot belongs to its sandbox's owner.
+        assert_eq!(manager.snapshot(&mine, None)?.owner.as_deref(), Some("me"));
+        manager.pause(&unowned)?;
+        manager.pause(&mine)?;
+        (unowned, mine)
+    };
+    let manager = manager_in(&tmp, ManagerConfig::default())?;
+    assert_eq!(manager.info(&unowned)?.owner, None);
+    // The unowned sandbox is adopted; the owned one and its snapshot keep their owner.
+    assert_eq!(manager.adopt_unowned("them")?, 1);
+    assert_eq!(manager.adopt_unowned("them")?, 0);
+    drop(manager);
+    let manager = manager_in(&tmp, ManagerConfig::default())?;
+    let ids = |owner: &str| -> Result<Vec<String>> {
+        let query = ListQuery {
+            owner: Some(owner.into()),
+            ..Default::default()
+        };
+        Ok(manager
+            .list(&query)?
+            .items
+            .into_iter()
+            .map(|i| i.id)
+            .collect())
+    };
+    assert_eq!(ids("them")?, [unowned]);
+    assert_eq!(ids("me")?, [mine]);
+    assert!(
+        manager
+            .list_snapshots()
+            .iter()
+            .all(|s| s.owner.as_deref() == Some("me"))
+    );
+    Ok(())
+}

@@ -2,6 +2,7 @@
 
 mod blob;
 mod common;
+mod containment;
 mod cross_process;
 mod engine;
 mod instrument;

@@ -1,16 +1,17 @@
 //! Moving a paused sandbox between servers: `GET /sandboxes/{id}/blob` streams its blob out, and
 //! `POST /sandboxes/import` takes one in as a new paused sandbox, verified before it is accepted.
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use tokio_util::io::ReaderStream;
 
 use super::blocking;
 use super::sandboxes::SandboxJson;
+use crate::auth::{Caller, owned_sandbox};
 use crate::error::{ApiError, ErrorJson};
 use crate::state::AppState;
 
@@ -26,8 +27,10 @@ use crate::state::AppState;
         (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn export(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    owned_sandbox(&state, &caller, &id)?;
     let manager = state.manager().clone();
     let file = blocking(move || manager.export_blob(&id)).await??;
     let length = file.metadata().map_err(|e| ApiError::internal(&e))?.len();
@@ -54,13 +57,15 @@ pub async fn export(
         (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn import(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let blob =
         body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
     let manager = state.manager().clone();
     let size = blob.len() as u64;
-    let info = blocking(move || manager.import_blob(&blob)).await??;
+    let owner = Some(caller.owner().to_owned());
+    let info = blocking(move || manager.import_blob_owned(&blob, owner)).await??;
     state.metrics().observe_blob_written(size);
     tracing::info!(sandbox = %info.id, template = %info.template, bytes = size, "imported");
     Ok((

@@ -1,15 +1,16 @@
 //! The control plane (sdk-compat.md §2): create, list, info, kill, pause, connect, timeout, snapshots and
-//! forks, with the response shapes the E2B and Novita SDKs parse.
+//! forks, with the response shapes the E2B and Novita SDKs parse. Every handler sees only the calling
+//! key's sandboxes and snapshots (see [`crate::auth`]): another key's are 404, as unknown ones.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use stasis::lifecycle::{
     CreateRequest, LifecyclePolicy, ListQuery, OnTimeout, SandboxInfo, SandboxState, SnapshotInfo,
@@ -17,6 +18,7 @@ use stasis::lifecycle::{
 use utoipa::ToSchema;
 
 use super::{blocking, json_body};
+use crate::auth::{Caller, owned_sandbox, owned_snapshot};
 use crate::error::{ApiError, ErrorJson};
 use crate::state::AppState;
 use crate::time::rfc3339;
@@ -215,18 +217,24 @@ fn policy(body: &NewSandbox) -> LifecyclePolicy {
         (status = 429, description = "Too many running sandboxes", body = ErrorJson)))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: NewSandbox = json_body(body)?;
+    let template = body
+        .template_id
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned());
+    if template.starts_with(stasis::lifecycle::SNAPSHOT_PREFIX) {
+        owned_snapshot(&state, &caller, &template)?;
+    }
     let request = CreateRequest {
-        template: body
-            .template_id
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned()),
+        template,
         timeout: body.timeout.map(Duration::from_secs),
         lifecycle: policy(&body),
         metadata: body.metadata,
         envs: body.env_vars,
+        owner: Some(caller.owner().to_owned()),
     };
     let manager = state.manager().clone();
     let info = blocking(move || manager.create(request)).await??;
@@ -248,9 +256,11 @@ pub async fn create(
         body = [SandboxJson]), (status = 400, description = "Invalid query", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let query = list_query(query.as_deref().unwrap_or(""))?;
+    let mut query = list_query(query.as_deref().unwrap_or(""))?;
+    query.owner = Some(caller.owner().to_owned());
     let page = state.manager().list(&query)?;
     let items: Vec<SandboxJson> = page
         .items
@@ -311,9 +321,10 @@ pub fn list_query(raw: &str) -> Result<ListQuery, ApiError> {
         (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn info(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxJson>, ApiError> {
-    let info = state.manager().info(&id)?;
+    let info = owned_sandbox(&state, &caller, &id)?;
     Ok(Json(SandboxJson::new(&state, &info, true)))
 }
 
@@ -323,8 +334,10 @@ pub async fn info(
         (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn kill(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    owned_sandbox(&state, &caller, &id)?;
     let manager = state.manager().clone();
     let target = id.clone();
     blocking(move || manager.kill(&target)).await??;
@@ -340,8 +353,10 @@ pub async fn kill(
         (status = 409, description = "Already paused, lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn pause(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    owned_sandbox(&state, &caller, &id)?;
     let manager = state.manager().clone();
     let target = id.clone();
     let started = std::time::Instant::now();
@@ -371,9 +386,11 @@ pub async fn pause(
         (status = 409, description = "Lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn connect(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    owned_sandbox(&state, &caller, &id)?;
     let body: TimeoutBody = json_body(body)?;
     let manager = state.manager().clone();
     let started = std::time::Instant::now();
@@ -401,9 +418,11 @@ pub async fn connect(
         (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn set_timeout(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
+    owned_sandbox(&state, &caller, &id)?;
     let body: TimeoutBody = json_body(body)?;
     let timeout = body
         .timeout
@@ -420,9 +439,11 @@ pub async fn set_timeout(
         (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn snapshot(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    owned_sandbox(&state, &caller, &id)?;
     let body: NewSnapshot = json_body(body)?;
     let manager = state.manager().clone();
     let info = blocking(move || manager.snapshot(&id, body.name)).await??;
@@ -433,12 +454,16 @@ pub async fn snapshot(
 /// `GET /snapshots`: every snapshot, oldest first.
 #[utoipa::path(get, path = "/snapshots", tag = "snapshots",
     responses((status = 200, description = "Every snapshot, oldest first", body = [SnapshotJson]), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
-pub async fn list_snapshots(State(state): State<AppState>) -> Json<Vec<SnapshotJson>> {
+pub async fn list_snapshots(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Vec<SnapshotJson>> {
     Json(
         state
             .manager()
             .list_snapshots()
             .into_iter()
+            .filter(|s| s.owner.as_deref() == Some(caller.owner()))
             .map(SnapshotJson::from)
             .collect(),
     )
@@ -450,8 +475,10 @@ pub async fn list_snapshots(State(state): State<AppState>) -> Json<Vec<SnapshotJ
         (status = 404, description = "No such snapshot", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn delete_snapshot(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    owned_snapshot(&state, &caller, &id)?;
     let manager = state.manager().clone();
     blocking(move || manager.delete_snapshot(&id)).await??;
     Ok(StatusCode::NO_CONTENT)
@@ -466,14 +493,21 @@ pub async fn delete_snapshot(
         (status = 404, description = "No such sandbox or snapshot", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn fork(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if id.starts_with(stasis::lifecycle::SNAPSHOT_PREFIX) {
+        owned_snapshot(&state, &caller, &id)?;
+    } else {
+        owned_sandbox(&state, &caller, &id)?;
+    }
     let body: ForkBody = json_body(body)?;
     let manager = state.manager().clone();
     let request = CreateRequest {
         timeout: body.timeout.map(Duration::from_secs),
         metadata: body.metadata,
+        owner: Some(caller.owner().to_owned()),
         ..CreateRequest::default()
     };
     let count = body.count.unwrap_or(1);
@@ -501,9 +535,10 @@ pub async fn fork(
         (status = 429, description = "Too many running sandboxes", body = ErrorJson)))]
 pub async fn create_v2(
     state: State<AppState>,
+    caller: Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    create(state, body).await
+    create(state, caller, body).await
 }
 
 /// `GET /v2/sandboxes`: [`list`] under the path the newer SDKs use.
@@ -514,8 +549,12 @@ pub async fn create_v2(
         ("nextToken" = Option<String>, Query, description = "Cursor from `x-next-token`")),
     responses((status = 200, description = "One page, oldest first; the next cursor in `x-next-token`",
         body = [SandboxJson]), (status = 400, description = "Invalid query", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
-pub async fn list_v2(state: State<AppState>, query: RawQuery) -> Result<Response, ApiError> {
-    list(state, query).await
+pub async fn list_v2(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    list(state, caller, query).await
 }
 
 /// `POST /v2/sandboxes/{id}/connect`: [`connect`] under the path the newer SDKs use.
@@ -527,8 +566,9 @@ pub async fn list_v2(state: State<AppState>, query: RawQuery) -> Result<Response
         (status = 409, description = "Lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn connect_v2(
     state: State<AppState>,
+    caller: Extension<Caller>,
     id: Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    connect(state, id, body).await
+    connect(state, caller, id, body).await
 }

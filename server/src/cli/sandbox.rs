@@ -136,7 +136,12 @@ impl Client {
         Ok(Self {
             agent,
             url: url.trim_end_matches('/').to_owned(),
-            api_key: api_key.ok_or(ClientError::NoApiKey)?,
+            // STASIS_API_KEY may list the server's keys, comma-separated: a client speaks with the first.
+            api_key: api_key
+                .as_deref()
+                .and_then(|keys| keys.split(',').map(str::trim).find(|k| !k.is_empty()))
+                .map(str::to_owned)
+                .ok_or(ClientError::NoApiKey)?,
         })
     }
 

@@ -17,9 +17,16 @@ pub struct ServeArgs {
     /// Directory of sandboxes, blobs, snapshots and secrets.
     #[arg(long, default_value = "./stasis-data")]
     data_dir: PathBuf,
-    /// API key clients must send as X-API-KEY; generated and stored in the data directory when absent.
-    #[arg(long, env = "STASIS_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
+    /// API key clients must send as X-API-KEY. Repeat the option, or separate keys with commas (also in
+    /// STASIS_API_KEY), to accept several: each key sees only the sandboxes and snapshots it created.
+    /// Generated and stored in the data directory when absent.
+    #[arg(
+        long = "api-key",
+        env = "STASIS_API_KEY",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    api_keys: Vec<String>,
     /// Largest request body (uploads included) in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -37,7 +44,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
-        api_key: args.api_key,
+        api_keys: args.api_keys,
         max_body_bytes: args.max_body_bytes,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -8,3 +8,4 @@ mod envd;
 mod extras;
 mod run;
 mod serve;
+mod tenants;

@@ -1,9 +1,9 @@
 //! `poll_oneoff`: clock subscriptions sleep on the (virtual) clocks; fd subscriptions on files and stdio are
 //! always ready, because reads and writes on them never block longer than the host's own I/O.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wasmtime::{Caller, Linker};
+use wasmtime::{Caller, Linker, Trap};
 
 use super::clock::now;
 use super::{Getter, run, u};
@@ -21,10 +21,20 @@ pub(super) fn add<T: Send + 'static>(
         MODULE,
         "poll_oneoff",
         move |mut c: Caller<'_, T>, subs: i32, events: i32, n: i32, out: i32| {
-            run(&mut c, get, |m, ctx| {
-                let count = poll_oneoff(m, ctx, u(subs), u(events), u(n))?;
-                m.write_u32(u(out), count)
-            })
+            let mut interrupted = false;
+            let errno = run(&mut c, get, |m, ctx| {
+                match poll_oneoff(m, ctx, u(subs), u(events), u(n))? {
+                    Polled::Ready(count) => m.write_u32(u(out), count),
+                    Polled::DeadlinePassed => {
+                        interrupted = true;
+                        Ok(())
+                    }
+                }
+            })?;
+            if interrupted {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(errno)
         },
     )?;
     Ok(())
@@ -32,6 +42,14 @@ pub(super) fn add<T: Send + 'static>(
 
 /// Most subscriptions one `poll_oneoff` call may pass.
 pub const MAX_SUBSCRIPTIONS: u32 = 4096;
+
+/// How a `poll_oneoff` call ended.
+enum Polled {
+    /// This many events were written.
+    Ready(u32),
+    /// The call's deadline came before any event: the caller traps as for a CPU timeout.
+    DeadlinePassed,
+}
 
 /// An event to report.
 struct Event {
@@ -47,7 +65,7 @@ fn poll_oneoff(
     subs: u32,
     events: u32,
     n: u32,
-) -> GuestResult<u32> {
+) -> GuestResult<Polled> {
     // wasmtime-wasi refuses an empty subscription list: it would sleep forever. The upper bound keeps the
     // host's bookkeeping small whatever count a guest passes.
     if n == 0 || n > MAX_SUBSCRIPTIONS {
@@ -125,7 +143,15 @@ fn poll_oneoff(
             if !ready.is_empty() {
                 break;
             }
-            std::thread::sleep(Duration::from_nanos(wait));
+            let nap = Duration::from_nanos(wait);
+            if let Some(deadline) = ctx.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left < nap {
+                    std::thread::sleep(left);
+                    return Ok(Polled::DeadlinePassed);
+                }
+            }
+            std::thread::sleep(nap);
         }
     }
 
@@ -137,7 +163,7 @@ fn poll_oneoff(
         b[16..24].copy_from_slice(&ev.nbytes.to_le_bytes());
         m.write(events + (i * EVENT_SIZE) as u32, &b)?;
     }
-    Ok(ready.len() as u32)
+    Ok(Polled::Ready(ready.len() as u32))
 }
 
 /// Readiness of an fd subscription: an error for fds that cannot be read or written that way, else ready with
