@@ -69,8 +69,13 @@ fn the_client_drives_a_server_and_blob_inspect_verifies_its_blobs() -> Result<()
     let good = inspect(&blob)?;
     let report = stdout(&good);
     assert!(good.status.success(), "{report}");
+    let format = format!(
+        "format:      {}.{}",
+        stasis::snapshot::FORMAT_MAJOR,
+        stasis::snapshot::FORMAT_MINOR
+    );
     for expected in [
-        "format:      1.0",
+        format.as_str(),
         "module:      sha256 ",
         "Manifest",
         "Filesystem",
