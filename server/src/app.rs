@@ -12,12 +12,12 @@ use crate::api::envd::{files, filesystem, process};
 use crate::auth::require_api_key;
 use crate::error::ApiError;
 use crate::metrics::track_requests;
-use crate::openapi::control_plane;
+use crate::openapi::control_plane_parts;
 use crate::state::AppState;
 
 /// The whole HTTP service on `state`.
 pub fn app(state: AppState) -> Router {
-    let (control, document) = control_plane().split_for_parts();
+    let (control, document) = control_plane_parts();
     let control = control.route_layer(from_fn_with_state(state.clone(), require_api_key));
 
     let envd = Router::new()

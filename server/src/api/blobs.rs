@@ -3,14 +3,14 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio_util::io::ReaderStream;
 
-use super::blocking;
 use super::sandboxes::SandboxJson;
+use super::{PathId, blocking};
 use crate::error::{ApiError, ErrorJson};
 use crate::state::AppState;
 
@@ -20,13 +20,14 @@ use crate::state::AppState;
     params(("id" = String, Path, description = "The sandbox id")),
     responses((status = 200, description = "The blob", content_type = "application/octet-stream",
             body = Vec<u8>),
+        (status = 400, description = "Malformed id", body = ErrorJson),
         (status = 404, description = "No such sandbox", body = ErrorJson),
         (status = 409, description = "The sandbox is running (pause it first), lost or busy",
             body = ErrorJson),
         (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn export(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     let manager = state.manager().clone();
     let file = blocking(move || manager.export_blob(&id)).await??;
@@ -50,7 +51,8 @@ pub async fn export(
     responses((status = 201, description = "The new paused sandbox", body = SandboxJson),
         (status = 400, description = "The blob does not decode; the message says why", body = ErrorJson),
         (status = 404, description = "The blob's template is not registered here", body = ErrorJson),
-        (status = 413, description = "The blob is larger than the body limit"),
+        (status = 413, description = "The blob is larger than the body limit", body = ErrorJson),
+        (status = 429, description = "Too many paused sandboxes", body = ErrorJson),
         (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn import(
     State(state): State<AppState>,
