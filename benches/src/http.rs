@@ -50,7 +50,9 @@ impl Server {
             .name("bench-server".into())
             .spawn(move || {
                 // The server runs until the bench process exits.
-                let _ = runtime.block_on(async move { axum::serve(listener, app(state)).await });
+                let _ = runtime.block_on(async move {
+                    axum::serve(listener, app(state).into_make_service()).await
+                });
             })?;
         Ok(Self {
             addr,

@@ -51,7 +51,10 @@ pub async fn serve(
     tracing::info!(%address, "listening");
     // A line on stdout too, so a supervisor (or a test) that asked for port 0 learns the port.
     println!("stasis listening on http://{address}");
-    axum::serve(listener, app(state.clone()))
+    // A make-service, not the router itself: `axum::serve(listener, router)` rebuilds the router
+    // (`clone().with_state(())`, a deep copy of every route and handler) for each connection, which on the
+    // single accept task was the top user-space cost of the 200-client load run.
+    axum::serve(listener, app(state.clone()).into_make_service())
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!("shutting down: pausing running sandboxes");
