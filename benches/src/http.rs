@@ -1,9 +1,10 @@
-//! A Stasis server in this process, on a loopback port, and a minimal HTTP/1.1 client for it: the command
-//! round trip over HTTP measures what an SDK user sees (connection, request, the guest's run, the streamed
-//! Connect reply), without the noise of another client library.
+//! A Stasis server in this process, on a loopback port (or one already running elsewhere), and a minimal
+//! HTTP/1.1 client for it: the command round trip over HTTP measures what an SDK user sees (connection,
+//! request, the guest's run, the streamed Connect reply), without the noise of another client library.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use stasis::lifecycle::ManagerConfig;
@@ -11,29 +12,68 @@ use stasis_server::{AppState, app};
 
 const API_KEY: &str = "bench-key";
 
-/// A running server; stops with the process.
+/// How long a client waits for a reply before counting the request as failed (a stalled server).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running server (stops with the process), or the address of one started elsewhere.
+#[derive(Debug, Clone)]
 pub struct Server {
     addr: SocketAddr,
+    api_key: String,
 }
 
 impl Server {
-    /// Starts the server on a free loopback port with its data under `data_dir`.
+    /// Starts the server on a free loopback port with its data under `data_dir`, on one worker thread.
     pub fn start(data_dir: &std::path::Path) -> Result<Self> {
-        let (state, _) =
-            AppState::open(data_dir, API_KEY.into(), 64 << 20, ManagerConfig::default())?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()?;
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        Self::start_with(data_dir, ManagerConfig::default(), Some(1))
+    }
+
+    /// Starts the server with this manager configuration, on `workers` async worker threads (tokio's
+    /// default, one per core, as `stasis serve` runs, when `None`).
+    pub fn start_with(
+        data_dir: &std::path::Path,
+        config: ManagerConfig,
+        workers: Option<usize>,
+    ) -> Result<Self> {
+        let (state, _) = AppState::open(data_dir, API_KEY.into(), 64 << 20, config)?;
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(workers) = workers {
+            builder.worker_threads(workers);
+        }
+        let runtime = builder.enable_all().build()?;
+        // The server's own listener (its backlog matters once hundreds of clients connect at once).
+        let listener = runtime.block_on(async {
+            stasis_server::serve::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        })?;
         let addr = listener.local_addr()?;
         std::thread::Builder::new()
             .name("bench-server".into())
             .spawn(move || {
                 // The server runs until the bench process exits.
-                let _ = runtime.block_on(async move { axum::serve(listener, app(state)).await });
+                let _ = runtime.block_on(async move {
+                    axum::serve(listener, app(state).into_make_service()).await
+                });
             })?;
-        Ok(Self { addr })
+        Ok(Self {
+            addr,
+            api_key: API_KEY.to_owned(),
+        })
+    }
+
+    /// A server already running at `url` (`http://host:port`), called with `api_key`.
+    pub fn at(url: &str, api_key: &str) -> Result<Self> {
+        let authority = url
+            .strip_prefix("http://")
+            .context("only http:// URLs are supported")?
+            .trim_end_matches('/');
+        let addr = authority
+            .to_socket_addrs()?
+            .next()
+            .with_context(|| format!("{authority} resolves to no address"))?;
+        Ok(Self {
+            addr,
+            api_key: api_key.to_owned(),
+        })
     }
 
     /// Creates a `base` sandbox; returns its id and envd access token.
@@ -41,7 +81,7 @@ impl Server {
         let (status, body) = self.request(
             "POST",
             "/sandboxes",
-            &[("X-API-KEY", API_KEY)],
+            &[("X-API-KEY", &self.api_key)],
             "application/json",
             br#"{"templateID":"base","timeout":600}"#,
         )?;
@@ -87,6 +127,39 @@ impl Server {
         Ok(body)
     }
 
+    /// `POST /sandboxes/{id}/pause`: must answer 204.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        self.expect("POST", &format!("/sandboxes/{id}/pause"), 204)
+    }
+
+    /// `POST /sandboxes/{id}/connect` of a paused sandbox: must answer 201 (resumed).
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.expect("POST", &format!("/sandboxes/{id}/connect"), 201)
+    }
+
+    /// `DELETE /sandboxes/{id}`: must answer 204.
+    pub fn kill(&self, id: &str) -> Result<()> {
+        self.expect("DELETE", &format!("/sandboxes/{id}"), 204)
+    }
+
+    /// A control-plane call without a body that must answer `expected`.
+    fn expect(&self, method: &str, path: &str, expected: u16) -> Result<()> {
+        let (status, body) = self.request(
+            method,
+            path,
+            &[("X-API-KEY", &self.api_key)],
+            "application/json",
+            b"",
+        )?;
+        if status != expected {
+            bail!(
+                "{method} {path} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
     /// One request on a fresh connection (`Connection: close`, so the body ends with the connection).
     fn request(
         &self,
@@ -98,6 +171,7 @@ impl Server {
     ) -> Result<(u16, Vec<u8>)> {
         let mut stream = TcpStream::connect(self.addr)?;
         stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
             self.addr,

@@ -1,9 +1,12 @@
 //! `stasis-bench`: measures Stasis's pause, resume, fork, create, command and density figures against the
-//! machine's own limits measured in the same run, and writes `results.json`, `report.md` and a plot.
+//! machine's own limits measured in the same run, then the server under concurrent load, and writes
+//! `results.json`, `report.md` and a plot. Exits non-zero if any request of the load run failed.
 //!
 //! `cargo run --release -p stasis-bench -- [--quick] [--out DIR]`
+//! `cargo run --release -p stasis-bench -- --load-only [--load-secs 20] [--url http://HOST:PORT --api-key KEY]`
 
 mod http;
+mod load;
 mod reference;
 mod report;
 mod scenarios;
@@ -11,8 +14,11 @@ mod stats;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
 use clap::Parser;
+use stasis::lifecycle::ManagerConfig;
 
 use crate::scenarios::Bench;
 use crate::stats::Measurement;
@@ -37,6 +43,22 @@ struct Args {
     /// Run only the pause/resume scenario.
     #[arg(long)]
     pause_resume_only: bool,
+    /// Run only the load scenario.
+    #[arg(long, conflicts_with = "pause_resume_only")]
+    load_only: bool,
+    /// Concurrent clients of the load scenario.
+    #[arg(long, default_value_t = 200)]
+    load_clients: usize,
+    /// Seconds the load scenario runs (default: 3 quick, 20 full).
+    #[arg(long)]
+    load_secs: Option<u64>,
+    /// Drive the server at this URL (`http://HOST:PORT`) in the load scenario instead of one started
+    /// in this process; it must allow `--load-clients` running sandboxes.
+    #[arg(long, requires = "api_key")]
+    url: Option<String>,
+    /// The API key of the server at `--url`.
+    #[arg(long)]
+    api_key: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -62,6 +84,10 @@ fn main() -> Result<()> {
     println!("{}", report::table_header());
     let mut results: Vec<Measurement> = Vec::new();
 
+    if args.load_only {
+        let errors = record_load(&mut results, &args, work.path())?;
+        return finish(&args, &results, errors);
+    }
     for contents in ["typical", "random"] {
         for &mib in sizes {
             record(
@@ -94,13 +120,56 @@ fn main() -> Result<()> {
         &mut results,
         scenarios::density(&bench, if args.quick { 50 } else { 500 })?,
     );
+    let errors = record_load(&mut results, &args, work.path())?;
+    finish(&args, &results, errors)
+}
 
+/// Runs the load scenario against the server at `--url` or a new one in this process (its data under
+/// `work`), records its rows and returns how many requests failed.
+fn record_load(
+    results: &mut Vec<Measurement>,
+    args: &Args,
+    work: &std::path::Path,
+) -> Result<usize> {
+    let options = load::LoadOptions {
+        clients: args.load_clients,
+        duration: Duration::from_secs(args.load_secs.unwrap_or(if args.quick { 3 } else { 20 })),
+    };
+    let server = match (&args.url, &args.api_key) {
+        (Some(url), Some(key)) => http::Server::at(url, key)?,
+        _ => {
+            let config = ManagerConfig::default();
+            if config.max_running < options.clients {
+                bail!(
+                    "{} clients need {} running sandboxes; the server allows {}",
+                    options.clients,
+                    options.clients,
+                    config.max_running
+                );
+            }
+            // Tokio's default worker count, as `stasis serve` runs.
+            http::Server::start_with(&work.join("load-data"), config, None)?
+        }
+    };
+    let outcome = load::run(&server, &options)?;
+    record(results, outcome.measurements);
+    for error in &outcome.first_errors {
+        eprintln!("load error: {error}");
+    }
+    Ok(outcome.errors)
+}
+
+/// Writes the report, then fails if the load run had errors.
+fn finish(args: &Args, results: &[Measurement], load_errors: usize) -> Result<()> {
     let machine = machine_description();
-    report::write_all(&args.out, &results, &machine, args.quick)?;
+    report::write_all(&args.out, results, &machine, args.quick)?;
     println!(
         "\nwrote {}/results.json, report.md and latency.svg",
         args.out.display()
     );
+    if load_errors > 0 {
+        bail!("{load_errors} requests of the load run failed");
+    }
     Ok(())
 }
 

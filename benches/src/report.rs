@@ -15,8 +15,16 @@ pub const PUBLISHED: &str =
 /// The header of the progress table.
 pub fn table_header() -> String {
     format!(
-        "{:<44} {:<40} {:>10} {:>10} {:>10} {:>10} {:>6}  {}",
-        "scenario", "parameters", "median", "p90", "min", "max", "unit", "vs same-run reference"
+        "{:<44} {:<40} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}  {}",
+        "scenario",
+        "parameters",
+        "median",
+        "p90",
+        "p99",
+        "min",
+        "max",
+        "unit",
+        "vs same-run reference"
     )
 }
 
@@ -27,11 +35,12 @@ pub fn table_row(m: &Measurement) -> String {
         _ => String::new(),
     };
     format!(
-        "{:<44} {:<40} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>6}  {}",
+        "{:<44} {:<40} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>8}  {}",
         m.scenario,
         compact(&m.parameters),
         m.median,
         m.p90,
+        m.p99,
         m.min,
         m.max,
         m.unit,
@@ -76,9 +85,9 @@ pub fn write_all(out: &Path, results: &[Measurement], machine: &str, quick: bool
     )?;
     writeln!(
         md,
-        "| scenario | parameters | median | p90 | min | max | unit | ratio to reference |"
+        "| scenario | parameters | median | p90 | p99 | min | max | unit | ratio to reference |"
     )?;
-    writeln!(md, "|---|---|---:|---:|---:|---:|---|---|")?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---|---|")?;
     for m in results {
         let ratio = match (&m.reference, m.ratio()) {
             (Some((name, _)), Some(r)) => format!("{r:.2}× {name}"),
@@ -86,11 +95,12 @@ pub fn write_all(out: &Path, results: &[Measurement], machine: &str, quick: bool
         };
         writeln!(
             md,
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} |",
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} |",
             m.scenario,
             compact(&m.parameters),
             m.median,
             m.p90,
+            m.p99,
             m.min,
             m.max,
             m.unit,

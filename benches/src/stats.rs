@@ -1,4 +1,4 @@
-//! Samples and their summary: median, p90, min, max — what every scenario reports.
+//! Samples and their summary: median, p90, p99, min, max — what every scenario reports.
 
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ pub struct Measurement {
     pub median: f64,
     /// 90th percentile (nearest rank).
     pub p90: f64,
+    /// 99th percentile (nearest rank): the tail under load.
+    pub p99: f64,
     /// Smallest sample.
     pub min: f64,
     /// Largest sample.
@@ -57,6 +59,7 @@ impl Measurement {
             unit: unit.to_owned(),
             median,
             p90: pick(0.9),
+            p99: pick(0.99),
             min: sorted.first().copied().unwrap_or(f64::NAN),
             max: sorted.last().copied().unwrap_or(f64::NAN),
             samples,
@@ -93,7 +96,13 @@ mod tests {
             "ms",
             vec![5.0, 1.0, 3.0, 2.0, 4.0],
         );
-        assert_eq!((m.median, m.min, m.max, m.p90), (3.0, 1.0, 5.0, 5.0));
+        assert_eq!(
+            (m.median, m.min, m.max, m.p90, m.p99),
+            (3.0, 1.0, 5.0, 5.0, 5.0)
+        );
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        let m = Measurement::new("x", serde_json::json!({}), "ms", hundred);
+        assert_eq!((m.p90, m.p99), (90.0, 99.0));
         let even = Measurement::new("x", serde_json::json!({}), "ms", vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(even.median, 2.5);
         assert_eq!(even.against("ref", 1.25).ratio(), Some(2.0));

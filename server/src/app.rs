@@ -2,22 +2,26 @@
 //! `/openapi.json`), the envd plane behind per-sandbox access tokens, `/health` open, one body limit and
 //! one request counter for all.
 
+use axum::Router;
+use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 
 use crate::api::envd::{files, filesystem, process};
 use crate::auth::require_api_key;
 use crate::error::ApiError;
 use crate::metrics::track_requests;
-use crate::openapi::control_plane;
+use crate::openapi::control_plane_parts;
 use crate::state::AppState;
 
 /// The whole HTTP service on `state`.
 pub fn app(state: AppState) -> Router {
-    let (control, document) = control_plane().split_for_parts();
+    let (control, document) = control_plane_parts();
+    // Serialized once, and cloned by reference count: a handler holding the document as a JSON tree
+    // cloned it deeply whenever the router was cloned (see `serve`) and on every request for it.
+    let document = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
     let control = control.route_layer(from_fn_with_state(state.clone(), require_api_key));
 
     let envd = Router::new()
@@ -66,7 +70,10 @@ pub fn app(state: AppState) -> Router {
         // Open like /health: the document describes the API, it reveals nothing about its sandboxes.
         .route(
             "/openapi.json",
-            get(move || async move { Json(document.clone()) }),
+            get(move || {
+                let document = document.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], document) }
+            }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(from_fn_with_state(state.clone(), track_requests))

@@ -2,15 +2,15 @@
 //! `POST /sandboxes/import` takes one in as a new paused sandbox, verified before it is accepted.
 
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use tokio_util::io::ReaderStream;
 
-use super::blocking;
 use super::sandboxes::SandboxJson;
+use super::{PathId, blocking};
 use crate::auth::{Caller, owned_sandbox};
 use crate::error::{ApiError, ErrorJson};
 use crate::state::AppState;
@@ -21,6 +21,7 @@ use crate::state::AppState;
     params(("id" = String, Path, description = "The sandbox id")),
     responses((status = 200, description = "The blob", content_type = "application/octet-stream",
             body = Vec<u8>),
+        (status = 400, description = "Malformed id", body = ErrorJson),
         (status = 404, description = "No such sandbox", body = ErrorJson),
         (status = 409, description = "The sandbox is running (pause it first), lost or busy",
             body = ErrorJson),
@@ -28,7 +29,7 @@ use crate::state::AppState;
 pub async fn export(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     owned_sandbox(&state, &caller, &id)?;
     let manager = state.manager().clone();
@@ -53,7 +54,8 @@ pub async fn export(
     responses((status = 201, description = "The new paused sandbox", body = SandboxJson),
         (status = 400, description = "The blob does not decode; the message says why", body = ErrorJson),
         (status = 404, description = "The blob's template is not registered here", body = ErrorJson),
-        (status = 413, description = "The blob is larger than the body limit"),
+        (status = 413, description = "The blob is larger than the body limit", body = ErrorJson),
+        (status = 429, description = "Too many paused sandboxes", body = ErrorJson),
         (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn import(
     State(state): State<AppState>,

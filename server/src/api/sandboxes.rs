@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -17,7 +17,7 @@ use stasis::lifecycle::{
 };
 use utoipa::ToSchema;
 
-use super::{blocking, json_body};
+use super::{PathId, blocking, json_body, whole_number};
 use crate::auth::{Caller, owned_sandbox, owned_snapshot};
 use crate::error::{ApiError, ErrorJson};
 use crate::state::AppState;
@@ -100,7 +100,8 @@ pub struct NewSandbox {
     /// Template name or snapshot id; [`DEFAULT_TEMPLATE`] when absent.
     #[serde(rename = "templateID")]
     pub template_id: Option<String>,
-    /// Seconds until the timeout applies.
+    /// Seconds until the timeout applies (a whole number; `300.0` counts as `300`).
+    #[serde(default, deserialize_with = "whole_number")]
     pub timeout: Option<u64>,
     /// User metadata.
     #[serde(default)]
@@ -111,17 +112,62 @@ pub struct NewSandbox {
     /// Pause instead of kill at the timeout.
     pub auto_pause: Option<bool>,
     /// `{"enabled": bool}` or a bool: resume on activity while paused.
-    #[schema(value_type = Option<Object>)]
-    pub auto_resume: Option<serde_json::Value>,
+    pub auto_resume: Option<Toggle>,
     /// `{"onTimeout": "pause"|"kill", "autoResume": …}` (snake_case accepted too).
     #[schema(value_type = Option<Object>)]
-    pub lifecycle: Option<serde_json::Value>,
+    pub lifecycle: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// Body of `connect` and `timeout`.
+/// A setting the SDK families spell either as a bool or as `{"enabled": bool}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Toggle {
+    /// `true` or `false`.
+    Flag(bool),
+    /// `{"enabled": bool}`.
+    Object(Enabled),
+}
+
+/// `{"enabled": bool}`; other fields are ignored, and no `enabled` means off.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Enabled {
+    /// Whether the setting is on.
+    pub enabled: Option<bool>,
+}
+
+impl Toggle {
+    /// Whether the setting is on.
+    fn enabled(&self) -> bool {
+        match self {
+            Self::Flag(on) => *on,
+            Self::Object(Enabled { enabled }) => enabled.unwrap_or(false),
+        }
+    }
+}
+
+/// A lenient reading of an `enabled` value inside `lifecycle` (a bool, or `{"enabled": bool}`).
+fn enabled(value: Option<&serde_json::Value>) -> bool {
+    value.is_some_and(|v| {
+        v.as_bool()
+            .or_else(|| v.get("enabled").and_then(serde_json::Value::as_bool))
+            .unwrap_or(false)
+    })
+}
+
+/// Body of `connect`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct TimeoutBody {
-    /// Seconds.
+    /// Seconds from now until the timeout applies; extends a running sandbox's end time only.
+    #[serde(default, deserialize_with = "whole_number")]
+    pub timeout: Option<u64>,
+}
+
+/// Body of `POST /sandboxes/{id}/timeout`, where the timeout is required.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SetTimeoutBody {
+    /// Seconds from now until the timeout applies.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(value_type = u64, required = true)]
     pub timeout: Option<u64>,
 }
 
@@ -137,8 +183,11 @@ pub struct NewSnapshot {
 #[serde(rename_all = "camelCase")]
 pub struct ForkBody {
     /// How many sandboxes (default 1).
-    pub count: Option<usize>,
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub count: Option<u64>,
     /// Seconds until each new sandbox's timeout applies.
+    #[serde(default, deserialize_with = "whole_number")]
     pub timeout: Option<u64>,
     /// Metadata of the new sandboxes.
     #[serde(default)]
@@ -185,20 +234,14 @@ impl From<SnapshotInfo> for SnapshotJson {
 /// The lifecycle policy a create request asks for: `autoPause`, `autoResume` and `lifecycle` as the two
 /// SDK families spell them, read leniently because their shapes differ between SDK versions.
 fn policy(body: &NewSandbox) -> LifecyclePolicy {
-    fn enabled(value: &serde_json::Value) -> bool {
-        value
-            .as_bool()
-            .or_else(|| value.get("enabled").and_then(serde_json::Value::as_bool))
-            .unwrap_or(false)
-    }
     let lifecycle = body.lifecycle.as_ref();
     let field =
         |camel: &str, snake: &str| lifecycle.and_then(|l| l.get(camel).or_else(|| l.get(snake)));
     let pause = body.auto_pause.unwrap_or(false)
         || field("onTimeout", "on_timeout").and_then(|v| v.as_str()) == Some("pause")
-        || field("autoPause", "auto_pause").is_some_and(enabled);
-    let resume = body.auto_resume.as_ref().is_some_and(enabled)
-        || field("autoResume", "auto_resume").is_some_and(enabled);
+        || enabled(field("autoPause", "auto_pause"));
+    let resume = body.auto_resume.as_ref().is_some_and(Toggle::enabled)
+        || enabled(field("autoResume", "auto_resume"));
     LifecyclePolicy {
         on_timeout: if pause {
             OnTimeout::Pause
@@ -211,9 +254,10 @@ fn policy(body: &NewSandbox) -> LifecyclePolicy {
 }
 
 /// `POST /sandboxes`, `POST /v2/sandboxes`: 201 with the new sandbox.
-#[utoipa::path(post, path = "/sandboxes", tag = "sandboxes", request_body = NewSandbox,
+#[utoipa::path(post, path = "/sandboxes", tag = "sandboxes", request_body(content = Option<NewSandbox>, description = "Optional; an empty body is `{}`"),
     responses((status = 201, description = "Created and running", body = SandboxJson),
         (status = 400, description = "Unknown template or malformed body", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson),
+        (status = 404, description = "No such snapshot (a `snap_…` templateID)", body = ErrorJson),
         (status = 429, description = "Too many running sandboxes", body = ErrorJson)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -250,7 +294,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/sandboxes", tag = "sandboxes",
     params(("metadata" = Option<String>, Query, description = "URL-encoded `k=v&k2=v2` filter"),
         ("state" = Option<String>, Query, description = "Comma-separated states: running, paused"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100"),
         ("nextToken" = Option<String>, Query, description = "Cursor from `x-next-token`")),
     responses((status = 200, description = "One page, oldest first; the next cursor in `x-next-token`",
         body = [SandboxJson]), (status = 400, description = "Invalid query", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
@@ -318,11 +362,12 @@ pub fn list_query(raw: &str) -> Result<ListQuery, ApiError> {
 /// `GET /sandboxes/{id}`.
 #[utoipa::path(get, path = "/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
     responses((status = 200, description = "The sandbox", body = SandboxJson),
+        (status = 400, description = "Malformed id", body = ErrorJson),
         (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn info(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<SandboxJson>, ApiError> {
     let info = owned_sandbox(&state, &caller, &id)?;
     Ok(Json(SandboxJson::new(&state, &info, true)))
@@ -331,11 +376,13 @@ pub async fn info(
 /// `DELETE /sandboxes/{id}`: 204, or 404 for an unknown (or already killed) sandbox.
 #[utoipa::path(delete, path = "/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
     responses((status = 204, description = "Killed; everything stored of it deleted"),
-        (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+        (status = 400, description = "Malformed id", body = ErrorJson),
+        (status = 404, description = "No such sandbox", body = ErrorJson),
+        (status = 409, description = "Busy with another operation", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn kill(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     owned_sandbox(&state, &caller, &id)?;
     let manager = state.manager().clone();
@@ -349,12 +396,14 @@ pub async fn kill(
 /// (Python sends `{}`, JS nothing).
 #[utoipa::path(post, path = "/sandboxes/{id}/pause", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
     responses((status = 204, description = "Paused to its blob"),
+        (status = 400, description = "Malformed id", body = ErrorJson),
         (status = 404, description = "No such sandbox", body = ErrorJson),
-        (status = 409, description = "Already paused, lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+        (status = 409, description = "Already paused, lost or busy", body = ErrorJson),
+        (status = 429, description = "Too many paused sandboxes", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn pause(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     owned_sandbox(&state, &caller, &id)?;
     let manager = state.manager().clone();
@@ -379,15 +428,17 @@ pub async fn pause(
 /// `POST /sandboxes/{id}/connect` (and `/v2/…`): 201 if it was paused and is resumed, 200 if it was
 /// running (its end time extended when `timeout` asks for later).
 #[utoipa::path(post, path = "/sandboxes/{id}/connect", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
-    request_body(content = TimeoutBody, description = "Optional; an empty body is `{}`"),
+    request_body(content = Option<TimeoutBody>, description = "Optional; an empty body is `{}`"),
     responses((status = 200, description = "It was running", body = SandboxJson),
         (status = 201, description = "It was paused and is resumed", body = SandboxJson),
+        (status = 400, description = "Malformed id or body, or its template is no longer registered", body = ErrorJson),
         (status = 404, description = "No such sandbox", body = ErrorJson),
-        (status = 409, description = "Lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+        (status = 409, description = "Lost or busy", body = ErrorJson),
+        (status = 429, description = "Too many running sandboxes", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn connect(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     owned_sandbox(&state, &caller, &id)?;
@@ -412,18 +463,19 @@ pub async fn connect(
 
 /// `POST /sandboxes/{id}/timeout {"timeout": N}`: 204.
 #[utoipa::path(post, path = "/sandboxes/{id}/timeout", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
-    request_body = TimeoutBody,
+    request_body = SetTimeoutBody,
     responses((status = 204, description = "End time set to now + timeout"),
-        (status = 400, description = "No timeout given", body = ErrorJson),
-        (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+        (status = 400, description = "Malformed id or body, or no timeout given", body = ErrorJson),
+        (status = 404, description = "No such sandbox", body = ErrorJson),
+        (status = 409, description = "Busy with another operation", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn set_timeout(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     owned_sandbox(&state, &caller, &id)?;
-    let body: TimeoutBody = json_body(body)?;
+    let body: SetTimeoutBody = json_body(body)?;
     let timeout = body
         .timeout
         .ok_or_else(|| ApiError::bad_request("timeout (seconds) is required"))?;
@@ -434,13 +486,15 @@ pub async fn set_timeout(
 
 /// `POST /sandboxes/{id}/snapshots {"name"?}`: 201 with the snapshot.
 #[utoipa::path(post, path = "/sandboxes/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "The sandbox id")),
-    request_body(content = NewSnapshot, description = "Optional"),
+    request_body(content = Option<NewSnapshot>, description = "Optional; an empty body is `{}`"),
     responses((status = 201, description = "The snapshot", body = SnapshotJson),
-        (status = 404, description = "No such sandbox", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+        (status = 400, description = "Malformed id or body", body = ErrorJson),
+        (status = 404, description = "No such sandbox", body = ErrorJson),
+        (status = 409, description = "Lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn snapshot(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     owned_sandbox(&state, &caller, &id)?;
@@ -472,11 +526,12 @@ pub async fn list_snapshots(
 /// `DELETE /snapshots/{id}`: 204 or 404.
 #[utoipa::path(delete, path = "/snapshots/{id}", tag = "snapshots", params(("id" = String, Path, description = "The snapshot id")),
     responses((status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed id", body = ErrorJson),
         (status = 404, description = "No such snapshot", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn delete_snapshot(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     owned_snapshot(&state, &caller, &id)?;
     let manager = state.manager().clone();
@@ -487,14 +542,16 @@ pub async fn delete_snapshot(
 /// `POST /sandboxes/{id}/fork {"count"?, "timeout"?, "metadata"?}`: 201 with the new sandboxes. One that
 /// failed to start fails the request only if none started; the others are still returned.
 #[utoipa::path(post, path = "/sandboxes/{id}/fork", tag = "snapshots", params(("id" = String, Path, description = "The sandbox id")),
-    request_body(content = ForkBody, description = "Optional"),
+    request_body(content = Option<ForkBody>, description = "Optional; an empty body is `{}`"),
     responses((status = 201, description = "The new sandboxes", body = [SandboxJson]),
-        (status = 400, description = "Count out of range", body = ErrorJson),
-        (status = 404, description = "No such sandbox or snapshot", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+        (status = 400, description = "Malformed id or body, or count out of range", body = ErrorJson),
+        (status = 404, description = "No such sandbox or snapshot", body = ErrorJson),
+        (status = 409, description = "Lost or busy", body = ErrorJson),
+        (status = 429, description = "Too many running sandboxes", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn fork(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     if id.starts_with(stasis::lifecycle::SNAPSHOT_PREFIX) {
@@ -510,7 +567,10 @@ pub async fn fork(
         owner: Some(caller.owner().to_owned()),
         ..CreateRequest::default()
     };
-    let count = body.count.unwrap_or(1);
+    // Past usize (on 32-bit hosts) is as out of range as any count above the maximum.
+    let count = body
+        .count
+        .map_or(1, |c| usize::try_from(c).unwrap_or(usize::MAX));
     let results = blocking(move || manager.fork(&id, count, request)).await??;
     let mut created = Vec::new();
     let mut first_error = None;
@@ -529,9 +589,10 @@ pub async fn fork(
 }
 
 /// `POST /v2/sandboxes`: [`create`] under the path the newer SDKs use.
-#[utoipa::path(post, path = "/v2/sandboxes", tag = "sandboxes", request_body = NewSandbox,
+#[utoipa::path(post, path = "/v2/sandboxes", tag = "sandboxes", request_body(content = Option<NewSandbox>, description = "Optional; an empty body is `{}`"),
     responses((status = 201, description = "Created and running", body = SandboxJson),
         (status = 400, description = "Unknown template or malformed body", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson),
+        (status = 404, description = "No such snapshot (a `snap_…` templateID)", body = ErrorJson),
         (status = 429, description = "Too many running sandboxes", body = ErrorJson)))]
 pub async fn create_v2(
     state: State<AppState>,
@@ -545,7 +606,7 @@ pub async fn create_v2(
 #[utoipa::path(get, path = "/v2/sandboxes", tag = "sandboxes",
     params(("metadata" = Option<String>, Query, description = "URL-encoded `k=v&k2=v2` filter"),
         ("state" = Option<String>, Query, description = "Comma-separated states: running, paused"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100"),
         ("nextToken" = Option<String>, Query, description = "Cursor from `x-next-token`")),
     responses((status = 200, description = "One page, oldest first; the next cursor in `x-next-token`",
         body = [SandboxJson]), (status = 400, description = "Invalid query", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
@@ -559,15 +620,17 @@ pub async fn list_v2(
 
 /// `POST /v2/sandboxes/{id}/connect`: [`connect`] under the path the newer SDKs use.
 #[utoipa::path(post, path = "/v2/sandboxes/{id}/connect", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
-    request_body(content = TimeoutBody, description = "Optional; an empty body is `{}`"),
+    request_body(content = Option<TimeoutBody>, description = "Optional; an empty body is `{}`"),
     responses((status = 200, description = "It was running", body = SandboxJson),
         (status = 201, description = "It was paused and is resumed", body = SandboxJson),
+        (status = 400, description = "Malformed id or body, or its template is no longer registered", body = ErrorJson),
         (status = 404, description = "No such sandbox", body = ErrorJson),
-        (status = 409, description = "Lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+        (status = 409, description = "Lost or busy", body = ErrorJson),
+        (status = 429, description = "Too many running sandboxes", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn connect_v2(
     state: State<AppState>,
     caller: Extension<Caller>,
-    id: Path<String>,
+    id: PathId,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     connect(state, caller, id, body).await

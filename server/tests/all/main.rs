@@ -1,6 +1,7 @@
 //! The `stasis` binary's integration tests: one binary, one module per area.
 
 mod api;
+mod apiload;
 mod cli;
 mod common;
 mod crash;
