@@ -68,6 +68,8 @@ pub struct WasiCtx {
     pub(crate) stderr: OutputState,
     pub(crate) limits: WasiLimits,
     pub(crate) clock: VirtualClock,
+    /// Lets another thread stop the guest while it is blocked in a host call (`None`: it cannot be).
+    pub(crate) interrupt: Option<Arc<super::Interrupt>>,
 }
 
 impl std::fmt::Debug for WasiCtx {
@@ -153,7 +155,27 @@ impl WasiCtx {
             stderr: OutputState::new(config.stderr),
             limits: config.limits,
             clock: VirtualClock::starting_at(clock_ns),
+            interrupt: None,
         })
+    }
+
+    /// Lets `interrupt` stop the guest: a host call that blocks (a sleep) returns early once it is
+    /// triggered, and every host call traps with [`super::Stopped`] from then on.
+    pub fn set_interrupt(&mut self, interrupt: Arc<super::Interrupt>) {
+        self.interrupt = Some(interrupt);
+    }
+
+    /// Why the guest was asked to stop, if it was.
+    pub(crate) fn stopped(&self) -> Option<super::StopReason> {
+        self.interrupt.as_ref().and_then(|i| i.stopped())
+    }
+
+    /// Sleeps for `duration` of host time, returning early if the guest is asked to stop.
+    pub(crate) fn sleep(&self, duration: std::time::Duration) {
+        match &self.interrupt {
+            Some(interrupt) => interrupt.sleep(duration),
+            None => std::thread::sleep(duration),
+        }
     }
 
     /// The fd entry of preopen `index` (a fresh handle on its directory).

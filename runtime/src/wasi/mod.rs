@@ -41,6 +41,7 @@ mod clocks;
 mod ctx;
 pub mod errno;
 mod imports;
+mod interrupt;
 pub mod memory;
 mod quota;
 mod state;
@@ -55,7 +56,8 @@ pub use errno::Errno;
 pub use imports::add_to_linker;
 pub use quota::DiskQuota;
 pub use state::{FdKindState, FdState, PreopenState, WasiState};
-pub use stdio::{OutputCallback, OutputSink, Stdin};
+pub use interrupt::{Interrupt, StopReason, Stopped};
+pub use stdio::{OutputCallback, OutputSink, PipeError, Stdin, StdinPipe};
 
 /// Name of the module whose imports this host provides.
 pub const MODULE: &str = "wasi_snapshot_preview1";

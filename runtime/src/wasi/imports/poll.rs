@@ -122,10 +122,10 @@ fn poll_oneoff(
                     wait = wait.min(deadline - current);
                 }
             }
-            if !ready.is_empty() {
+            if !ready.is_empty() || ctx.stopped().is_some() {
                 break;
             }
-            std::thread::sleep(Duration::from_nanos(wait));
+            ctx.sleep(Duration::from_nanos(wait));
         }
     }
 
