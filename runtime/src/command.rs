@@ -153,12 +153,13 @@ impl Command {
 
     /// Runs the command to completion (blocking: call it off any async runtime) and reports how it ended.
     pub fn run(mut self) -> CommandOutput {
-        let outcome = crate::instantiate::initialize(&self.template, &mut self.store, &self.instance)
-            .and_then(|()| {
-                self.instance
-                    .get_typed_func::<(), ()>(&mut self.store, "_start")?
-                    .call(&mut self.store, ())
-            });
+        let outcome =
+            crate::instantiate::initialize(&self.template, &mut self.store, &self.instance)
+                .and_then(|()| {
+                    self.instance
+                        .get_typed_func::<(), ()>(&mut self.store, "_start")?
+                        .call(&mut self.store, ())
+                });
         let stopped = self.control.shared.interrupt.stopped();
         let (exit_code, trap, stopped) = match outcome {
             Ok(()) => (0, None, None),
@@ -168,15 +169,21 @@ impl Command {
                     (Some(exit), None) => (exit.0, None, None),
                     // Stopped from outside: whatever the guest did on the way out (a panic when its sleep
                     // was cut short), the stop is what ended it.
-                    (_, Some(reason)) => (reason.exit_code(), Some(reason.to_string()), Some(reason)),
-                    (None, None) if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => (
-                        134,
-                        Some(format!(
-                            "the command exceeded its CPU time limit of {:?}",
-                            self.cpu_limit
-                        )),
-                        None,
-                    ),
+                    (_, Some(reason)) => {
+                        (reason.exit_code(), Some(reason.to_string()), Some(reason))
+                    }
+                    (None, None)
+                        if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) =>
+                    {
+                        (
+                            134,
+                            Some(format!(
+                                "the command exceeded its CPU time limit of {:?}",
+                                self.cpu_limit
+                            )),
+                            None,
+                        )
+                    }
                     (None, None) => (134, Some(format!("{error:?}")), None),
                 }
             }

@@ -34,7 +34,9 @@ impl fmt::Display for StopReason {
         f.write_str(match self {
             Self::Kill => "killed by SIGKILL",
             Self::Terminate => "terminated by SIGTERM",
-            Self::Pause => "ended because the sandbox was paused (a running command cannot be paused)",
+            Self::Pause => {
+                "ended because the sandbox was paused (a running command cannot be paused)"
+            }
             Self::SandboxGone => "ended because the sandbox was killed",
         })
     }

@@ -54,9 +54,9 @@ use std::sync::Arc;
 pub use ctx::WasiCtx;
 pub use errno::Errno;
 pub use imports::add_to_linker;
+pub use interrupt::{Interrupt, StopReason, Stopped};
 pub use quota::DiskQuota;
 pub use state::{FdKindState, FdState, PreopenState, WasiState};
-pub use interrupt::{Interrupt, StopReason, Stopped};
 pub use stdio::{OutputCallback, OutputSink, PipeError, Stdin, StdinPipe};
 
 /// Name of the module whose imports this host provides.

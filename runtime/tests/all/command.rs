@@ -148,7 +148,9 @@ fn running_commands_count_against_the_process_limit() -> Result<()> {
     let Err(error) = start(&mut sandbox, &sh, "true") else {
         anyhow::bail!("a second command started past the limit");
     };
-    let run_error = error.downcast_ref::<stasis::RunError>().context("a RunError")?;
+    let run_error = error
+        .downcast_ref::<stasis::RunError>()
+        .context("a RunError")?;
     assert!(matches!(
         run_error,
         stasis::RunError::Spawn(SpawnError::TooManyProcesses(1))
@@ -169,7 +171,10 @@ fn cpu_time_counts_running_wasm_not_sleeping() -> Result<()> {
     let sh = sh(&runtime)?;
     let mut sandbox = runtime.create_sandbox(&sh, SandboxOptions::default())?;
     let slept = sandbox.run(&sh, &["-c".into(), "sleep 1; echo done".into()], b"")?;
-    assert_eq!((slept.exit_code, slept.stdout.as_slice()), (0, &b"done\n"[..]));
+    assert_eq!(
+        (slept.exit_code, slept.stdout.as_slice()),
+        (0, &b"done\n"[..])
+    );
     let spun = sandbox.run(&sh, &["-c".into(), "while true; do x=1; done".into()], b"")?;
     assert_eq!(spun.exit_code, 134);
     assert_contains(

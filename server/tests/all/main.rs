@@ -6,5 +6,6 @@ mod common;
 mod crash;
 mod envd;
 mod extras;
+mod processes;
 mod run;
 mod serve;
