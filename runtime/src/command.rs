@@ -11,7 +11,8 @@
 //! woken, and the command ends with exit code 128 + the signal ([`StopReason::exit_code`]) and the reason in
 //! [`CommandOutput::trap`]. A command's wasm stack cannot be captured, so pausing a sandbox ends its running
 //! commands ([`StopReason::Pause`]) and waits for them before capturing anything; killing (dropping) a
-//! sandbox ends them too ([`StopReason::SandboxGone`]).
+//! sandbox ends them too ([`StopReason::SandboxGone`]). A snapshot (a fork's source) leaves them running:
+//! the blob holds no command, and a file a command is writing at that moment may be captured half-written.
 //!
 //! CPU time: the sandbox's `cpu_time_per_call` bounds the epoch ticks a command spends *running wasm*;
 //! time blocked in host calls (sleeping, waiting for stdin) does not count, so a background command may

@@ -185,6 +185,24 @@ mod tests {
         assert_eq!(b.read_line(), None);
     }
 
+    /// A stdin that has sent one line and would block for the next: a reader that must not be asked again.
+    struct OneLineThenBlock(bool);
+
+    impl Read for OneLineThenBlock {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            assert!(!self.0, "read past the first line: `read` would block on open stdin");
+            self.0 = true;
+            buf[..5].copy_from_slice(b"one\nt");
+            Ok(5)
+        }
+    }
+
+    #[test]
+    fn read_line_answers_once_a_line_arrived() {
+        let input = Input::reader(OneLineThenBlock(false));
+        assert_eq!(input.read_line().as_deref(), Some(&b"one"[..]));
+    }
+
     #[test]
     fn buffer_sinks_collect_output_from_every_clone() {
         let (s, buf) = Sink::buffer();
