@@ -190,7 +190,10 @@ mod tests {
 
     impl Read for OneLineThenBlock {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            assert!(!self.0, "read past the first line: `read` would block on open stdin");
+            assert!(
+                !self.0,
+                "read past the first line: `read` would block on open stdin"
+            );
             self.0 = true;
             buf[..5].copy_from_slice(b"one\nt");
             Ok(5)
