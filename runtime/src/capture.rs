@@ -77,8 +77,15 @@ impl Sandbox {
     /// the file is complete and durable when this returns, or it does not exist), then releases the
     /// processes and the directory. Resume it with [`crate::Runtime::resume`].
     ///
-    /// On error nothing is released: the sandbox carries on as if the pause had not been asked for.
+    /// Running commands are stopped first ([`crate::wasi::StopReason::Pause`]) and waited for: a command's
+    /// wasm stack cannot be captured, and the files it writes must be complete before they are archived.
+    ///
+    /// On error nothing else is released: the sandbox carries on (without the commands it ran) as if the
+    /// pause had not been asked for.
     pub fn pause(&mut self, blob: &Path) -> Result<PauseReport, PauseError> {
+        if !self.paused {
+            self.stop_commands(crate::wasi::StopReason::Pause);
+        }
         let report = self.snapshot(blob, &EncodeOptions::default())?;
         self.processes.clear();
         self.paused = true;

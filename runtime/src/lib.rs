@@ -26,6 +26,7 @@
 //! ```
 
 pub mod capture;
+pub mod command;
 pub mod engine;
 pub mod instantiate;
 pub mod instrument;
@@ -41,6 +42,7 @@ pub mod template;
 pub mod wasi;
 
 pub use capture::{PauseError, PauseReport};
+pub use command::{Command, CommandControl, CommandIo};
 pub use instantiate::SpawnError;
 pub use limits::SandboxLimits;
 pub use process::CallError;

@@ -12,8 +12,12 @@ use std::time::Duration;
 pub struct SandboxLimits {
     /// Largest linear memory one process may grow to, in bytes.
     pub max_memory_bytes: u64,
-    /// Longest a single call into a guest may run before it is interrupted.
+    /// Longest a single call into a guest may run before it is interrupted: a handler call's wall time
+    /// (its host sleeps included), a command's time spent running wasm (sleeps and stdin waits excluded).
     pub cpu_time_per_call: Duration,
+    /// Longest a command may take from start to end in wall time, sleeps and stdin waits included; the
+    /// bound for a command that mostly waits, which [`SandboxLimits::cpu_time_per_call`] does not catch.
+    pub wall_time_per_command: Duration,
     /// Most bytes of file content the sandbox's directory may hold.
     pub max_disk_bytes: u64,
     /// Most files and directories the sandbox's directory may hold.
@@ -35,6 +39,7 @@ impl Default for SandboxLimits {
         Self {
             max_memory_bytes: 2 << 30,
             cpu_time_per_call: Duration::from_secs(30),
+            wall_time_per_command: Duration::from_secs(3600),
             max_disk_bytes: 1 << 30,
             max_files: 100_000,
             max_open_fds: 1024,

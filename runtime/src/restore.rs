@@ -147,6 +147,7 @@ impl Runtime {
             processes: Default::default(),
             next_pid: 1,
             paused: false,
+            commands: Vec::new(),
         };
         // From here on, dropping `sandbox` on an error removes a directory we created.
         decoded.filesystem.restore_into(&sandbox.dir)?;

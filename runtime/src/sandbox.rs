@@ -1,20 +1,24 @@
 //! A live sandbox: a private directory (the guest's `/`), the processes alive in it, and the operations on
-//! them — call a reactor, spawn one, run a command module to completion. Pausing and resuming are the
-//! pipeline stages of [`crate::capture`] and [`crate::restore`].
+//! them — call a reactor, spawn one, start a command module ([`crate::command`]) or run one to completion.
+//! Pausing and resuming are the pipeline stages of [`crate::capture`] and [`crate::restore`].
 
 use std::collections::{BTreeMap, btree_map::Entry};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Trap, Val};
+use wasmtime::Val;
 
+use crate::command::{Command, CommandControl, CommandIo, arm};
 use crate::instantiate::{SpawnError, initialize, instantiate, new_store};
 use crate::limits::SandboxLimits;
 use crate::process::{CallError, Process};
 use crate::runtime::Runtime;
 use crate::template::{ModuleKind, Template};
-use crate::wasi::{DiskQuota, OutputSink, ProcExit, Stdin, WasiConfig, WasiCtx, WasiLimits};
+use crate::wasi::{
+    DiskQuota, Interrupt, OutputSink, Stdin, StopReason, WasiConfig, WasiCtx, WasiLimits,
+};
 
 /// How a sandbox is created.
 #[derive(Debug, Clone, Default)]
@@ -76,18 +80,7 @@ pub struct ProcessInfo {
     pub poisoned: bool,
 }
 
-/// What a command module printed and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandOutput {
-    /// The exit code: the guest's own, 0 when `_start` returned, 134 when it trapped (as `wasmtime run`).
-    pub exit_code: i32,
-    /// Everything written to stdout (up to the sandbox's output limit).
-    pub stdout: Vec<u8>,
-    /// Everything written to stderr (up to the sandbox's output limit).
-    pub stderr: Vec<u8>,
-    /// Why the guest trapped, if it did (a CPU timeout says so).
-    pub trap: Option<String>,
-}
+pub use crate::command::CommandOutput;
 
 /// A live sandbox.
 pub struct Sandbox {
@@ -105,6 +98,8 @@ pub struct Sandbox {
     pub(crate) processes: BTreeMap<u32, Process>,
     pub(crate) next_pid: u32,
     pub(crate) paused: bool,
+    /// Commands started and not yet seen to end; they count against `max_processes`.
+    pub(crate) commands: Vec<CommandControl>,
 }
 
 impl Runtime {
@@ -142,6 +137,7 @@ impl Runtime {
             processes: BTreeMap::new(),
             next_pid: 1,
             paused: false,
+            commands: Vec::new(),
         };
         if template.kind() == ModuleKind::Reactor {
             sandbox.spawn(template)?;
@@ -229,9 +225,7 @@ impl Sandbox {
         if template.kind() != ModuleKind::Reactor {
             return Err(SpawnError::NotAReactor(template.name().to_owned()));
         }
-        if self.processes.len() >= self.limits.max_processes as usize {
-            return Err(SpawnError::TooManyProcesses(self.limits.max_processes));
-        }
+        self.check_process_limit()?;
         let wasi = WasiCtx::new(self.wasi_config(template.name(), &self.args, Stdin::Empty))?;
         let engine = self.runtime.engine();
         let mut store = new_store(engine, &self.limits, wasi);
@@ -364,46 +358,91 @@ impl Sandbox {
         env: &[(String, String)],
         stdin: &[u8],
     ) -> Result<CommandOutput, RunError> {
+        let io = CommandIo {
+            stdin: Stdin::Bytes(stdin.to_vec()),
+            stdout: OutputSink::capture(self.limits.max_output_bytes),
+            stderr: OutputSink::capture(self.limits.max_output_bytes),
+        };
+        Ok(self.start_command(template, args, env, io)?.run())
+    }
+
+    /// Prepares command module `template` to run in this sandbox's directory with `args` after the program
+    /// name, `env` added to the sandbox's environment, and `io` as its streams; [`Command::run`] runs it,
+    /// on any thread and without the sandbox (see [`crate::command`]). Until it ends it counts against
+    /// the sandbox's process limit, and pausing or dropping the sandbox stops it.
+    pub fn start_command(
+        &mut self,
+        template: &Template,
+        args: &[String],
+        env: &[(String, String)],
+        io: CommandIo,
+    ) -> Result<Command, RunError> {
         if self.paused {
             return Err(RunError::Paused);
         }
         if template.kind() != ModuleKind::Command {
             return Err(RunError::NotACommand(template.name().to_owned()));
         }
-        let mut config = self.wasi_config(template.name(), args, Stdin::Bytes(stdin.to_vec()));
+        self.check_process_limit()?;
+        let pipe = match &io.stdin {
+            Stdin::Pipe(pipe) => Some(pipe.clone()),
+            _ => None,
+        };
+        let mut config = self.wasi_config(template.name(), args, io.stdin);
+        config.stdout = io.stdout;
+        config.stderr = io.stderr;
         for (name, value) in env {
             config.env.retain(|(n, _)| n != name);
             config.env.push((name.clone(), value.clone()));
         }
-        let wasi = WasiCtx::new(config).map_err(SpawnError::from)?;
-        let mut store = new_store(self.runtime.engine(), &self.limits, wasi);
+        let interrupt = Arc::new(Interrupt::new());
+        let mut wasi = WasiCtx::new(config).map_err(SpawnError::from)?;
+        wasi.set_interrupt(interrupt.clone());
+        let engine = self.runtime.engine();
+        let mut store = new_store(engine, &self.limits, wasi);
+        let wall_deadline = Instant::now().checked_add(self.limits.wall_time_per_command);
+        arm(
+            &mut store,
+            interrupt.clone(),
+            engine.ticks_for(self.limits.cpu_time_per_call),
+            wall_deadline,
+        );
         let instance = instantiate(template, &mut store)?;
-        let outcome = initialize(template, &mut store, &instance).and_then(|()| {
-            instance
-                .get_typed_func::<(), ()>(&mut store, "_start")?
-                .call(&mut store, ())
-        });
-        let (exit_code, trap) = match outcome {
-            Ok(()) => (0, None),
-            Err(error) => match error.downcast_ref::<ProcExit>() {
-                Some(exit) => (exit.0, None),
-                None if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => (
-                    134,
-                    Some(format!(
-                        "the command exceeded its CPU time limit of {:?}",
-                        self.limits.cpu_time_per_call
-                    )),
-                ),
-                None => (134, Some(format!("{error:?}"))),
-            },
-        };
-        let wasi = &mut store.data_mut().wasi;
-        Ok(CommandOutput {
-            exit_code,
-            stdout: wasi.take_stdout(),
-            stderr: wasi.take_stderr(),
-            trap,
+        let control = CommandControl::new(interrupt, pipe);
+        self.commands.push(control.clone());
+        Ok(Command {
+            store,
+            instance,
+            template: template.clone(),
+            control,
+            cpu_limit: self.limits.cpu_time_per_call,
+            wall_limit: self.limits.wall_time_per_command,
+            wall_deadline,
         })
+    }
+
+    /// How many commands started in this sandbox are still running.
+    pub fn running_commands(&mut self) -> usize {
+        self.commands.retain(|c| !c.is_finished());
+        self.commands.len()
+    }
+
+    /// Stops every running command for `reason` and waits until they have all ended.
+    pub fn stop_commands(&mut self, reason: StopReason) {
+        for command in &self.commands {
+            command.stop(reason);
+        }
+        for command in self.commands.drain(..) {
+            command.wait();
+        }
+    }
+
+    /// Fails when live reactors and running commands together reach the process limit.
+    fn check_process_limit(&mut self) -> Result<(), SpawnError> {
+        if self.processes.len() + self.running_commands() >= self.limits.max_processes as usize {
+            return Err(SpawnError::TooManyProcesses(self.limits.max_processes));
+        }
+        Ok(())
     }
 
     /// The sha256 of all of process `pid`'s linear memories, in index order: two processes with equal
@@ -439,6 +478,8 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        // Commands write into the directory about to be removed: they end first.
+        self.stop_commands(StopReason::SandboxGone);
         self.processes.clear();
         self.release_dir();
     }

@@ -27,25 +27,13 @@ pub fn app(state: AppState) -> Router {
     let envd = Router::new()
         .route("/files", get(files::download).post(files::upload))
         .route("/process.Process/Start", post(process::start))
-        .route(
-            "/process.Process/Connect",
-            post(process::unknown_process_stream),
-        )
-        .route(
-            "/process.Process/StreamInput",
-            post(process::unknown_process_stream),
-        )
+        .route("/process.Process/Connect", post(process::connect_process))
+        .route("/process.Process/StreamInput", post(process::stream_input))
         .route("/process.Process/List", post(process::list))
-        .route("/process.Process/SendInput", post(process::unknown_process))
-        .route(
-            "/process.Process/SendSignal",
-            post(process::unknown_process),
-        )
-        .route(
-            "/process.Process/CloseStdin",
-            post(process::unknown_process),
-        )
-        .route("/process.Process/Update", post(process::unknown_process))
+        .route("/process.Process/SendInput", post(process::send_input))
+        .route("/process.Process/SendSignal", post(process::send_signal))
+        .route("/process.Process/CloseStdin", post(process::close_stdin))
+        .route("/process.Process/Update", post(process::update))
         .route("/filesystem.Filesystem/ListDir", post(filesystem::list_dir))
         .route(
             "/filesystem.Filesystem/Stat",

@@ -14,6 +14,7 @@ pub mod error;
 pub mod guest;
 pub mod metrics;
 pub mod openapi;
+pub mod processes;
 pub mod serve;
 pub mod state;
 pub mod time;

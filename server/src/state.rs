@@ -13,6 +13,7 @@ use crate::auth::{Caller, constant_time_eq};
 use crate::config::{TOKEN_SECRET_FILE, load_or_create_secret};
 use crate::guest::{SHELL_TEMPLATE, shell_wasm};
 use crate::metrics::Metrics;
+use crate::processes::ProcessTable;
 
 /// Why the server state could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ struct Inner {
     token_secret: String,
     max_body_bytes: usize,
     metrics: Metrics,
+    /// The running commands of every sandbox.
+    processes: ProcessTable,
     /// The manager's store, read-only here: where a paused sandbox's blob is, for its size.
     store: DurableStore,
 }
@@ -102,6 +105,7 @@ impl AppState {
             token_secret,
             max_body_bytes,
             metrics: Metrics::new(),
+            processes: ProcessTable::default(),
             store,
         };
         Ok((
@@ -145,6 +149,11 @@ impl AppState {
     /// The server's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The running commands of every sandbox.
+    pub fn processes(&self) -> &ProcessTable {
+        &self.inner.processes
     }
 
     /// Where the blob of paused sandbox `id` is.

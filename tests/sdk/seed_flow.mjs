@@ -32,6 +32,27 @@ step(`connected and read back ${JSON.stringify(output.stdout.trim())}`)
 assert.equal(await resumed.files.read('/tmp/message.txt'), 'hello\n')
 step('files api read')
 
+const chunks = []
+const streamed = await resumed.commands.run('echo a; sleep 1; echo b', { onStdout: (d) => chunks.push(d) })
+assert.equal(streamed.stdout, 'a\nb\n')
+assert.equal(chunks[0], 'a\n')
+step(`output streamed as written: ${JSON.stringify(chunks)}`)
+
+const cat = await resumed.commands.run('cat', { background: true, stdin: true })
+assert.ok((await resumed.commands.list()).some((p) => p.pid === cat.pid), 'a background command is listed')
+await resumed.commands.sendStdin(cat.pid, 'ping ')
+await resumed.commands.sendStdin(cat.pid, 'pong')
+await resumed.commands.closeStdin(cat.pid)
+assert.equal((await cat.wait()).stdout, 'ping pong')
+assert.ok(!(await resumed.commands.list()).some((p) => p.pid === cat.pid), 'an ended command is not listed')
+step('background command: stdin sent, closed, echoed back')
+
+const sleeper = await resumed.commands.run('sleep 100', { background: true })
+assert.equal(await sleeper.kill(), true)
+await assert.rejects(sleeper.wait(), (error) => error.exitCode === 137)
+assert.equal(await resumed.commands.kill(sleeper.pid), false, 'a second kill reports not found')
+step('background command killed (exit 137); a second kill reports not found')
+
 assert.equal(await Sandbox.kill(sandbox.sandboxId), true)
 assert.equal(await Sandbox.kill(sandbox.sandboxId), false, 'a second kill reports not found')
 step('killed; a second kill reports not found')

@@ -7,7 +7,7 @@ Exits non-zero (with the failing step) if anything differs from what the Novita/
 import sys
 import uuid
 
-from e2b import Sandbox, SandboxQuery, SandboxState
+from e2b import CommandExitException, Sandbox, SandboxQuery, SandboxState
 
 
 def step(message: str) -> None:
@@ -44,6 +44,30 @@ def main() -> int:
     resumed.files.write("/tmp/uploaded.txt", "from the sdk")
     assert resumed.commands.run("cat /tmp/uploaded.txt").stdout == "from the sdk"
     step("files api round trip")
+
+    chunks = []
+    streamed = resumed.commands.run("echo a; sleep 1; echo b", on_stdout=chunks.append)
+    assert streamed.stdout == "a\nb\n" and chunks[0] == "a\n", chunks
+    step(f"output streamed as written: {chunks!r}")
+
+    cat = resumed.commands.run("cat", background=True, stdin=True)
+    assert cat.pid in [p.pid for p in resumed.commands.list()], "a background command is listed"
+    resumed.commands.send_stdin(cat.pid, "ping ")
+    resumed.commands.send_stdin(cat.pid, "pong")
+    resumed.commands.close_stdin(cat.pid)
+    assert cat.wait().stdout == "ping pong"
+    assert cat.pid not in [p.pid for p in resumed.commands.list()], "an ended command is not listed"
+    step("background command: stdin sent, closed, echoed back")
+
+    sleeper = resumed.commands.run("sleep 100", background=True)
+    assert sleeper.kill() is True
+    try:
+        sleeper.wait()
+        raise AssertionError("a killed command reports its signal")
+    except CommandExitException as error:
+        assert error.exit_code == 137, error
+    assert resumed.commands.kill(sleeper.pid) is False, "a second kill reports not found"
+    step("background command killed (exit 137); a second kill reports not found")
 
     assert Sandbox.kill(sandbox.sandbox_id) is True
     assert Sandbox.kill(sandbox.sandbox_id) is False, "a second kill reports not found"

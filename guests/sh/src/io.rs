@@ -94,10 +94,25 @@ impl Input {
         src.buf[start..].to_vec()
     }
 
+    /// Reads until a whole line is buffered or the input ends, so `read` answers as soon as a line has
+    /// arrived on a stdin that stays open (a pipe the host writes to) instead of waiting for its end.
+    fn fill_line(src: &mut Source) {
+        while !src.buf.get(src.pos..).unwrap_or(&[]).contains(&b'\n') {
+            let Some(r) = src.reader.as_mut() else {
+                return;
+            };
+            let mut chunk = [0u8; 4096];
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => src.reader = None,
+                Ok(n) => src.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
     /// The next line without its newline, or `None` at end of input.
     pub fn read_line(&self) -> Option<Vec<u8>> {
         let mut src = self.0.try_borrow_mut().ok()?;
-        Self::fill(&mut src);
+        Self::fill_line(&mut src);
         let start = src.pos.min(src.buf.len());
         if start >= src.buf.len() {
             return None;
@@ -168,6 +183,27 @@ mod tests {
         assert_eq!(b.read_line().as_deref(), Some(&b"two"[..]));
         assert_eq!(a.read_all(), b"three");
         assert_eq!(b.read_line(), None);
+    }
+
+    /// A stdin that has sent one line and would block for the next: a reader that must not be asked again.
+    struct OneLineThenBlock(bool);
+
+    impl Read for OneLineThenBlock {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            assert!(
+                !self.0,
+                "read past the first line: `read` would block on open stdin"
+            );
+            self.0 = true;
+            buf[..5].copy_from_slice(b"one\nt");
+            Ok(5)
+        }
+    }
+
+    #[test]
+    fn read_line_answers_once_a_line_arrived() {
+        let input = Input::reader(OneLineThenBlock(false));
+        assert_eq!(input.read_line().as_deref(), Some(&b"one"[..]));
     }
 
     #[test]

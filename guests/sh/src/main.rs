@@ -32,6 +32,16 @@ enum Script {
     File(String),
 }
 
+/// The process's stdin, flushing stdout before each read.
+struct FlushingStdin(Sink);
+
+impl Read for FlushingStdin {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.flush();
+        std::io::stdin().read(buf)
+    }
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let mut errexit = false;
@@ -64,9 +74,11 @@ fn main() {
         .ok()
         .filter(|p| p.starts_with('/') && std::path::Path::new(p).is_dir());
     let cwd = cwd.unwrap_or_else(|| "/".to_string());
+    let out = Sink::new(BufWriter::new(std::io::stdout()));
     let io = Io {
-        stdin: Input::reader(std::io::stdin()),
-        out: Sink::new(BufWriter::new(std::io::stdout())),
+        // Output is flushed before stdin is read, so a prompt reaches whoever is to answer it.
+        stdin: Input::reader(FlushingStdin(out.clone())),
+        out,
         // Unbuffered so diagnostics interleave with output the way a terminal would show them.
         err: Sink::new(std::io::stderr()),
     };

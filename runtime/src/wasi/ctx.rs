@@ -72,6 +72,8 @@ pub struct WasiCtx {
     /// When the current call into the guest must end: a blocking import (a `poll_oneoff` sleep) waits no
     /// longer and traps instead, since the engine's CPU deadline only interrupts guest code, not the host.
     pub(crate) deadline: Option<Instant>,
+    /// Lets another thread stop the guest while it is blocked in a host call (`None`: it cannot be).
+    pub(crate) interrupt: Option<Arc<super::Interrupt>>,
 }
 
 impl std::fmt::Debug for WasiCtx {
@@ -158,7 +160,27 @@ impl WasiCtx {
             limits: config.limits,
             clock: VirtualClock::starting_at(clock_ns),
             deadline: None,
+            interrupt: None,
         })
+    }
+
+    /// Lets `interrupt` stop the guest: a host call that blocks (a sleep) returns early once it is
+    /// triggered, and every host call traps with [`super::Stopped`] from then on.
+    pub fn set_interrupt(&mut self, interrupt: Arc<super::Interrupt>) {
+        self.interrupt = Some(interrupt);
+    }
+
+    /// Why the guest was asked to stop, if it was.
+    pub(crate) fn stopped(&self) -> Option<super::StopReason> {
+        self.interrupt.as_ref().and_then(|i| i.stopped())
+    }
+
+    /// Sleeps for `duration` of host time, returning early if the guest is asked to stop.
+    pub(crate) fn sleep(&self, duration: std::time::Duration) {
+        match &self.interrupt {
+            Some(interrupt) => interrupt.sleep(duration),
+            None => std::thread::sleep(duration),
+        }
     }
 
     /// The fd entry of preopen `index` (a fresh handle on its directory).

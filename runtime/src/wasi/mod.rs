@@ -41,6 +41,7 @@ mod clocks;
 mod ctx;
 pub mod errno;
 mod imports;
+mod interrupt;
 pub mod memory;
 mod quota;
 mod state;
@@ -53,9 +54,10 @@ use std::sync::Arc;
 pub use ctx::WasiCtx;
 pub use errno::Errno;
 pub use imports::add_to_linker;
+pub use interrupt::{Interrupt, StopReason, Stopped};
 pub use quota::DiskQuota;
 pub use state::{FdKindState, FdState, PreopenState, WasiState};
-pub use stdio::{OutputCallback, OutputSink, Stdin};
+pub use stdio::{OutputCallback, OutputSink, PipeError, Stdin, StdinPipe};
 
 /// Name of the module whose imports this host provides.
 pub const MODULE: &str = "wasi_snapshot_preview1";

@@ -1,9 +1,11 @@
-//! Standard input and output of a sandbox: stdin from bytes or a reader; stdout and stderr captured in bounded
-//! buffers (bytes past the bound are dropped and a flag records it) and/or handed to a callback as written.
+//! Standard input and output of a sandbox: stdin from bytes, a reader or a pipe the host writes to later;
+//! stdout and stderr captured in bounded buffers (bytes past the bound are dropped and a flag records it)
+//! and/or handed to a callback as written (also bounded when the sink says so).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Where a sandbox's stdin comes from.
 pub enum Stdin {
@@ -13,6 +15,8 @@ pub enum Stdin {
     Bytes(Vec<u8>),
     /// Reads are served by this reader (blocking the guest while it blocks).
     Reader(Box<dyn Read + Send>),
+    /// Reads wait for what the host writes into the pipe, and end-of-file once it is closed.
+    Pipe(StdinPipe),
 }
 
 impl fmt::Debug for Stdin {
@@ -21,7 +25,118 @@ impl fmt::Debug for Stdin {
             Stdin::Empty => f.write_str("Stdin::Empty"),
             Stdin::Bytes(b) => write!(f, "Stdin::Bytes({} bytes)", b.len()),
             Stdin::Reader(_) => f.write_str("Stdin::Reader(..)"),
+            Stdin::Pipe(_) => f.write_str("Stdin::Pipe(..)"),
         }
+    }
+}
+
+/// Why bytes could not be written into a [`StdinPipe`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PipeError {
+    /// The pipe was closed (by the host, or because its process ended).
+    #[error("stdin is closed")]
+    Closed,
+    /// The guest has not read what was written before, and this would exceed the pipe's capacity.
+    #[error("stdin already holds {pending} unread bytes; at most {capacity} may wait")]
+    Full {
+        /// Bytes waiting to be read.
+        pending: usize,
+        /// The pipe's capacity.
+        capacity: usize,
+    },
+}
+
+/// The host's end of a guest's stdin: bytes written here are what the guest reads next; closing it gives
+/// the guest end-of-file once it has read everything. Cheap to clone; clones are the same pipe. Writes
+/// never block: a pipe holds at most its capacity of unread bytes and refuses more.
+#[derive(Clone)]
+pub struct StdinPipe {
+    shared: Arc<PipeShared>,
+}
+
+struct PipeShared {
+    state: Mutex<PipeState>,
+    readable: Condvar,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct PipeState {
+    buf: VecDeque<u8>,
+    closed: bool,
+}
+
+impl fmt::Debug for StdinPipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StdinPipe")
+            .field("capacity", &self.shared.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StdinPipe {
+    /// An open, empty pipe holding at most `capacity` unread bytes.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shared: Arc::new(PipeShared {
+                state: Mutex::new(PipeState::default()),
+                readable: Condvar::new(),
+                capacity,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PipeState> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `data` to what the guest will read.
+    pub fn write(&self, data: &[u8]) -> Result<(), PipeError> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(PipeError::Closed);
+        }
+        let pending = state.buf.len();
+        if pending.saturating_add(data.len()) > self.shared.capacity {
+            return Err(PipeError::Full {
+                pending,
+                capacity: self.shared.capacity,
+            });
+        }
+        state.buf.extend(data);
+        self.shared.readable.notify_all();
+        Ok(())
+    }
+
+    /// Closes the pipe: the guest reads what is left, then end-of-file. Closing twice is harmless.
+    pub fn close(&self) {
+        self.state().closed = true;
+        self.shared.readable.notify_all();
+    }
+
+    /// Whether the pipe has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+
+    /// Blocks until something can be read or the pipe is closed; 0 means end-of-file.
+    fn read(&self, out: &mut [u8]) -> usize {
+        if out.is_empty() {
+            return 0;
+        }
+        let mut state = self.state();
+        while state.buf.is_empty() && !state.closed {
+            state = self
+                .shared
+                .readable
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        let n = state.buf.len().min(out.len());
+        for (slot, byte) in out.iter_mut().zip(state.buf.drain(..n)) {
+            *slot = byte;
+        }
+        n
     }
 }
 
@@ -36,6 +151,9 @@ pub struct OutputSink {
     pub capture_limit: Option<usize>,
     /// Called with every chunk the guest writes, whether or not it is captured.
     pub callback: Option<OutputCallback>,
+    /// Hand at most this many bytes in all to the callback; the rest is dropped (and flagged as
+    /// truncated). `None` hands over everything.
+    pub callback_limit: Option<usize>,
 }
 
 impl fmt::Debug for OutputSink {
@@ -43,6 +161,7 @@ impl fmt::Debug for OutputSink {
         f.debug_struct("OutputSink")
             .field("capture_limit", &self.capture_limit)
             .field("callback", &self.callback.as_ref().map(|_| ".."))
+            .field("callback_limit", &self.callback_limit)
             .finish()
     }
 }
@@ -57,15 +176,25 @@ impl OutputSink {
     pub fn capture(max_bytes: usize) -> Self {
         Self {
             capture_limit: Some(max_bytes),
-            callback: None,
+            ..Self::default()
         }
     }
 
     /// Hands every chunk to `f` as it is written.
     pub fn callback(f: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
         Self {
-            capture_limit: None,
             callback: Some(Arc::new(f)),
+            ..Self::default()
+        }
+    }
+
+    /// Streams output: hands every chunk to `f` as it is written, up to `max_bytes` in all (what a
+    /// server relays to a client as the guest writes it, bounded as captured output is).
+    pub fn stream(max_bytes: usize, f: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
+        Self {
+            callback: Some(Arc::new(f)),
+            callback_limit: Some(max_bytes),
+            ..Self::default()
         }
     }
 
@@ -99,6 +228,7 @@ impl StdinState {
                 Ok(n)
             }
             Stdin::Reader(r) => r.read(buf),
+            Stdin::Pipe(pipe) => Ok(pipe.read(buf)),
         }
     }
 }
@@ -108,6 +238,8 @@ pub(crate) struct OutputState {
     sink: OutputSink,
     buf: Vec<u8>,
     truncated: bool,
+    /// Bytes handed to the callback so far.
+    streamed: usize,
 }
 
 impl OutputState {
@@ -116,13 +248,26 @@ impl OutputState {
             sink,
             buf: Vec::new(),
             truncated: false,
+            streamed: 0,
         }
     }
 
-    /// Accepts a chunk of output: always reported as fully written to the guest, captured up to the bound.
+    /// Accepts a chunk of output: always reported as fully written to the guest, captured and streamed up
+    /// to their bounds.
     pub(crate) fn write(&mut self, data: &[u8]) {
         if let Some(cb) = &self.sink.callback {
-            cb(data);
+            let room = self
+                .sink
+                .callback_limit
+                .map_or(data.len(), |limit| limit.saturating_sub(self.streamed));
+            let n = room.min(data.len());
+            if n > 0 {
+                cb(&data[..n]);
+                self.streamed += n;
+            }
+            if n < data.len() {
+                self.truncated = true;
+            }
         }
         if let Some(limit) = self.sink.capture_limit {
             let room = limit.saturating_sub(self.buf.len());
@@ -162,6 +307,57 @@ mod tests {
         assert!(out.truncated());
         assert_eq!(out.take(), b"abcd");
         assert_eq!(*seen.lock().expect("lock"), b"abcdef");
+    }
+
+    #[test]
+    fn streamed_output_is_bounded() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let mut out = OutputState::new(OutputSink::stream(5, move |b| {
+            s2.lock().expect("lock").extend_from_slice(b)
+        }));
+        out.write(b"abc");
+        out.write(b"defg");
+        out.write(b"h");
+        assert!(out.truncated());
+        assert_eq!(*seen.lock().expect("lock"), b"abcde");
+        assert!(out.take().is_empty());
+    }
+
+    #[test]
+    fn pipe_delivers_writes_then_eof_after_close() {
+        let pipe = StdinPipe::new(8);
+        let mut s = StdinState::new(Stdin::Pipe(pipe.clone()));
+        let writer = pipe.clone();
+        let thread = std::thread::spawn(move || {
+            writer.write(b"hi").expect("open");
+            writer.close();
+        });
+        let mut got = Vec::new();
+        let mut b = [0u8; 4];
+        loop {
+            let n = s.read(&mut b).expect("read");
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&b[..n]);
+        }
+        thread.join().expect("writer");
+        assert_eq!(got, b"hi");
+        assert_eq!(pipe.write(b"x"), Err(PipeError::Closed));
+    }
+
+    #[test]
+    fn pipe_refuses_more_than_its_capacity() {
+        let pipe = StdinPipe::new(3);
+        pipe.write(b"ab").expect("room");
+        assert_eq!(
+            pipe.write(b"cd"),
+            Err(PipeError::Full {
+                pending: 2,
+                capacity: 3
+            })
+        );
     }
 
     #[test]

@@ -350,14 +350,18 @@ fn an_infinite_loop_is_stopped_at_the_cpu_deadline() -> Result<()> {
 }
 
 /// Regression: a sleep in `poll_oneoff` runs in the host, where epoch interruption does not reach, so a
-/// guest sleeping for a year held its sandbox (and a server thread) for a year; now the call's deadline
-/// bounds host sleeps too.
+/// guest sleeping for a year held its sandbox (and a server thread) for a year; now a command's wall-time
+/// limit bounds host sleeps too (they do not count as CPU time).
 #[test]
 fn a_sleep_of_a_year_is_stopped_at_the_deadline() -> Result<()> {
+    let limits = SandboxLimits {
+        wall_time_per_command: Duration::from_millis(300),
+        ..short_deadline()
+    };
     let (_tmp, runtime, mut bystander, template) =
-        setup(short_deadline(), "escape_spin", stasis_guests::ESCAPE_SPIN)?;
+        setup(limits, "escape_spin", stasis_guests::ESCAPE_SPIN)?;
     let (mut sandbox, output) = run_hostile(&runtime, &template, None, &["sleep"])?;
-    assert_trap(&output, "exceeded its CPU time limit of 200ms")?;
+    assert_trap(&output, "exceeded its wall-time limit of 300ms")?;
     ensure!(!stdout(&output).contains("woke up"));
     // The sandbox itself is usable again at once.
     let again = sandbox.run(&template, &["nothing".into()], b"")?;
@@ -533,6 +537,7 @@ fn the_defaults_are_those_the_readme_states() {
     let limits = SandboxLimits::default();
     assert_eq!(limits.max_memory_bytes, 2 << 30);
     assert_eq!(limits.cpu_time_per_call, Duration::from_secs(30));
+    assert_eq!(limits.wall_time_per_command, Duration::from_secs(3600));
     assert_eq!(limits.max_disk_bytes, 1 << 30);
     assert_eq!(limits.max_files, 100_000);
     assert_eq!(limits.max_open_fds, 1024);

@@ -1,6 +1,7 @@
 //! The runtime's integration tests: one binary, one module per area.
 
 mod blob;
+mod command;
 mod common;
 mod containment;
 mod cross_process;

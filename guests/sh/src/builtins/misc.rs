@@ -33,7 +33,7 @@ pub fn exit(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
 }
 
 /// `sleep N[smhd]...`: `std::thread::sleep` becomes a WASI `poll_oneoff` clock wait.
-pub fn sleep(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+pub fn sleep(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     if argv.len() < 2 {
         io.eprintln("sleep: missing operand");
         io.eprintln("Try 'sleep --help' for more information.");
@@ -57,6 +57,9 @@ pub fn sleep(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
             }
         }
     }
+    // What was printed before the pause is seen before it, as from a terminal or a streaming client.
+    io.out.flush();
+    sh.out.flush();
     std::thread::sleep(Duration::from_secs_f64(total.min(1e9)));
     0
 }

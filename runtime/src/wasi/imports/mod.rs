@@ -1,6 +1,8 @@
 //! Registration of every `wasi_snapshot_preview1` import, one file per area. Each import borrows the guest's
 //! exported memory and the [`WasiCtx`] together, runs a plain function returning a [`GuestResult`], and turns
-//! its errno into the guest's return value; only `proc_exit` and a guest without memory trap.
+//! its errno into the guest's return value; only `proc_exit`, a guest without memory, and a guest stopped from
+//! outside ([`crate::wasi::Stopped`], checked after every call so one woken from a blocking call ends there)
+//! trap.
 
 mod args_env;
 mod clock;
@@ -47,10 +49,15 @@ pub(crate) fn run<T>(
     };
     let (bytes, data) = memory.data_and_store_mut(caller);
     let mut mem = GuestMemory::new(bytes);
-    Ok(match f(&mut mem, get(data)) {
+    let ctx = get(data);
+    let errno = match f(&mut mem, ctx) {
         Ok(()) => 0,
         Err(e) => e.raw(),
-    })
+    };
+    if let Some(reason) = ctx.stopped() {
+        return Err(wasmtime::Error::new(crate::wasi::Stopped(reason)));
+    }
+    Ok(errno)
 }
 
 /// Guest `u32` values arrive as `i32`; this reinterprets the bits.

@@ -140,18 +140,18 @@ fn poll_oneoff(
                     wait = wait.min(deadline - current);
                 }
             }
-            if !ready.is_empty() {
+            if !ready.is_empty() || ctx.stopped().is_some() {
                 break;
             }
             let nap = Duration::from_nanos(wait);
             if let Some(deadline) = ctx.deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left < nap {
-                    std::thread::sleep(left);
+                    ctx.sleep(left);
                     return Ok(Polled::DeadlinePassed);
                 }
             }
-            std::thread::sleep(nap);
+            ctx.sleep(nap);
         }
     }
 

@@ -1,6 +1,12 @@
 //! `/files`: download a file's raw bytes, upload one or more files (multipart field `file`, or a raw
-//! `application/octet-stream` body). Errors are envd's REST shape, `{"code": <status>, "message"}`.
+//! `application/octet-stream` body, either of them optionally sent with `Content-Encoding: gzip`). Errors
+//! are envd's REST shape, `{"code": <status>, "message"}`.
+//!
+//! A gzip body is decompressed before it is parsed, through a reader that stops one byte past the body
+//! limit: what it inflates to is bounded like an uncompressed body (413 past it, so a small "gzip bomb"
+//! cannot fill memory), and a body that is not valid gzip is a 400.
 
+use std::io::Read;
 use std::path::Path;
 
 use axum::Json;
@@ -11,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{guest_path, io_error, with_root};
+use crate::api::blocking;
 use crate::auth::envd_sandbox;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -57,6 +64,50 @@ pub async fn download(
         .into_response())
 }
 
+/// The request with its body decompressed when it is sent with `Content-Encoding: gzip`; any other
+/// encoding than gzip or identity is refused with 415.
+async fn decode_content(state: &AppState, request: Request) -> Result<Request, ApiError> {
+    let encoding = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("identity") => return Ok(request),
+        Some("gzip" | "x-gzip") => {}
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content encoding {other:?} is not supported; send gzip or no encoding"),
+            ));
+        }
+    }
+    let limit = state.max_body_bytes();
+    let (mut parts, body) = request.into_parts();
+    let compressed = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+        .await
+        .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let inflated = blocking(move || gunzip(&compressed, limit)).await??;
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Request::from_parts(parts, axum::body::Body::from(inflated)))
+}
+
+/// Inflates a gzip stream (all its members) to at most `limit` bytes: 413 past it, 400 if it is not gzip.
+pub fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut inflated = Vec::new();
+    flate2::read::MultiGzDecoder::new(compressed)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid gzip: {e}")))?;
+    if inflated.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the decompressed body exceeds the limit of {limit} bytes"),
+        ));
+    }
+    Ok(inflated)
+}
+
 /// `POST /files?path=…`: writes the uploaded files (creating parent directories) and lists them.
 pub async fn upload(
     State(state): State<AppState>,
@@ -70,16 +121,7 @@ pub async fn upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    if request
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v != "identity")
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "compressed uploads are not supported; send the file uncompressed",
-        ));
-    }
+    let request = decode_content(&state, request).await?;
     let mut files: Vec<(String, Bytes)> = Vec::new();
     if content_type.starts_with("multipart/form-data") {
         let mut multipart = Multipart::from_request(request, &state)

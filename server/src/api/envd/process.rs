@@ -1,34 +1,57 @@
-//! `process.Process`: `Start` runs a command line in the sandbox's shell to completion and streams its
-//! events (start, output, end); commands do not outlive their call, so `List` is empty and the calls that
-//! address a running process find none.
+//! `process.Process`: commands as processes. `Start` runs a command line in the sandbox's shell on a thread
+//! of its own and streams its events as they happen (start, output as written, keepalives, end); the
+//! command stays in the sandbox's process table until it ends, whether or not a client still listens, so
+//! `List`, `SendInput`, `CloseStdin`, `SendSignal`, `Connect` and `StreamInput` find it by pid or tag.
+//!
+//! What ends a command besides itself: `SendSignal` (SIGKILL → exit code 137, SIGTERM → 143; a guest cannot
+//! catch signals), pausing the sandbox (a command's wasm stack cannot be captured, so it ends with 137 and an
+//! `error` saying so before anything is captured), killing the sandbox. `StreamInput` reads the whole request
+//! before writing it to stdin (the server receives request bodies whole); `Update` (PTY resizing) is not
+//! supported, as no command has a PTY.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use stasis::CommandIo;
+use stasis::wasi::{OutputSink, PipeError, Stdin, StdinPipe, StopReason};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::lifecycle_error;
 use crate::api::blocking;
 use crate::auth::envd_sandbox;
 use crate::connect::{
-    self, Code, ConnectError, end_stream, envelope, stream_error, stream_response,
+    self, COMPRESSED, Code, ConnectError, END_STREAM, STREAM_CONTENT_TYPE, end_stream, envelope,
+    stream_error,
 };
 use crate::error::ApiError;
 use crate::guest::{command_env, shell_args};
+use crate::processes::{Entry, Event, Hub, Selector};
 use crate::state::AppState;
 
-/// Process ids handed out: labels for the SDKs' `start` event, unique for the server's life. No process
-/// outlives its `Start` call, so none is ever looked up by one.
+/// Process ids handed out, unique for the server's life.
 static NEXT_PID: AtomicU32 = AtomicU32::new(1000);
+
+/// Most unread bytes a command's stdin pipe holds; `SendInput` past it is `resource_exhausted`.
+pub const STDIN_CAPACITY: usize = 16 << 20;
+/// Largest data event sent: output written in many small pieces is merged up to this.
+const MAX_DATA_EVENT: usize = 64 << 10;
+/// Keepalive interval when the client does not say (`Keepalive-Ping-Interval`, seconds).
+const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(50);
+/// Header in which the SDKs give the keepalive interval, in seconds.
+const KEEPALIVE_HEADER: &str = "keepalive-ping-interval";
 
 /// Body of `Start`.
 #[derive(Debug, Default, Deserialize)]
@@ -36,10 +59,14 @@ pub struct StartRequest {
     /// What to run.
     #[serde(default)]
     pub process: ProcessConfig,
+    /// A name to find the process by, besides its pid.
+    pub tag: Option<String>,
+    /// Keep stdin open for `SendInput`/`StreamInput` until `CloseStdin`; otherwise stdin is empty.
+    pub stdin: Option<bool>,
 }
 
 /// `ProcessConfig`: the command, its arguments, environment and working directory.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 pub struct ProcessConfig {
     /// The program: `/bin/bash` (with `-l -c LINE`) from the SDKs.
     #[serde(default)]
@@ -51,6 +78,7 @@ pub struct ProcessConfig {
     #[serde(default)]
     pub envs: BTreeMap<String, String>,
     /// Working directory (the guest's `/` when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
 }
 
@@ -60,6 +88,12 @@ pub struct ProcessSelectorRequest {
     /// `{"pid": N}` or `{"tag": "…"}`.
     #[serde(default)]
     pub process: serde_json::Value,
+    /// `SendInput`: `{"stdin": "<base64>"}` (or `pty`, refused).
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+    /// `SendSignal`: `SIGNAL_SIGKILL`/`SIGNAL_SIGTERM` or their numbers.
+    #[serde(default)]
+    pub signal: Option<serde_json::Value>,
 }
 
 /// `POST /process.Process/Start` (server streaming).
@@ -68,17 +102,17 @@ pub async fn start(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match run(&state, &headers, body).await {
-        Ok(body) => stream_response(body),
+    match start_command(&state, &headers, body).await {
+        Ok((pid, events)) => event_stream(pid, events, keepalive_interval(&headers)),
         Err(error) => stream_error(&error),
     }
 }
 
-async fn run(
+async fn start_command(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Vec<u8>, ConnectError> {
+) -> Result<(u32, UnboundedReceiver<Event>), ConnectError> {
     let id = envd_sandbox(state, headers)?;
     let body = body.map_err(|r| ConnectError::from(ApiError::new(r.status(), r.body_text())))?;
     let request: StartRequest = connect::decode(headers, &body)?;
@@ -91,84 +125,478 @@ async fn run(
     }
     let args = shell_args(&process.cmd, &process.args);
     let env = command_env(&process.envs, process.cwd.as_deref());
+    let hub = Arc::new(Hub::default());
+    let events = hub
+        .subscribe()
+        .ok_or_else(|| ConnectError::new(Code::Internal, "the process ended before it started"))?;
+    let pipe = request
+        .stdin
+        .unwrap_or(false)
+        .then(|| StdinPipe::new(STDIN_CAPACITY));
     let manager = state.manager().clone();
     let shell = state.shell().clone();
     let sandbox = id.clone();
-    let output = blocking(move || {
-        manager.with_sandbox(&sandbox, |s| s.run_with_env(&shell, &args, &env, b""))
+    let (out_hub, err_hub) = (hub.clone(), hub.clone());
+    let stdin = pipe.clone();
+    let command = blocking(move || {
+        manager.with_sandbox(&sandbox, |s| {
+            let limit = s.limits().max_output_bytes;
+            let io = CommandIo {
+                stdin: stdin.map_or(Stdin::Empty, Stdin::Pipe),
+                stdout: OutputSink::stream(limit, move |b| {
+                    out_hub.publish(Event::Stdout(b.to_vec()))
+                }),
+                stderr: OutputSink::stream(limit, move |b| {
+                    err_hub.publish(Event::Stderr(b.to_vec()))
+                }),
+            };
+            s.start_command(&shell, &args, &env, io)
+        })
     })
     .await
     .map_err(ConnectError::from)?
     .map_err(lifecycle_error)?
-    .map_err(|e| ConnectError::from(ApiError::internal(&e)))?;
+    .map_err(|e| match e {
+        stasis::RunError::Spawn(stasis::SpawnError::TooManyProcesses(n)) => ConnectError::new(
+            Code::ResourceExhausted,
+            format!("the sandbox already runs {n} processes, its limit"),
+        ),
+        other => ConnectError::from(ApiError::internal(&other)),
+    })?;
     let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(sandbox = %id, pid, exit_code = output.exit_code, "command ran");
-
-    let event =
-        |event: serde_json::Value| envelope(0, json!({ "event": event }).to_string().as_bytes());
-    let mut stream = event(json!({ "start": { "pid": pid } }));
-    for (name, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
-        if !bytes.is_empty() {
-            stream.extend(event(json!({ "data": { name: BASE64.encode(bytes) } })));
-        }
+    let config = serde_json::to_value(&process).unwrap_or_default();
+    state.processes().insert(
+        &id,
+        Entry {
+            pid,
+            tag: request.tag,
+            config,
+            control: command.control(),
+            hub: hub.clone(),
+        },
+    );
+    let table = state.processes().clone();
+    let sandbox = id.clone();
+    let runner = std::thread::Builder::new()
+        .name(format!("stasis-cmd-{pid}"))
+        .spawn(move || {
+            let output = command.run();
+            tracing::debug!(sandbox = %sandbox, pid, exit_code = output.exit_code, "command ended");
+            table.remove(&sandbox, pid);
+            let mut end = json!({
+                "exitCode": output.exit_code,
+                "exited": true,
+                "status": format!("exit status {}", output.exit_code),
+            });
+            if let Some(trap) = output.trap {
+                end["error"] = json!(trap);
+            }
+            hub.finish(end);
+        });
+    if let Err(error) = runner {
+        // The command was never run; dropping it (with the closure) marks it ended for the sandbox.
+        state.processes().remove(&id, pid);
+        return Err(ConnectError::from(ApiError::internal(&error)));
     }
-    let mut end = json!({
-        "exitCode": output.exit_code,
-        "exited": true,
-        "status": format!("exit status {}", output.exit_code),
-    });
-    if let Some(trap) = output.trap {
-        end["error"] = json!(trap);
-    }
-    stream.extend(event(json!({ "end": end })));
-    stream.extend(end_stream(None));
-    Ok(stream)
+    tracing::debug!(sandbox = %id, pid, "command started");
+    Ok((pid, events))
 }
 
-/// `POST /process.Process/List`: no process outlives its call, so none is listed.
-pub async fn list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ConnectError> {
-    envd_sandbox(&state, &headers)?;
-    Ok(Json(json!({ "processes": [] })))
-}
-
-/// `SendInput`, `SendSignal`, `CloseStdin`, `Update` (unary): the process is not found, which the SDKs
-/// read as "already finished" (`kill` returns false).
-pub async fn unknown_process(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ConnectError> {
-    Err(not_found(&state, &headers, body))
-}
-
-/// `Connect`, `StreamInput` (streaming): as [`unknown_process`], in the streaming form.
-pub async fn unknown_process_stream(
+/// `POST /process.Process/Connect` (server streaming): the events of a running process from now on.
+pub async fn connect_process(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    stream_error(&not_found(&state, &headers, body)).into_response()
+    let attached = find(&state, &headers, body).and_then(|(entry, _)| {
+        entry
+            .hub
+            .subscribe()
+            .map(|events| (entry.pid, events))
+            .ok_or_else(|| not_found(&Selector::Pid(entry.pid)))
+    });
+    match attached {
+        Ok((pid, events)) => event_stream(pid, events, keepalive_interval(&headers)),
+        Err(error) => stream_error(&error),
+    }
 }
 
-fn not_found(
+/// `POST /process.Process/List`: the sandbox's running processes.
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ConnectError> {
+    let id = envd_sandbox(&state, &headers)?;
+    let processes: Vec<serde_json::Value> = state
+        .processes()
+        .list(&id)
+        .iter()
+        .map(|e| {
+            let mut info = json!({ "pid": e.pid, "config": e.config });
+            if let Some(tag) = &e.tag {
+                info["tag"] = json!(tag);
+            }
+            info
+        })
+        .collect();
+    Ok(Json(json!({ "processes": processes })))
+}
+
+/// `POST /process.Process/SendInput`: appends bytes to a process's stdin.
+pub async fn send_input(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ConnectError> {
+    let (entry, request) = find(&state, &headers, body)?;
+    let input = request
+        .input
+        .ok_or_else(|| ConnectError::new(Code::InvalidArgument, "input is missing"))?;
+    write_input(&entry, &input)?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /process.Process/CloseStdin`: the process reads end-of-file after what it was sent.
+pub async fn close_stdin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ConnectError> {
+    let (entry, _) = find(&state, &headers, body)?;
+    // A process started without stdin reads end-of-file already: closing it is harmless.
+    if let Some(pipe) = entry.control.stdin() {
+        pipe.close();
+    }
+    Ok(Json(json!({})))
+}
+
+/// `POST /process.Process/SendSignal`: SIGKILL or SIGTERM ends the process (it cannot catch either).
+pub async fn send_signal(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ConnectError> {
+    let (entry, request) = find(&state, &headers, body)?;
+    let reason = match request.signal.as_ref() {
+        Some(v) if v == "SIGNAL_SIGKILL" || v == 9 => StopReason::Kill,
+        Some(v) if v == "SIGNAL_SIGTERM" || v == 15 => StopReason::Terminate,
+        other => {
+            return Err(ConnectError::new(
+                Code::InvalidArgument,
+                format!("unsupported signal {other:?}: send SIGNAL_SIGKILL or SIGNAL_SIGTERM"),
+            ));
+        }
+    };
+    entry.control.stop(reason);
+    Ok(Json(json!({})))
+}
+
+/// `POST /process.Process/Update`: PTY resizing; no process has a PTY.
+pub async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ConnectError> {
+    find(&state, &headers, body)?;
+    Err(ConnectError::new(
+        Code::Unimplemented,
+        "processes have no PTY to update",
+    ))
+}
+
+/// `POST /process.Process/StreamInput` (client streaming): a `start` message naming the process, then
+/// `data` messages written to its stdin in order (keepalives ignored). Answered once the whole request
+/// has been read.
+pub async fn stream_input(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match stream_input_messages(&state, &headers, body) {
+        Ok(()) => {
+            let mut reply = envelope(0, b"{}");
+            reply.extend(end_stream(None));
+            connect::stream_response(reply)
+        }
+        Err(error) => stream_error(&error),
+    }
+}
+
+fn stream_input_messages(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ConnectError {
-    if let Err(error) = envd_sandbox(state, headers) {
-        return error;
+) -> Result<(), ConnectError> {
+    let id = envd_sandbox(state, headers)?;
+    let body = body.map_err(|r| ConnectError::from(ApiError::new(r.status(), r.body_text())))?;
+    let mut entry = None;
+    for message in envelopes(&body)? {
+        let message: serde_json::Value = serde_json::from_slice(message).map_err(|e| {
+            ConnectError::new(Code::InvalidArgument, format!("invalid message: {e}"))
+        })?;
+        if let Some(start) = message.get("start") {
+            let selector = selector(start.get("process").unwrap_or(&json!(null)))?;
+            entry = Some(
+                state
+                    .processes()
+                    .find(&id, &selector)
+                    .ok_or_else(|| not_found(&selector))?,
+            );
+        } else if let Some(data) = message.get("data") {
+            let entry = entry.as_ref().ok_or_else(|| {
+                ConnectError::new(Code::InvalidArgument, "data before the start message")
+            })?;
+            write_input(entry, data.get("input").unwrap_or(&json!(null)))?;
+        }
     }
-    let body = body.unwrap_or_default();
-    let selector = connect::decode::<ProcessSelectorRequest>(headers, &body)
-        .map(|r| r.process)
-        .unwrap_or_default();
-    let which = selector
-        .get("pid")
-        .map(|pid| format!("pid {pid}"))
-        .or_else(|| selector.get("tag").map(|tag| format!("tag {tag}")))
-        .unwrap_or_else(|| "the given selector".to_owned());
-    ConnectError::new(Code::NotFound, format!("process with {which} not found"))
+    Ok(())
+}
+
+/// The payloads of a request made of envelopes (the end-of-stream one included, if any).
+fn envelopes(mut body: &[u8]) -> Result<Vec<&[u8]>, ConnectError> {
+    let invalid = |what: &str| ConnectError::new(Code::InvalidArgument, what.to_owned());
+    let mut messages = Vec::new();
+    while let Some((&flags, rest)) = body.split_first() {
+        if flags & COMPRESSED != 0 {
+            return Err(ConnectError::new(
+                Code::Unimplemented,
+                "compressed request envelopes are not supported",
+            ));
+        }
+        let length: [u8; 4] = rest
+            .get(..4)
+            .and_then(|l| l.try_into().ok())
+            .ok_or_else(|| invalid("truncated envelope header"))?;
+        let length = u32::from_be_bytes(length) as usize;
+        let payload = rest
+            .get(4..4 + length)
+            .ok_or_else(|| invalid("truncated envelope"))?;
+        if flags & END_STREAM == 0 {
+            messages.push(payload);
+        }
+        body = &rest[4 + length..];
+    }
+    Ok(messages)
+}
+
+/// Writes `ProcessInput` (`{"stdin": "<base64>"}`) to the process's stdin pipe.
+fn write_input(entry: &Entry, input: &serde_json::Value) -> Result<(), ConnectError> {
+    let Some(data) = input.get("stdin").and_then(|v| v.as_str()) else {
+        return Err(ConnectError::new(
+            Code::InvalidArgument,
+            "input.stdin (base64) is required; processes have no PTY",
+        ));
+    };
+    let bytes = BASE64
+        .decode(data)
+        .map_err(|e| ConnectError::new(Code::InvalidArgument, format!("input.stdin: {e}")))?;
+    let pipe = entry.control.stdin().ok_or_else(|| {
+        ConnectError::new(
+            Code::FailedPrecondition,
+            format!(
+                "process {} was started without stdin (start it with \"stdin\": true)",
+                entry.pid
+            ),
+        )
+    })?;
+    pipe.write(&bytes).map_err(|e| match e {
+        PipeError::Closed => ConnectError::new(
+            Code::FailedPrecondition,
+            format!("the stdin of process {} is closed", entry.pid),
+        ),
+        full @ PipeError::Full { .. } => {
+            ConnectError::new(Code::ResourceExhausted, full.to_string())
+        }
+    })
+}
+
+/// The request's process, found in the sandbox's table.
+fn find(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Arc<Entry>, ProcessSelectorRequest), ConnectError> {
+    let id = envd_sandbox(state, headers)?;
+    let body = body.map_err(|r| ConnectError::from(ApiError::new(r.status(), r.body_text())))?;
+    let request: ProcessSelectorRequest = connect::decode(headers, &body)?;
+    let selector = selector(&request.process)?;
+    let entry = state
+        .processes()
+        .find(&id, &selector)
+        .ok_or_else(|| not_found(&selector))?;
+    Ok((entry, request))
+}
+
+/// `ProcessSelector` from its JSON: `{"pid": N}` (a number or, as proto3 JSON allows, a string) or
+/// `{"tag": "…"}`.
+fn selector(process: &serde_json::Value) -> Result<Selector, ConnectError> {
+    if let Some(pid) = process.get("pid") {
+        let pid = pid
+            .as_u64()
+            .or_else(|| pid.as_str().and_then(|s| s.parse().ok()))
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or_else(|| ConnectError::new(Code::InvalidArgument, format!("bad pid {pid}")))?;
+        return Ok(Selector::Pid(pid));
+    }
+    if let Some(tag) = process.get("tag").and_then(|t| t.as_str()) {
+        return Ok(Selector::Tag(tag.to_owned()));
+    }
+    Err(ConnectError::new(
+        Code::InvalidArgument,
+        "process must name a pid or a tag",
+    ))
+}
+
+/// No running process answers to `selector`: the SDKs read this as "already finished".
+fn not_found(selector: &Selector) -> ConnectError {
+    ConnectError::new(Code::NotFound, format!("process with {selector} not found"))
+}
+
+/// The keepalive interval the client asked for (`Keepalive-Ping-Interval`, seconds, 1 to 3600).
+fn keepalive_interval(headers: &HeaderMap) -> Duration {
+    headers
+        .get(KEEPALIVE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.clamp(1, 3600)))
+        .unwrap_or(DEFAULT_KEEPALIVE)
+}
+
+/// What the response stream still has to send.
+struct StreamState {
+    pid: u32,
+    events: UnboundedReceiver<Event>,
+    keepalive: tokio::time::Interval,
+    /// An event received while merging output of another stream, sent next.
+    pending: Option<Event>,
+    started: bool,
+    done: bool,
+}
+
+/// The streaming response of `Start` and `Connect`: `start`, then each event as it comes (output merged
+/// up to [`MAX_DATA_EVENT`] when it arrives faster than it is sent), keepalives while nothing happens,
+/// and after `end` the end-of-stream envelope.
+fn event_stream(pid: u32, events: UnboundedReceiver<Event>, keepalive: Duration) -> Response {
+    let state = StreamState {
+        pid,
+        events,
+        keepalive: tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive),
+        pending: None,
+        started: false,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let frame = next_frame(&mut st).await;
+        Some((Ok::<_, Infallible>(Bytes::from(frame)), st))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, STREAM_CONTENT_TYPE)],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn next_frame(st: &mut StreamState) -> Vec<u8> {
+    let event =
+        |event: serde_json::Value| envelope(0, json!({ "event": event }).to_string().as_bytes());
+    if !st.started {
+        st.started = true;
+        return event(json!({ "start": { "pid": st.pid } }));
+    }
+    let next = match st.pending.take() {
+        Some(pending) => Some(pending),
+        None => tokio::select! {
+            next = st.events.recv() => next,
+            _ = st.keepalive.tick() => return event(json!({ "keepalive": {} })),
+        },
+    };
+    match next {
+        Some(Event::Stdout(bytes)) => event(data("stdout", merge(st, bytes, true))),
+        Some(Event::Stderr(bytes)) => event(data("stderr", merge(st, bytes, false))),
+        Some(Event::End(end)) => {
+            st.done = true;
+            let mut frame = event(json!({ "end": end }));
+            frame.extend(end_stream(None));
+            frame
+        }
+        None => {
+            st.done = true;
+            end_stream(Some(&ConnectError::new(
+                Code::Internal,
+                "the process's event stream ended without an end event",
+            )))
+        }
+    }
+}
+
+/// Appends the output of the same stream already waiting, up to [`MAX_DATA_EVENT`].
+fn merge(st: &mut StreamState, mut bytes: Vec<u8>, stdout: bool) -> Vec<u8> {
+    while bytes.len() < MAX_DATA_EVENT {
+        match st.events.try_recv() {
+            Ok(Event::Stdout(more)) if stdout => bytes.extend(more),
+            Ok(Event::Stderr(more)) if !stdout => bytes.extend(more),
+            Ok(other) => {
+                st.pending = Some(other);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    bytes
+}
+
+fn data(name: &str, bytes: Vec<u8>) -> serde_json::Value {
+    json!({ "data": { name: BASE64.encode(bytes) } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_take_numbers_strings_and_tags() {
+        assert_eq!(selector(&json!({"pid": 7})), Ok(Selector::Pid(7)));
+        assert_eq!(selector(&json!({"pid": "8"})), Ok(Selector::Pid(8)));
+        assert_eq!(
+            selector(&json!({"tag": "t"})),
+            Ok(Selector::Tag("t".into()))
+        );
+        for bad in [
+            json!({}),
+            json!({"pid": -1}),
+            json!({"pid": "x"}),
+            json!(null),
+        ] {
+            assert_eq!(
+                selector(&bad).map_err(|e| e.code),
+                Err(Code::InvalidArgument),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_envelopes_are_split_and_checked() {
+        let mut wire = envelope(0, b"{\"a\":1}");
+        wire.extend(envelope(0, b"{}"));
+        wire.extend(end_stream(None));
+        assert_eq!(envelopes(&wire).ok(), Some(vec![&b"{\"a\":1}"[..], b"{}"]));
+        assert!(envelopes(&[0, 0, 0]).is_err());
+        assert!(envelopes(&[0, 0, 0, 0, 5, b'{']).is_err());
+        assert!(envelopes(&[1, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn keepalive_interval_is_bounded() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(keepalive_interval(&headers), DEFAULT_KEEPALIVE);
+        headers.insert(KEEPALIVE_HEADER, "0".parse().expect("header"));
+        assert_eq!(keepalive_interval(&headers), Duration::from_secs(1));
+        headers.insert(KEEPALIVE_HEADER, "nope".parse().expect("header"));
+        assert_eq!(keepalive_interval(&headers), DEFAULT_KEEPALIVE);
+    }
 }
