@@ -7,6 +7,7 @@ mod containment;
 mod cross_process;
 mod engine;
 mod instrument;
+mod javascript;
 mod lifecycle;
 mod persistence;
 mod proptests;
