@@ -9,6 +9,7 @@ mod instrument;
 mod lifecycle;
 mod persistence;
 mod proptests;
+mod python;
 mod sandbox;
 mod shell;
 mod wasi;
