@@ -37,6 +37,9 @@ struct Args {
     /// Run only the pause/resume scenario.
     #[arg(long)]
     pause_resume_only: bool,
+    /// Run only the Python code-interpreter scenario.
+    #[arg(long)]
+    python_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -62,6 +65,15 @@ fn main() -> Result<()> {
     println!("{}", report::table_header());
     let mut results: Vec<Measurement> = Vec::new();
 
+    if args.python_only {
+        record(&mut results, scenarios::python(&bench)?);
+        report::write_all(&args.out, &results, &machine_description(), args.quick)?;
+        println!(
+            "\nwrote {}/results.json, report.md and latency.svg",
+            args.out.display()
+        );
+        return Ok(());
+    }
     for contents in ["typical", "random"] {
         for &mib in sizes {
             record(
@@ -94,6 +106,7 @@ fn main() -> Result<()> {
         &mut results,
         scenarios::density(&bench, if args.quick { 50 } else { 500 })?,
     );
+    record(&mut results, scenarios::python(&bench)?);
 
     let machine = machine_description();
     report::write_all(&args.out, &results, &machine, args.quick)?;

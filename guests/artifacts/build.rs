@@ -51,9 +51,9 @@ fn main() {
             println!("cargo:rerun-if-changed={}", path.display());
         }
     }
-    // The Python guest: its manifest, lockfile and sources, not its own `target/` should anyone build there.
+    // The Python guest: its manifest, lockfile, sources and vendored crates, not its own `target/` should anyone build there.
     let python_dir = guests_dir.join("python");
-    for part in ["Cargo.toml", "Cargo.lock", "src"] {
+    for part in ["Cargo.toml", "Cargo.lock", "src", "vendor"] {
         println!("cargo:rerun-if-changed={}", python_dir.join(part).display());
     }
 

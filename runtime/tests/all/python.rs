@@ -122,6 +122,40 @@ fn variables_functions_and_imports_persist_across_cells() -> Result<()> {
     Ok(())
 }
 
+/// RustPython 0.5.0 keeps 15 bits of reference count on 32-bit targets: the 32768th live int (each holds a
+/// reference to the `int` type) aborted the interpreter. The guest builds a patched `rustpython-common`.
+#[test]
+fn a_hundred_thousand_references_to_one_object_do_not_abort_the_interpreter() -> Result<()> {
+    let mut f = Fixture::new()?;
+    let pid = f.context("ctx")?;
+    let s = &mut f.sandbox;
+    assert_eq!(
+        value(
+            s,
+            pid,
+            "zeros = [0] * 100000
+len(zeros)"
+        )?
+        .as_deref(),
+        Some("100000")
+    );
+    assert_eq!(
+        value(
+            s,
+            pid,
+            "numbers = list(range(100000))
+sum(numbers)"
+        )?
+        .as_deref(),
+        Some("4999950000")
+    );
+    assert_eq!(
+        value(s, pid, "len([None] * 300000)")?.as_deref(),
+        Some("300000")
+    );
+    Ok(())
+}
+
 #[test]
 fn the_trailing_expression_is_the_main_result() -> Result<()> {
     let mut f = Fixture::new()?;
