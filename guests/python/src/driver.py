@@ -10,6 +10,12 @@ import sys
 import traceback
 import types
 
+# Every Python call nests a few RustPython functions, whose frames live on wasmtime's native stack (512 KiB
+# unless the engine sets `max_wasm_stack`), measured at up to ~2 KiB per Python frame (a method called with
+# **kwargs from a comprehension). Past it the call traps and the context is lost; under this limit deep
+# recursion is a RecursionError the cell can catch. With a 2 MiB stack, CPython's 1000 is safe too.
+sys.setrecursionlimit(200)
+
 # The user's namespace is a real `__main__` module, so that `pickle`, `dataclasses` and friends find what
 # the cells define.
 main = types.ModuleType("__main__")

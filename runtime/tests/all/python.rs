@@ -253,6 +253,43 @@ fn assert_contains_text(haystack: &str, needle: &str) {
     );
 }
 
+/// Unbounded recursion exhausted wasmtime's native stack before RustPython's recursion limit, trapping the
+/// process; the guest lowers the limit so that it is a Python exception instead.
+#[test]
+fn unbounded_recursion_is_a_recursion_error_not_a_trap() -> Result<()> {
+    let mut f = Fixture::new()?;
+    let pid = f.context("ctx")?;
+    let s = &mut f.sandbox;
+    value(s, pid, "def down(n):\n    return down(n + 1)\n")?;
+    assert_eq!(raised(s, pid, "down(0)")?.name, "RecursionError");
+    value(
+        s,
+        pid,
+        "class Node:\n    def walk(self, n, **options):\n        return [self.walk(n + 1, **options) for _ in range(1)][0]\n",
+    )?;
+    assert_eq!(
+        raised(s, pid, "Node().walk(0, depth=1)")?.name,
+        "RecursionError"
+    );
+    assert_eq!(
+        raised(
+            s,
+            pid,
+            "import copy\nd = []\nfor _ in range(10000):\n    d = [d]\ncopy.deepcopy(d)"
+        )?
+        .name,
+        "RecursionError"
+    );
+    // Recursion within the limit works, and the context survives the errors.
+    value(
+        s,
+        pid,
+        "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n",
+    )?;
+    assert_eq!(value(s, pid, "depth(150)")?.as_deref(), Some("150"));
+    Ok(())
+}
+
 #[test]
 fn the_execution_count_counts_every_cell() -> Result<()> {
     let mut f = Fixture::new()?;
