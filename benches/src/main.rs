@@ -59,6 +59,9 @@ struct Args {
     /// The API key of the server at `--url`.
     #[arg(long)]
     api_key: Option<String>,
+    /// Run only the Python code-interpreter scenario.
+    #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only"])]
+    python_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -87,6 +90,10 @@ fn main() -> Result<()> {
     if args.load_only {
         let errors = record_load(&mut results, &args, work.path())?;
         return finish(&args, &results, errors);
+    }
+    if args.python_only {
+        record(&mut results, scenarios::python(&bench)?);
+        return finish(&args, &results, 0);
     }
     for contents in ["typical", "random"] {
         for &mib in sizes {
@@ -120,6 +127,7 @@ fn main() -> Result<()> {
         &mut results,
         scenarios::density(&bench, if args.quick { 50 } else { 500 })?,
     );
+    record(&mut results, scenarios::python(&bench)?);
     let errors = record_load(&mut results, &args, work.path())?;
     finish(&args, &results, errors)
 }

@@ -309,3 +309,124 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
 }
+
+/// The Python code-interpreter guest (`guests/python`): compiling its module the first time and loading it
+/// from the compiled-module cache, starting a context (a process), its first cell (which starts the
+/// interpreter), a small cell, the linear memory a context holds, and a pause and resume of a context.
+pub fn python(bench: &Bench) -> Result<Vec<Measurement>> {
+    const MIB: f64 = (1 << 20) as f64;
+    let wasm = stasis_guests::bytes(stasis_guests::PYTHON);
+    let module = json!({ "module_mib": wasm.len() as f64 / MIB });
+
+    // The bench's runtime starts with an empty cache: this load compiles.
+    let started = Instant::now();
+    let python = bench.runtime.load_template("python", &wasm)?;
+    let first_compile = vec![ms(started.elapsed())];
+    let mut cached = Vec::new();
+    for i in 0..bench.repeats {
+        let mut config = RuntimeConfig::new(bench.work.join(format!("python-load-{i}")));
+        config.cache_dir = Some(bench.runtime.config().cache_dir());
+        let runtime = Runtime::new(config)?;
+        let started = Instant::now();
+        runtime.load_template("python", &wasm)?;
+        cached.push(ms(started.elapsed()));
+    }
+
+    // The memory of a sandbox without a Python context, to subtract.
+    let mut bare = bench.sandbox_with(0, "")?;
+    let bare_memory = bare
+        .pause(&bench.work.join("python-bare.blob"))?
+        .memory_bytes;
+    std::fs::remove_file(bench.work.join("python-bare.blob"))?;
+
+    let (mut spawns, mut first_cells, mut cells) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut memory_init, mut memory_used) = (Vec::new(), Vec::new());
+    let (mut pauses, mut resumes, mut blobs) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..bench.repeats.min(3) {
+        let mut sandbox = bench.sandbox_with(0, "")?;
+        let started = Instant::now();
+        let pid = sandbox.spawn_labeled(&python, "ctx")?;
+        spawns.push(ms(started.elapsed()));
+        let started = Instant::now();
+        run_cell(&mut sandbox, pid, "None")?;
+        first_cells.push(ms(started.elapsed()));
+        for _ in 0..10 {
+            let started = Instant::now();
+            let value = run_cell(&mut sandbox, pid, "1+1")?;
+            cells.push(ms(started.elapsed()));
+            anyhow::ensure!(value == "2", "1+1 gave {value}");
+        }
+        let blob = bench.work.join(format!("python-{i}.blob"));
+        let report = sandbox.pause(&blob)?;
+        memory_init.push((report.memory_bytes - bare_memory) as f64 / MIB);
+        sandbox = bench.runtime.resume(&blob, ResumeOptions::default())?;
+        run_cell(
+            &mut sandbox,
+            pid,
+            "import json, re, math, datetime\ndata = list(range(100000))\ndef f(x):\n    return x * 2",
+        )?;
+        let started = Instant::now();
+        let report = sandbox.pause(&blob)?;
+        pauses.push(ms(started.elapsed()));
+        memory_used.push((report.memory_bytes - bare_memory) as f64 / MIB);
+        blobs.push(report.blob_bytes as f64 / MIB);
+        let started = Instant::now();
+        let mut sandbox = bench.runtime.resume(&blob, ResumeOptions::default())?;
+        let value = run_cell(&mut sandbox, pid, "f(len(data))")?;
+        resumes.push(ms(started.elapsed()));
+        anyhow::ensure!(value == "200000", "f(len(data)) gave {value}");
+        std::fs::remove_file(&blob)?;
+    }
+    let used = json!({ "cells": "import json, re, math, datetime; 100 000 ints; a function" });
+    Ok(vec![
+        Measurement::new(
+            "python module compile (first)",
+            module.clone(),
+            "ms",
+            first_compile,
+        ),
+        Measurement::new("python module load (cached)", module, "ms", cached),
+        Measurement::new("python context create", json!({}), "ms", spawns),
+        Measurement::new(
+            "python first cell (interpreter start)",
+            json!({}),
+            "ms",
+            first_cells,
+        ),
+        Measurement::new("python cell `1+1`", json!({}), "ms", cells),
+        Measurement::new(
+            "python context memory after start",
+            json!({}),
+            "MiB",
+            memory_init,
+        ),
+        Measurement::new(
+            "python context memory after use",
+            used.clone(),
+            "MiB",
+            memory_used,
+        ),
+        Measurement::new("python context pause", used.clone(), "ms", pauses),
+        Measurement::new("python context resume + cell", used.clone(), "ms", resumes),
+        Measurement::new("python context blob size", used, "MiB", blobs),
+    ])
+}
+
+/// Runs a cell in Python context `pid` and returns the text of its main result (empty for none); a cell
+/// that raises is an error.
+fn run_cell(sandbox: &mut Sandbox, pid: u32, code: &str) -> Result<String> {
+    let request = serde_json::to_vec(&json!({ "code": code, "env_vars": {} }))?;
+    let response = sandbox
+        .call_process(pid, "execute", &request)
+        .with_context(|| format!("running the cell {code:?}"))?;
+    let response: serde_json::Value = serde_json::from_slice(&response)?;
+    anyhow::ensure!(
+        response["error"].is_null(),
+        "the cell {code:?} raised: {}",
+        response["error"]
+    );
+    Ok(response["results"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}

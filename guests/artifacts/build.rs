@@ -1,8 +1,11 @@
-//! Compiles the guest workspace (`guests/`) for `wasm32-wasip1` and generates, for every guest program, a
-//! constant holding the path of its `.wasm` file plus a `foreach_program!` macro listing them all.
+//! Compiles the guest workspace (`guests/`) and the Python guest (`guests/python`, a workspace of its own) for
+//! `wasm32-wasip1` and generates, for every guest program, a constant holding the path of its `.wasm` file
+//! plus a `foreach_program!` macro listing them all.
 //!
 //! The pattern is wasmtime's `crates/test-programs`: guests are ordinary Rust crates built by a nested
-//! `cargo build` with its own target directory, so they never fight the host build for its lock.
+//! `cargo build` with its own target directory, so they never fight the host build for its lock. That
+//! directory is `<host target dir>/wasm-guests`, one for every profile and every cargo command (build, test,
+//! clippy), not one per `OUT_DIR`: the Python guest takes minutes to compile and must be compiled once.
 
 use std::env;
 use std::fmt::Write as _;
@@ -44,48 +47,36 @@ fn main() {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if path.is_dir() && name != "artifacts" && name != "target" {
+        if path.is_dir() && name != "artifacts" && name != "target" && name != "python" {
             println!("cargo:rerun-if-changed={}", path.display());
         }
+    }
+    // The Python guest: its manifest, lockfile, sources and vendored crates, not its own `target/` should anyone build there.
+    let python_dir = guests_dir.join("python");
+    for part in ["Cargo.toml", "Cargo.lock", "src", "vendor"] {
+        println!("cargo:rerun-if-changed={}", python_dir.join(part).display());
     }
 
     ensure_target_installed();
 
-    let target_dir = out_dir.join("wasm-target");
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(&guests_dir)
-        .args(["build", "--release", "--workspace", "--target", TARGET])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    // The outer cargo's settings (clippy wrappers, host RUSTFLAGS, jobserver of a different build) must not
-    // leak into the guest build.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-        "CARGO_LLVM_COV",
-        "RUSTC_BOOTSTRAP",
-    ] {
-        build.env_remove(var);
-    }
-    let status = build
-        .status()
-        .unwrap_or_else(|e| panic!("could not run cargo to build the guests: {e}"));
-    assert!(
-        status.success(),
-        "building the guest programs for {TARGET} failed (see the errors above)"
+    let target_dir = host_target_dir(&out_dir).join("wasm-guests");
+    cargo_build(
+        &guests_dir,
+        &["build", "--release", "--workspace", "--target", TARGET],
+        &target_dir,
+        "the guest programs",
+    );
+    // `--locked`: RustPython builds only with the versions of its shipped lockfile (see guests/python/Cargo.toml).
+    cargo_build(
+        &python_dir,
+        &["build", "--release", "--locked", "--target", TARGET],
+        &target_dir,
+        "the Python guest",
     );
 
     let wasm_dir = target_dir.join(TARGET).join("release");
     let mut names = guest_binaries(&guests_dir);
+    names.push("python".to_owned());
     names.sort();
     let mut generated = String::new();
     for name in &names {
@@ -123,7 +114,70 @@ fn main() {
         .expect("writing to a String cannot fail");
     }
     generated.push_str("];\n");
-    std::fs::write(out_dir.join("programs.rs"), generated).expect("OUT_DIR is writable");
+    // The guest builds live outside OUT_DIR: should one of their outputs disappear, run this script again.
+    for name in &names {
+        println!(
+            "cargo:rerun-if-changed={}",
+            wasm_dir.join(format!("{name}.wasm")).display()
+        );
+    }
+    // Rewriting an unchanged file would recompile this crate and relink everything that depends on it.
+    let programs = out_dir.join("programs.rs");
+    if std::fs::read_to_string(&programs).ok().as_deref() != Some(generated.as_str()) {
+        std::fs::write(&programs, generated).expect("OUT_DIR is writable");
+    }
+}
+
+/// The host build's target directory, `<target>` in `OUT_DIR` = `<target>/[<triple>/]<profile>/build/<pkg>-<hash>/out`
+/// (with a `--target` host build, the triple's directory, which is as shared).
+fn host_target_dir(out_dir: &Path) -> PathBuf {
+    out_dir
+        .ancestors()
+        .nth(4)
+        .unwrap_or_else(|| {
+            panic!(
+                "OUT_DIR {} is not inside a target directory",
+                out_dir.display()
+            )
+        })
+        .to_path_buf()
+}
+
+/// Runs a nested `cargo` with `args` in `dir`, building into `target_dir`; `what` names it in a failure.
+fn cargo_build(dir: &Path, args: &[&str], target_dir: &Path, what: &str) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(dir)
+        .args(args)
+        .arg("--target-dir")
+        .arg(target_dir);
+    // The outer cargo's settings (clippy wrappers, host RUSTFLAGS, jobserver of a different build) must not
+    // leak into the guest build, nor change its fingerprints between `cargo build`, `test` and `clippy`.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "CARGO_LLVM_COV",
+        "RUSTC_BOOTSTRAP",
+        "CLIPPY_ARGS",
+        "CLIPPY_CONF_DIR",
+    ] {
+        build.env_remove(var);
+    }
+    let status = build
+        .status()
+        .unwrap_or_else(|e| panic!("could not run cargo to build {what}: {e}"));
+    assert!(
+        status.success(),
+        "building {what} for {TARGET} failed (see the errors above)"
+    );
 }
 
 /// Names of all guest programs: every command under `programs/src/bin/*.rs` and every reactor crate

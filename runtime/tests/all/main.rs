@@ -11,6 +11,7 @@ mod javascript;
 mod lifecycle;
 mod persistence;
 mod proptests;
+mod python;
 mod sandbox;
 mod shell;
 mod wasi;
