@@ -79,6 +79,9 @@ pub(crate) struct RuntimeInner {
     pub(crate) config: RuntimeConfig,
     /// Templates loaded so far, by the sha256 of their wasm: resuming a blob finds its modules here.
     pub(crate) templates: Mutex<HashMap<[u8; 32], Template>>,
+    /// Templates known by name and file but loaded only when first needed (see
+    /// [`Runtime::defer_template_file`]), by the sha256 of their wasm.
+    pub(crate) deferred: Mutex<HashMap<[u8; 32], (String, PathBuf)>>,
 }
 
 impl Runtime {
@@ -106,6 +109,7 @@ impl Runtime {
                 linker,
                 config,
                 templates: Mutex::new(HashMap::new()),
+                deferred: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -125,7 +129,7 @@ impl Runtime {
     /// returns the same template.
     pub fn load_template(&self, name: &str, wasm: &[u8]) -> Result<Template, TemplateError> {
         let sha256: [u8; 32] = Sha256::digest(wasm).into();
-        if let Some(existing) = self.template_by_hash(&sha256)
+        if let Some(existing) = self.templates().get(&sha256).cloned()
             && existing.name() == name
         {
             return Ok(existing);
@@ -171,9 +175,74 @@ impl Runtime {
         self.load_template(name, &wasm)
     }
 
-    /// The template whose wasm has this sha256, if it was loaded.
+    /// The template whose wasm has this sha256: one loaded already, or a deferred one, loaded now. A
+    /// deferred template that fails to load is logged and reported as absent; [`Runtime::load_deferred`]
+    /// gives its error.
     pub fn template_by_hash(&self, sha256: &[u8; 32]) -> Option<Template> {
-        self.templates().get(sha256).cloned()
+        if let Some(loaded) = self.templates().get(sha256).cloned() {
+            return Some(loaded);
+        }
+        match self.load_deferred(sha256) {
+            Ok(template) => template,
+            Err(error) => {
+                tracing::error!(error = ?error, "a deferred template failed to load");
+                None
+            }
+        }
+    }
+
+    /// Makes the module in the file at `path` known under `name` without loading it: it is read and
+    /// hashed now, but validated, instrumented and compiled only when first needed — when a blob made
+    /// from it is resumed ([`Runtime::template_by_hash`]) or [`Runtime::load_deferred`] is called. For
+    /// large guests (an interpreter) that a server offers but most sandboxes never use. Returns the
+    /// module's sha256.
+    pub fn defer_template_file(
+        &self,
+        name: &str,
+        path: impl AsRef<Path>,
+    ) -> Result<[u8; 32], TemplateError> {
+        let path = path.as_ref();
+        let wasm = std::fs::read(path).map_err(|source| TemplateError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let sha256: [u8; 32] = Sha256::digest(&wasm).into();
+        self.inner
+            .deferred
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(sha256, (name.to_owned(), path.to_owned()));
+        Ok(sha256)
+    }
+
+    /// Loads the deferred template with this sha256 (a no-op returning it when loaded already); `None`
+    /// when no template with this hash was loaded or deferred. A file changed since it was deferred is
+    /// refused rather than loaded under the old hash.
+    pub fn load_deferred(&self, sha256: &[u8; 32]) -> Result<Option<Template>, TemplateError> {
+        if let Some(loaded) = self.templates().get(sha256).cloned() {
+            return Ok(Some(loaded));
+        }
+        let Some((name, path)) = self
+            .inner
+            .deferred
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(sha256)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let wasm = std::fs::read(&path).map_err(|source| TemplateError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if <[u8; 32]>::from(Sha256::digest(&wasm)) != *sha256 {
+            return Err(TemplateError::Read {
+                path,
+                source: std::io::Error::other("the module file changed since it was registered"),
+            });
+        }
+        self.load_template(&name, &wasm).map(Some)
     }
 
     fn templates(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Template>> {

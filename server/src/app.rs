@@ -10,6 +10,7 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 
 use crate::api::envd::{files, filesystem, process};
+use crate::api::jupyter;
 use crate::auth::require_api_key;
 use crate::error::ApiError;
 use crate::metrics::track_requests;
@@ -45,10 +46,11 @@ pub fn app(state: AppState) -> Router {
             "/filesystem.Filesystem/Move",
             post(filesystem::move_handler),
         )
-        // The code interpreter (Jupyter-style, port 49999) is a later guest; say so rather than 404.
-        .route("/execute", post(not_implemented))
-        .route("/contexts", get(not_implemented).post(not_implemented))
-        .route("/contexts/{*rest}", axum::routing::any(not_implemented));
+        // The code interpreter (Jupyter-style, port 49999 on E2B), on the same origin.
+        .route("/execute", post(jupyter::execute))
+        .route("/contexts", get(jupyter::list).post(jupyter::create))
+        .route("/contexts/{id}", axum::routing::delete(jupyter::remove))
+        .route("/contexts/{id}/restart", post(jupyter::restart));
 
     let limit = state.max_body_bytes();
     Router::new()
@@ -67,11 +69,4 @@ pub fn app(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), track_requests))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
-}
-
-async fn not_implemented() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "the code interpreter (template code-interpreter-v1) is not available in this Stasis yet",
-    )
 }

@@ -152,6 +152,42 @@ pub fn envd_sandbox(state: &AppState, headers: &HeaderMap) -> Result<String, Con
     Ok(id.to_owned())
 }
 
+/// Headers that carry a sandbox's traffic token: the code-interpreter SDKs send it (and not the envd
+/// access token) on their context calls. Stasis hands out the access token as the traffic token too.
+pub const TRAFFIC_TOKEN_HEADERS: [&str; 2] =
+    ["e2b-traffic-access-token", "novita-traffic-access-token"];
+
+/// The sandbox a code-interpreter call (`/execute`, `/contexts`) is for: named by the sandbox-id header,
+/// authorized by its access token in `X-Access-Token` or in a traffic-token header. 400 without a sandbox
+/// header, 404 for an unknown sandbox, 401 without a token, 403 with a wrong one.
+pub fn jupyter_sandbox(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let id = SANDBOX_ID_HEADERS
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("missing sandbox id (E2b-Sandbox-Id or Novita-Sandbox-Id header)")
+        })?;
+    state.manager().info(id).map_err(ApiError::from)?;
+    let token = std::iter::once(ACCESS_TOKEN_HEADER)
+        .chain(TRAFFIC_TOKEN_HEADERS)
+        .find_map(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing X-Access-Token (or E2B-Traffic-Access-Token) header",
+            )
+        })?;
+    if !constant_time_eq(token.as_bytes(), state.access_token(id).as_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the access token is not this sandbox's",
+        ));
+    }
+    Ok(id.to_owned())
+}
+
 /// Compares secrets in time independent of where they differ, so timing tells nothing about a prefix.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

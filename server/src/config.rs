@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub api_keys: Vec<String>,
     /// Largest accepted request body in bytes; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Where compiled modules are cached; `data_dir/cache` when `None`. Servers (and test runs) sharing
+    /// one compile the large interpreter guests once.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// A secret read from the data directory, or created there (mode 0600) on first use.

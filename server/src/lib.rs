@@ -12,6 +12,7 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod guest;
+pub mod interpreter;
 pub mod metrics;
 pub mod openapi;
 pub mod processes;

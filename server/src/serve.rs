@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use stasis::RuntimeConfig;
 use stasis::lifecycle::ManagerConfig;
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -30,12 +31,19 @@ pub async fn serve(
     } else {
         config.api_keys.clone()
     };
-    let data_dir = config.data_dir.clone();
+    let mut runtime = RuntimeConfig::new(&config.data_dir);
+    runtime.cache_dir = config.cache_dir.clone();
     let max_body = config.max_body_bytes;
     let (state, recovery) = tokio::task::spawn_blocking(move || {
-        AppState::open_with_keys(&data_dir, api_keys, max_body, ManagerConfig::default())
+        AppState::open_runtime(runtime, api_keys, max_body, ManagerConfig::default())
     })
     .await??;
+    // Compile the interpreters (or map them from the module cache) while the server already answers, so
+    // the first cell of a code-interpreter sandbox finds them ready.
+    let interpreters = state.interpreters().clone();
+    std::thread::Builder::new()
+        .name("interpreter-warm-up".into())
+        .spawn(move || interpreters.warm_up())?;
     tracing::info!(
         paused = recovery.paused.len(),
         lost = recovery.lost.len(),

@@ -12,6 +12,7 @@ use stasis::{Runtime, RuntimeConfig, Template};
 use crate::auth::{Caller, constant_time_eq};
 use crate::config::{TOKEN_SECRET_FILE, load_or_create_secret};
 use crate::guest::{SHELL_TEMPLATE, shell_wasm};
+use crate::interpreter::{CODE_INTERPRETER_TEMPLATE, Interpreters};
 use crate::metrics::Metrics;
 use crate::processes::ProcessTable;
 
@@ -44,6 +45,7 @@ pub struct AppState {
 struct Inner {
     manager: Manager,
     shell: Template,
+    interpreters: Interpreters,
     /// Every accepted key with its caller; the first is the primary key.
     api_keys: Vec<(String, Caller)>,
     token_secret: String,
@@ -75,6 +77,25 @@ impl AppState {
         max_body_bytes: usize,
         config: ManagerConfig,
     ) -> Result<(Self, Recovery), OpenError> {
+        Self::open_runtime(
+            RuntimeConfig::new(data_dir),
+            api_keys,
+            max_body_bytes,
+            config,
+        )
+    }
+
+    /// [`AppState::open_with_keys`] on a runtime configured by `runtime` (its data directory, limits and
+    /// compiled-module cache): registers the shell as `base` and as `code-interpreter-v1`, and loads the
+    /// interpreter guests, which the first start on a cache compiles (the Python one takes a while).
+    pub fn open_runtime(
+        runtime: RuntimeConfig,
+        api_keys: Vec<String>,
+        max_body_bytes: usize,
+        config: ManagerConfig,
+    ) -> Result<(Self, Recovery), OpenError> {
+        let data_dir = runtime.data_dir.clone();
+        let data_dir = data_dir.as_path();
         if api_keys.iter().any(|k| k.trim().is_empty()) {
             return Err(OpenError::EmptyApiKey);
         }
@@ -86,7 +107,9 @@ impl AppState {
             })
             .collect();
         let primary = api_keys.first().ok_or(OpenError::NoApiKey)?.1.clone();
-        let runtime = Runtime::new(RuntimeConfig::new(data_dir))?;
+        let runtime = Runtime::new(runtime)?;
+        // Before the manager opens: recovering a paused sandbox may need to find its contexts' modules.
+        let interpreters = Interpreters::register(&runtime).map_err(LifecycleError::from)?;
         let (manager, recovery) = Manager::open(runtime, config)?;
         let adopted = manager.adopt_unowned(primary.owner())?;
         if adopted > 0 {
@@ -96,11 +119,13 @@ impl AppState {
             );
         }
         let shell = manager.register_template(SHELL_TEMPLATE, &shell_wasm())?;
+        manager.register_template(CODE_INTERPRETER_TEMPLATE, &shell_wasm())?;
         let token_secret = load_or_create_secret(data_dir, TOKEN_SECRET_FILE)?.value;
         let store = DurableStore::open(&manager.runtime().config().data_dir)?;
         let inner = Inner {
             manager,
             shell,
+            interpreters,
             api_keys,
             token_secret,
             max_body_bytes,
@@ -119,6 +144,11 @@ impl AppState {
     /// The lifecycle manager.
     pub fn manager(&self) -> &Manager {
         &self.inner.manager
+    }
+
+    /// The code interpreter's guests.
+    pub fn interpreters(&self) -> &Interpreters {
+        &self.inner.interpreters
     }
 
     /// The template that runs command lines.

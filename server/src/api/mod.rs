@@ -4,6 +4,7 @@
 
 pub mod blobs;
 pub mod envd;
+pub mod jupyter;
 pub mod metrics;
 pub mod sandboxes;
 

@@ -51,6 +51,10 @@ pub struct SandboxJson {
     /// The token envd calls must carry; absent from list items.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub envd_access_token: Option<String>,
+    /// The token the code-interpreter SDKs send on their context calls (the access token again); absent
+    /// from list items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_access_token: Option<String>,
     /// No custom domain: the SDKs then use their configured sandbox URL.
     pub domain: Option<String>,
     /// When it last started running.
@@ -81,6 +85,7 @@ impl SandboxJson {
             client_id: CLIENT_ID,
             envd_version: ENVD_VERSION,
             envd_access_token: with_token.then(|| state.access_token(&info.id)),
+            traffic_access_token: with_token.then(|| state.access_token(&info.id)),
             domain: None,
             started_at: rfc3339(info.started_at),
             end_at: rfc3339(info.end_at),

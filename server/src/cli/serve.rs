@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// Largest request body (uploads included) in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Directory of the compiled-module cache (default: DATA_DIR/cache). Share one between servers, or
+    /// test runs, so the interpreter guests are compiled once per machine.
+    #[arg(long, env = "STASIS_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -46,6 +50,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         data_dir: args.data_dir,
         api_keys: args.api_keys,
         max_body_bytes: args.max_body_bytes,
+        cache_dir: args.cache_dir,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,6 +1,6 @@
 //! The client subcommands against a real `stasis serve`, and `stasis blob inspect` on real blobs.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use anyhow::{Context, Result};
 
@@ -8,7 +8,7 @@ use crate::serve::{KEY, Serve};
 
 /// Runs `stasis ARGS…` against `server`, the key from the environment as a user would set it.
 fn stasis(server: &Serve, args: &[&str]) -> Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_stasis"))
+    Ok(crate::common::stasis_command()
         .arg("sandbox")
         .args(["--url", &format!("http://{}", server.address)])
         .args(args)
@@ -21,7 +21,7 @@ fn stdout(output: &Output) -> String {
 }
 
 fn inspect(path: &std::path::Path) -> Result<Output> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_stasis"))
+    Ok(crate::common::stasis_command()
         .args(["blob", "inspect"])
         .arg(path)
         .output()?)
@@ -119,7 +119,7 @@ fn the_client_drives_a_server_and_blob_inspect_verifies_its_blobs() -> Result<()
     let list = stdout(&stasis(&server, &["list"])?);
     assert_eq!(list.lines().count(), 1, "{list}");
 
-    let unauthorized = Command::new(env!("CARGO_BIN_EXE_stasis"))
+    let unauthorized = crate::common::stasis_command()
         .args([
             "sandbox",
             "--url",

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use stasis::lifecycle::ManagerConfig;
+use stasis::{RuntimeConfig, SandboxLimits};
 use stasis_server::{AppState, app};
 use tower::ServiceExt;
 
@@ -44,9 +45,22 @@ impl Reply {
 impl Server {
     /// A fresh server.
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_limits(SandboxLimits::default())
+    }
+
+    /// A fresh server whose sandboxes have `limits`. Every test server shares one compiled-module cache
+    /// ([`module_cache`]), so the interpreter guests are compiled once per test run, not once per test.
+    pub fn with_limits(limits: SandboxLimits) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (state, _) =
-            AppState::open(dir.path(), KEY.to_owned(), LIMIT, ManagerConfig::default())?;
+        let mut runtime = RuntimeConfig::new(dir.path());
+        runtime.limits = limits;
+        runtime.cache_dir = Some(module_cache());
+        let (state, _) = AppState::open_runtime(
+            runtime,
+            vec![KEY.to_owned()],
+            LIMIT,
+            ManagerConfig::default(),
+        )?;
         Ok(Self { _dir: dir, state })
     }
 
@@ -144,6 +158,18 @@ impl Server {
             .expect("request");
         self.send(request).await
     }
+}
+
+/// The compiled-module cache shared by every server of the test run (in-process and real binaries).
+pub fn module_cache() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("module-cache")
+}
+
+/// The `stasis` binary under test, sharing the test run's compiled-module cache.
+pub fn stasis_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_stasis"));
+    command.env("STASIS_CACHE_DIR", module_cache());
+    command
 }
 
 /// One Connect envelope.

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -57,7 +57,7 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path, tmp_dir: &Path) -> Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stasis"))
+        let mut child = crate::common::stasis_command()
             .args([
                 "serve",
                 "--listen",

@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod envd;
 mod extras;
+mod jupyter;
 mod processes;
 mod run;
 mod serve;

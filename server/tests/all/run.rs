@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use anyhow::Result;
 
 fn stasis() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_stasis"))
+    crate::common::stasis_command()
 }
 
 #[test]

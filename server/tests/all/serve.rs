@@ -21,7 +21,7 @@ pub struct Serve {
 impl Serve {
     /// Starts `stasis serve` on port 0 over `data_dir`, and waits until it listens.
     pub fn start(data_dir: &std::path::Path) -> Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stasis"))
+        let mut child = crate::common::stasis_command()
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("STASIS_API_KEY", KEY)

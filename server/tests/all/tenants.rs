@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use axum::body::Body;
@@ -416,7 +416,7 @@ fn serve(
     env: Option<&str>,
     data_dir: &std::path::Path,
 ) -> Result<(std::process::Child, String)> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stasis"));
+    let mut command = crate::common::stasis_command();
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
