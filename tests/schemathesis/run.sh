@@ -31,6 +31,9 @@ fi
 work="$(mktemp -d)"
 key="schemathesis-key-$RANDOM$RANDOM"
 log="$work/server.log"
+# Compiled modules are shared with the test run (and between runs), so the interpreter guests the server
+# warms up at start are compiled once per checkout, not once per server.
+export STASIS_CACHE_DIR="${STASIS_CACHE_DIR:-${CARGO_TARGET_DIR:-$repo/target}/tmp/module-cache}"
 "$STASIS" serve --listen 127.0.0.1:0 --data-dir "$work/stasis-data" --api-key "$key" >"$log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
