@@ -29,6 +29,8 @@ pub struct ServerConfig {
     /// Where compiled modules are cached; `data_dir/cache` when `None`. Servers (and test runs) sharing
     /// one compile the large interpreter guests once.
     pub cache_dir: Option<PathBuf>,
+    /// Whether to load the interpreter guests on a thread of their own at start.
+    pub warm_up: bool,
 }
 
 /// A secret read from the data directory, or created there (mode 0600) on first use.

@@ -40,10 +40,12 @@ pub async fn serve(
     .await??;
     // Compile the interpreters (or map them from the module cache) while the server already answers, so
     // the first cell of a code-interpreter sandbox finds them ready.
-    let interpreters = state.interpreters().clone();
-    std::thread::Builder::new()
-        .name("interpreter-warm-up".into())
-        .spawn(move || interpreters.warm_up())?;
+    if config.warm_up {
+        let interpreters = state.interpreters().clone();
+        std::thread::Builder::new()
+            .name("interpreter-warm-up".into())
+            .spawn(move || interpreters.warm_up())?;
+    }
     tracing::info!(
         paused = recovery.paused.len(),
         lost = recovery.lost.len(),

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// test runs, so the interpreter guests are compiled once per machine.
     #[arg(long, env = "STASIS_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Do not load the interpreter guests at start; they are then loaded by the first code-interpreter
+    /// call that needs one (which waits for it). For short-lived servers, such as tests restarting one.
+    #[arg(long, env = "STASIS_NO_WARM_UP")]
+    no_warm_up: bool,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -51,6 +55,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         api_keys: args.api_keys,
         max_body_bytes: args.max_body_bytes,
         cache_dir: args.cache_dir,
+        warm_up: !args.no_warm_up,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -169,6 +169,9 @@ pub fn module_cache() -> std::path::PathBuf {
 pub fn stasis_command() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_stasis"));
     command.env("STASIS_CACHE_DIR", module_cache());
+    // Test servers are restarted often (100 times by the crash test) and rarely run code: the interpreters
+    // load when a test first needs one.
+    command.env("STASIS_NO_WARM_UP", "true");
     command
 }
 
