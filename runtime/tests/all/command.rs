@@ -101,7 +101,7 @@ fn pausing_ends_running_commands_first() -> Result<()> {
     let (tmp, runtime) = runtime()?;
     let sh = sh(&runtime)?;
     let mut sandbox = runtime.create_sandbox(&sh, SandboxOptions::default())?;
-    let (command, pipe, rx) = start(&mut sandbox, &sh, "echo up; echo partial > /f; cat")?;
+    let (command, pipe, rx) = start(&mut sandbox, &sh, "echo partial > /f; echo up; cat")?;
     let thread = std::thread::spawn(move || command.run());
     assert_eq!(recv(&rx)?, "up\n");
     assert_eq!(sandbox.running_commands(), 1);
