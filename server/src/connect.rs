@@ -168,6 +168,30 @@ pub fn stream_error(error: &ConnectError) -> Response {
     stream_response(end_stream(Some(error)))
 }
 
+/// The first envelope of a request body: its flags, its payload and the bytes after it; `None` for an
+/// empty body. Compressed envelopes are refused (no compression is negotiated).
+pub fn next_envelope(body: &[u8]) -> Result<Option<(u8, &[u8], &[u8])>, ConnectError> {
+    let invalid = |what: &str| ConnectError::new(Code::InvalidArgument, what.to_owned());
+    let Some((&flags, rest)) = body.split_first() else {
+        return Ok(None);
+    };
+    if flags & COMPRESSED != 0 {
+        return Err(ConnectError::new(
+            Code::Unimplemented,
+            "compressed request envelopes are not supported",
+        ));
+    }
+    let length: [u8; 4] = rest
+        .get(..4)
+        .and_then(|l| l.try_into().ok())
+        .ok_or_else(|| invalid("truncated envelope header"))?;
+    let end = 4 + u32::from_be_bytes(length) as usize;
+    let payload = rest
+        .get(4..end)
+        .ok_or_else(|| invalid("truncated envelope"))?;
+    Ok(Some((flags, payload, &rest[end..])))
+}
+
 /// Decodes a request message: the first envelope's payload when the request is a streaming one
 /// (`application/connect+json`), the whole body otherwise. An empty body is `{}` (proto3 defaults).
 pub fn decode<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ConnectError> {
@@ -176,23 +200,9 @@ pub fn decode<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(STREAM_CONTENT_TYPE));
     let json = if streaming {
-        let invalid = |what: &str| ConnectError::new(Code::InvalidArgument, what.to_owned());
-        let (&flags, rest) = body
-            .split_first()
-            .ok_or_else(|| invalid("empty request stream"))?;
-        if flags & COMPRESSED != 0 {
-            return Err(ConnectError::new(
-                Code::Unimplemented,
-                "compressed request envelopes are not supported",
-            ));
-        }
-        let length: [u8; 4] = rest
-            .get(..4)
-            .and_then(|l| l.try_into().ok())
-            .ok_or_else(|| invalid("truncated envelope header"))?;
-        let length = u32::from_be_bytes(length) as usize;
-        rest.get(4..4 + length)
-            .ok_or_else(|| invalid("truncated envelope"))?
+        let (_, payload, _) = next_envelope(body)?
+            .ok_or_else(|| ConnectError::new(Code::InvalidArgument, "empty request stream"))?;
+        payload
     } else {
         body
     };

@@ -343,44 +343,18 @@ async fn every_error_path_has_its_status() -> Result<()> {
         ensure!(reply.json()["code"] == status.as_u16(), "{:?}", reply.body);
         Ok(())
     };
-    // Unsupported language, for a cell and for a context.
-    expect(
-        server
-            .send(jupyter(
-                &server,
-                &id,
-                "POST",
-                "/execute",
-                Some(json!({"code": "1", "language": "cobol"})),
-            ))
-            .await,
-        StatusCode::BAD_REQUEST,
-    )?;
-    expect(
-        server
-            .send(jupyter(
-                &server,
-                &id,
-                "POST",
-                "/contexts",
-                Some(json!({"language": "r"})),
-            ))
-            .await,
-        StatusCode::BAD_REQUEST,
-    )?;
-    // A `base` sandbox has a shell and no interpreter.
-    expect(
-        server
-            .send(jupyter(
-                &server,
-                &base,
-                "POST",
-                "/execute",
-                Some(json!({"code": "1"})),
-            ))
-            .await,
-        StatusCode::BAD_REQUEST,
-    )?;
+    // Unsupported languages, for a cell and for a context; a `base` sandbox has a shell and no
+    // interpreter.
+    for (sandbox, uri, body) in [
+        (&id, "/execute", json!({"code": "1", "language": "cobol"})),
+        (&id, "/contexts", json!({"language": "r"})),
+        (&base, "/execute", json!({"code": "1"})),
+    ] {
+        let reply = server
+            .send(jupyter(&server, sandbox, "POST", uri, Some(body)))
+            .await;
+        expect(reply, StatusCode::BAD_REQUEST)?;
+    }
     // Malformed JSON.
     let malformed = server
         .envd(&id, "POST", "/execute")

@@ -33,8 +33,7 @@ use super::lifecycle_error;
 use crate::api::blocking;
 use crate::auth::envd_sandbox;
 use crate::connect::{
-    self, COMPRESSED, Code, ConnectError, END_STREAM, STREAM_CONTENT_TYPE, end_stream, envelope,
-    stream_error,
+    self, Code, ConnectError, END_STREAM, STREAM_CONTENT_TYPE, end_stream, envelope, stream_error,
 };
 use crate::error::ApiError;
 use crate::guest::{command_env, shell_args};
@@ -354,27 +353,12 @@ fn stream_input_messages(
 
 /// The payloads of a request made of envelopes (the end-of-stream one included, if any).
 fn envelopes(mut body: &[u8]) -> Result<Vec<&[u8]>, ConnectError> {
-    let invalid = |what: &str| ConnectError::new(Code::InvalidArgument, what.to_owned());
     let mut messages = Vec::new();
-    while let Some((&flags, rest)) = body.split_first() {
-        if flags & COMPRESSED != 0 {
-            return Err(ConnectError::new(
-                Code::Unimplemented,
-                "compressed request envelopes are not supported",
-            ));
-        }
-        let length: [u8; 4] = rest
-            .get(..4)
-            .and_then(|l| l.try_into().ok())
-            .ok_or_else(|| invalid("truncated envelope header"))?;
-        let length = u32::from_be_bytes(length) as usize;
-        let payload = rest
-            .get(4..4 + length)
-            .ok_or_else(|| invalid("truncated envelope"))?;
+    while let Some((flags, payload, rest)) = connect::next_envelope(body)? {
         if flags & END_STREAM == 0 {
             messages.push(payload);
         }
-        body = &rest[4 + length..];
+        body = rest;
     }
     Ok(messages)
 }
