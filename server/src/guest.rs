@@ -107,11 +107,21 @@ mod tests {
         for cmd in ["hello", "/bin/hello", "/usr/bin/hello"] {
             assert!(runs_own_template("hello", cmd), "{cmd}");
         }
-        for cmd in ["hello2", "/sbin/hello", "bin/hello", "./hello", "/bin/sh", ""] {
+        for cmd in [
+            "hello2",
+            "/sbin/hello",
+            "bin/hello",
+            "./hello",
+            "/bin/sh",
+            "",
+        ] {
             assert!(!runs_own_template("hello", cmd), "{cmd}");
         }
         assert!(!runs_own_template("base", "base"));
-        assert!(!runs_own_template("code-interpreter-v1", "/bin/code-interpreter-v1"));
+        assert!(!runs_own_template(
+            "code-interpreter-v1",
+            "/bin/code-interpreter-v1"
+        ));
     }
 
     #[test]

@@ -25,8 +25,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use stasis::{CommandIo, ModuleKind};
 use stasis::wasi::{OutputSink, PipeError, Stdin, StdinPipe, StopReason};
+use stasis::{CommandIo, ModuleKind};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::lifecycle_error;
