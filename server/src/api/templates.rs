@@ -52,11 +52,11 @@ impl TemplateJson {
 /// `POST /templates?name=NAME`, body = a wasm module: registers it as the template `NAME` and stores it
 /// so it survives a restart. 201 when new; 200 when the same module already had this name (nothing
 /// changes, so a client may retry freely). The request body limit applies.
-#[utoipa::path(post, path = "/templates", tag = "templates",
-    params(("name" = String, Query,
+#[utoipa::path(post, path = "/templates", tag = "templates", operation_id = "register_template",
+    params(("name" = String, Query, pattern = "^[a-z0-9][a-z0-9._-]{0,62}$",
         description = "The template's name: `^[a-z0-9][a-z0-9._-]{0,62}$`")),
-    request_body(content = Vec<u8>, content_type = "application/wasm",
-        description = "The wasm module (`application/octet-stream` is read the same way)"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The wasm module (sent as `application/wasm` it is read the same way)"),
     responses((status = 201, description = "Registered", body = TemplateJson),
         (status = 200, description = "This module already had this name", body = TemplateJson),
         (status = 400, description = "Bad or missing name, or a module the runtime refuses (the \
@@ -95,7 +95,7 @@ pub async fn register(
 }
 
 /// `GET /templates`: every registered template, built-in and user ones, by name.
-#[utoipa::path(get, path = "/templates", tag = "templates",
+#[utoipa::path(get, path = "/templates", tag = "templates", operation_id = "list_templates",
     responses((status = 200, description = "The templates", body = Vec<TemplateJson>),
         (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn list(State(state): State<AppState>) -> axum::Json<Vec<TemplateJson>> {
