@@ -1,5 +1,6 @@
-//! Which guest runs a process request: every command line goes to the shell template, so this is the one
-//! place that knows the shell's module and how `cmd`/`args` of a request become its arguments.
+//! Which guest runs a process request: every command line goes to the shell template, except the program
+//! of a sandbox whose template is a user command module (see [`runs_own_template`]); this is the one place
+//! that knows the shell's module and how `cmd`/`args` of a request become its arguments.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,18 @@ pub fn shell_wasm() -> Vec<u8> {
 /// ["-la", "/tmp"]` means what it would in a real shell.
 pub fn shell_args(cmd: &str, args: &[String]) -> Vec<String> {
     vec!["-c".to_owned(), command_line(cmd, args)]
+}
+
+/// Whether a process request for `cmd` runs the module of the sandbox's own template `template` (with the
+/// request's `args` as its arguments) rather than the shell: when `template` is a user template and `cmd`
+/// is its name, bare or as `/bin/NAME` or `/usr/bin/NAME`, the way an installed program is called. The
+/// caller checks that the template is a command module. Built-in templates are the shell: never.
+pub fn runs_own_template(template: &str, cmd: &str) -> bool {
+    let program = ["/bin/", "/usr/bin/"]
+        .iter()
+        .find_map(|dir| cmd.strip_prefix(dir))
+        .unwrap_or(cmd);
+    program == template && !crate::templates::is_built_in(template)
 }
 
 /// The command line a process request stands for (see [`shell_args`]).
@@ -87,6 +100,28 @@ mod tests {
         );
         // A shell without -c is a plain command too.
         assert_eq!(command_line("bash", &words(&["x.sh"])), "bash x.sh");
+    }
+
+    #[test]
+    fn a_user_template_runs_by_its_name_only() {
+        for cmd in ["hello", "/bin/hello", "/usr/bin/hello"] {
+            assert!(runs_own_template("hello", cmd), "{cmd}");
+        }
+        for cmd in [
+            "hello2",
+            "/sbin/hello",
+            "bin/hello",
+            "./hello",
+            "/bin/sh",
+            "",
+        ] {
+            assert!(!runs_own_template("hello", cmd), "{cmd}");
+        }
+        assert!(!runs_own_template("base", "base"));
+        assert!(!runs_own_template(
+            "code-interpreter-v1",
+            "/bin/code-interpreter-v1"
+        ));
     }
 
     #[test]

@@ -152,6 +152,11 @@ impl Interpreters {
         })
     }
 
+    /// The sha256 of each interpreter's module, with the name it is registered under in the runtime.
+    pub fn hashes(&self) -> [(&'static str, [u8; 32]); 2] {
+        [("python", self.python), ("javascript", self.javascript)]
+    }
+
     /// The guest that runs `language`, loaded now if it was not yet.
     pub fn template(&self, language: Language) -> Result<Template, ContextError> {
         let sha256 = match language {

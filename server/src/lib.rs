@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod processes;
 pub mod serve;
 pub mod state;
+pub mod templates;
 pub mod time;
 
 pub use app::app;

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{blobs, metrics, sandboxes};
+use crate::api::{blobs, metrics, sandboxes, templates};
 use crate::state::AppState;
 
 /// The name of the API-key security scheme in the document (spelled out in `ApiDoc`'s `security` too,
@@ -23,9 +23,9 @@ pub const API_KEY_SCHEME: &str = "api_key";
 #[openapi(
     info(
         title = "Stasis control plane",
-        description = "E2B/Novita-compatible sandbox lifecycle, plus blob export/import and metrics. \
-                       The envd plane (Connect `process.Process`, `filesystem.Filesystem`, `/files`) is \
-                       described in docs/sdk-compat.md."
+        description = "E2B/Novita-compatible sandbox lifecycle, plus blob export/import, user \
+                       templates and metrics. The envd plane (Connect `process.Process`, \
+                       `filesystem.Filesystem`, `/files`) is described in docs/sdk-compat.md."
     ),
     modifiers(&ApiKeyScheme),
     security(("api_key" = [])),
@@ -33,6 +33,7 @@ pub const API_KEY_SCHEME: &str = "api_key";
         (name = "sandboxes", description = "Create, list, pause, resume (connect), kill"),
         (name = "snapshots", description = "Immutable snapshots and forks"),
         (name = "blobs", description = "Moving a paused sandbox between servers"),
+        (name = "templates", description = "Registering wasm modules as templates"),
         (name = "metrics", description = "Prometheus metrics"),
     )
 )]
@@ -67,6 +68,7 @@ pub fn control_plane() -> OpenApiRouter<AppState> {
         .routes(routes!(sandboxes::delete_snapshot))
         .routes(routes!(blobs::export))
         .routes(routes!(blobs::import))
+        .routes(routes!(templates::register, templates::list))
         .routes(routes!(metrics::scrape))
 }
 

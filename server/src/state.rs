@@ -15,6 +15,7 @@ use crate::guest::{SHELL_TEMPLATE, shell_wasm};
 use crate::interpreter::{CODE_INTERPRETER_TEMPLATE, Interpreters};
 use crate::metrics::Metrics;
 use crate::processes::ProcessTable;
+use crate::templates::Registry;
 
 /// Why the server state could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,9 @@ pub enum OpenError {
     /// A secret in the data directory could not be read or created.
     #[error("the token secret could not be read or created")]
     Secret(#[from] std::io::Error),
+    /// The user templates' directory could not be read or created.
+    #[error("the user templates could not be read")]
+    Templates(#[source] std::io::Error),
     /// No API key was given.
     #[error("at least one API key is needed")]
     NoApiKey,
@@ -55,6 +59,8 @@ struct Inner {
     processes: ProcessTable,
     /// The manager's store, read-only here: where a paused sandbox's blob is, for its size.
     store: DurableStore,
+    /// The user templates (`POST /templates`).
+    templates: Registry,
 }
 
 impl AppState {
@@ -86,8 +92,9 @@ impl AppState {
     }
 
     /// [`AppState::open_with_keys`] on a runtime configured by `runtime` (its data directory, limits and
-    /// compiled-module cache): registers the shell as `base` and as `code-interpreter-v1`, and loads the
-    /// interpreter guests, which the first start on a cache compiles (the Python one takes a while).
+    /// compiled-module cache): registers the shell as `base` and as `code-interpreter-v1` and the user
+    /// templates stored in the data directory (see [`crate::templates`]), and loads the interpreter
+    /// guests, which the first start on a cache compiles (the Python one takes a while).
     pub fn open_runtime(
         runtime: RuntimeConfig,
         api_keys: Vec<String>,
@@ -110,6 +117,8 @@ impl AppState {
         let runtime = Runtime::new(runtime)?;
         // Before the manager opens: recovering a paused sandbox may need to find its contexts' modules.
         let interpreters = Interpreters::register(&runtime).map_err(LifecycleError::from)?;
+        let templates = Registry::open(data_dir).map_err(OpenError::Templates)?;
+        let user_templates = templates.load_all(&runtime).map_err(OpenError::Templates)?;
         let (manager, recovery) = Manager::open(runtime, config)?;
         let adopted = manager.adopt_unowned(primary.owner())?;
         if adopted > 0 {
@@ -120,6 +129,13 @@ impl AppState {
         }
         let shell = manager.register_template(SHELL_TEMPLATE, &shell_wasm())?;
         manager.register_template(CODE_INTERPRETER_TEMPLATE, &shell_wasm())?;
+        // Loaded into the runtime above already: this only names them for the manager's creates.
+        for (name, wasm) in &user_templates {
+            manager.register_template(name, wasm)?;
+        }
+        if !user_templates.is_empty() {
+            tracing::info!(count = user_templates.len(), "user templates registered");
+        }
         let token_secret = load_or_create_secret(data_dir, TOKEN_SECRET_FILE)?.value;
         let store = DurableStore::open(&manager.runtime().config().data_dir)?;
         let inner = Inner {
@@ -132,6 +148,7 @@ impl AppState {
             metrics: Metrics::new(),
             processes: ProcessTable::default(),
             store,
+            templates,
         };
         Ok((
             Self {
@@ -154,6 +171,11 @@ impl AppState {
     /// The template that runs command lines.
     pub fn shell(&self) -> &Template {
         &self.inner.shell
+    }
+
+    /// The user templates.
+    pub fn templates(&self) -> &Registry {
+        &self.inner.templates
     }
 
     /// The primary API key (the first one given).

@@ -1,12 +1,13 @@
-//! Route handlers, one module per concept: the control plane ([`sandboxes`], [`blobs`], [`metrics`]) and
-//! the envd plane ([`envd`]); plus how request bodies and path ids become typed values with the right
-//! error statuses.
+//! Route handlers, one module per concept: the control plane ([`sandboxes`], [`blobs`], [`templates`],
+//! [`metrics`]) and the envd plane ([`envd`]); plus how request bodies and path ids become typed values
+//! with the right error statuses.
 
 pub mod blobs;
 pub mod envd;
 pub mod jupyter;
 pub mod metrics;
 pub mod sandboxes;
+pub mod templates;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

@@ -25,6 +25,8 @@ const CONTROL_PLANE: &[(&str, &str)] = &[
     ("delete", "/snapshots/{id}"),
     ("get", "/sandboxes/{id}/blob"),
     ("post", "/sandboxes/import"),
+    ("post", "/templates"),
+    ("get", "/templates"),
     ("get", "/metrics"),
 ];
 

@@ -11,4 +11,5 @@ mod jupyter;
 mod processes;
 mod run;
 mod serve;
+mod templates;
 mod tenants;

@@ -1,7 +1,7 @@
-//! `process.Process`: commands as processes. `Start` runs a command line in the sandbox's shell on a thread
-//! of its own and streams its events as they happen (start, output as written, keepalives, end); the
-//! command stays in the sandbox's process table until it ends, whether or not a client still listens, so
-//! `List`, `SendInput`, `CloseStdin`, `SendSignal`, `Connect` and `StreamInput` find it by pid or tag.
+//! `process.Process`: commands as processes. `Start` runs a command line in the sandbox's shell (or, in a
+//! sandbox of a user command template, that module when `cmd` names it) on a thread of its own and streams
+//! its events as they happen (start, output as written, keepalives, end); the command stays in the
+//! sandbox's process table until it ends, whether or not a client still listens, so `List`, `SendInput`, `CloseStdin`, `SendSignal`, `Connect` and `StreamInput` find it by pid or tag.
 //!
 //! What ends a command besides itself: `SendSignal` (SIGKILL → exit code 137, SIGTERM → 143; a guest cannot
 //! catch signals), pausing the sandbox (a command's wasm stack cannot be captured, so it ends with 137 and an
@@ -25,8 +25,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use stasis::CommandIo;
 use stasis::wasi::{OutputSink, PipeError, Stdin, StdinPipe, StopReason};
+use stasis::{CommandIo, ModuleKind};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::lifecycle_error;
@@ -36,7 +36,7 @@ use crate::connect::{
     self, Code, ConnectError, END_STREAM, STREAM_CONTENT_TYPE, end_stream, envelope, stream_error,
 };
 use crate::error::ApiError;
-use crate::guest::{command_env, shell_args};
+use crate::guest::{command_env, runs_own_template, shell_args};
 use crate::processes::{Entry, Event, Hub, Selector};
 use crate::state::AppState;
 
@@ -122,7 +122,8 @@ async fn start_command(
             "process.cmd is empty",
         ));
     }
-    let args = shell_args(&process.cmd, &process.args);
+    let shell_args = shell_args(&process.cmd, &process.args);
+    let (cmd, own_args) = (process.cmd.clone(), process.args.clone());
     let env = command_env(&process.envs, process.cwd.as_deref());
     let hub = Arc::new(Hub::default());
     let events = hub
@@ -149,7 +150,13 @@ async fn start_command(
                     err_hub.publish(Event::Stderr(b.to_vec()))
                 }),
             };
-            s.start_command(&shell, &args, &env, io)
+            // A user command template's sandbox runs its module when asked for it by name.
+            let own = s.template().clone();
+            if own.kind() == ModuleKind::Command && runs_own_template(own.name(), &cmd) {
+                s.start_command(&own, &own_args, &env, io)
+            } else {
+                s.start_command(&shell, &shell_args, &env, io)
+            }
         })
     })
     .await
