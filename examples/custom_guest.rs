@@ -44,7 +44,7 @@ fn main() -> Result<()> {
         // `set` answers the number of notes: the guest's heap grows with every call.
         for (i, (name, content)) in NOTES.iter().enumerate() {
             let count = text(sandbox.call("set", format!("{name}\n{content}").as_bytes())?)?;
-            println!("3. set {name:?} -> the notebook holds {count} notes");
+            println!("3. set {name:?} -> the notebook holds {count} note(s)");
             ensure!(
                 count == (i + 1).to_string(),
                 "set answered {count:?} after {} notes",
@@ -74,10 +74,7 @@ fn main() -> Result<()> {
         }
         let count = text(sandbox.call("count", b"")?)?;
         println!("   after the error the guest still answers: count -> {count}");
-        ensure!(
-            count == NOTES.len().to_string(),
-            "count answered {count:?}"
-        );
+        ensure!(count == NOTES.len().to_string(), "count answered {count:?}");
 
         let report = sandbox.pause(&blob)?;
         println!(
@@ -110,7 +107,7 @@ fn main() -> Result<()> {
         ensure!(got == *content, "note {name:?} came back as {got:?}");
     }
     let count = text(sandbox.call("set", b"resumed\nyes")?)?;
-    println!("   set \"resumed\" -> the notebook holds {count} notes");
+    println!("   set \"resumed\" -> the notebook holds {count} note(s)");
     ensure!(
         count == (NOTES.len() + 1).to_string(),
         "set after the resume answered {count:?}"
