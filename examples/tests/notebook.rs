@@ -4,9 +4,9 @@
 //! missing handlers are the runtime suite's (`runtime/tests/all/sandbox.rs`); pausing and resuming this
 //! guest is `examples/custom_guest.rs`, run by CI.
 
-use anyhow::{Context, Result};
 use std::path::Path;
 
+use anyhow::{Context, Result};
 use stasis::snapshot::EncodeOptions;
 use stasis::{CallError, Runtime, RuntimeConfig, Sandbox, SandboxOptions};
 use wasmtime::Val;
