@@ -168,9 +168,20 @@ pub fn stream_error(error: &ConnectError) -> Response {
     stream_response(end_stream(Some(error)))
 }
 
-/// The first envelope of a request body: its flags, its payload and the bytes after it; `None` for an
-/// empty body. Compressed envelopes are refused (no compression is negotiated).
-pub fn next_envelope(body: &[u8]) -> Result<Option<(u8, &[u8], &[u8])>, ConnectError> {
+/// One envelope of a request body, and what follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// Its flags ([`END_STREAM`], [`COMPRESSED`]).
+    pub flags: u8,
+    /// Its payload.
+    pub payload: &'a [u8],
+    /// The bytes of the body after it.
+    pub rest: &'a [u8],
+}
+
+/// The first envelope of a request body; `None` for an empty body. Compressed envelopes are refused (no
+/// compression is negotiated).
+pub fn next_envelope(body: &[u8]) -> Result<Option<Envelope<'_>>, ConnectError> {
     let invalid = |what: &str| ConnectError::new(Code::InvalidArgument, what.to_owned());
     let Some((&flags, rest)) = body.split_first() else {
         return Ok(None);
@@ -189,7 +200,11 @@ pub fn next_envelope(body: &[u8]) -> Result<Option<(u8, &[u8], &[u8])>, ConnectE
     let payload = rest
         .get(4..end)
         .ok_or_else(|| invalid("truncated envelope"))?;
-    Ok(Some((flags, payload, &rest[end..])))
+    Ok(Some(Envelope {
+        flags,
+        payload,
+        rest: &rest[end..],
+    }))
 }
 
 /// Decodes a request message: the first envelope's payload when the request is a streaming one
@@ -200,9 +215,9 @@ pub fn decode<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(STREAM_CONTENT_TYPE));
     let json = if streaming {
-        let (_, payload, _) = next_envelope(body)?
-            .ok_or_else(|| ConnectError::new(Code::InvalidArgument, "empty request stream"))?;
-        payload
+        next_envelope(body)?
+            .ok_or_else(|| ConnectError::new(Code::InvalidArgument, "empty request stream"))?
+            .payload
     } else {
         body
     };

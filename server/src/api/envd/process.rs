@@ -361,11 +361,11 @@ fn stream_input_messages(
 /// The payloads of a request made of envelopes (the end-of-stream one included, if any).
 fn envelopes(mut body: &[u8]) -> Result<Vec<&[u8]>, ConnectError> {
     let mut messages = Vec::new();
-    while let Some((flags, payload, rest)) = connect::next_envelope(body)? {
-        if flags & END_STREAM == 0 {
-            messages.push(payload);
+    while let Some(envelope) = connect::next_envelope(body)? {
+        if envelope.flags & END_STREAM == 0 {
+            messages.push(envelope.payload);
         }
-        body = rest;
+        body = envelope.rest;
     }
     Ok(messages)
 }
