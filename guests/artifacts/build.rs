@@ -1,4 +1,5 @@
-//! Compiles the guest workspace (`guests/`) and the Python guest (`guests/python`, a workspace of its own) for
+//! Compiles the guest workspace (`guests/`), the Python guest (`guests/python`) and the example guest
+//! (`examples/guest`), each a workspace of its own, for
 //! `wasm32-wasip1` and generates, for every guest program, a constant holding the path of its `.wasm` file
 //! plus a `foreach_program!` macro listing them all.
 //!
@@ -56,6 +57,15 @@ fn main() {
     for part in ["Cargo.toml", "Cargo.lock", "src", "vendor"] {
         println!("cargo:rerun-if-changed={}", python_dir.join(part).display());
     }
+    // The example guest a user would write (`examples/guest`, a workspace of its own), built here too so
+    // one build pipeline serves every guest.
+    let notebook_dir = repo_root.join("examples").join("guest");
+    for part in ["Cargo.toml", "Cargo.lock", "src"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            notebook_dir.join(part).display()
+        );
+    }
 
     ensure_target_installed();
 
@@ -73,10 +83,17 @@ fn main() {
         &target_dir,
         "the Python guest",
     );
+    cargo_build(
+        &notebook_dir,
+        &["build", "--release", "--target", TARGET],
+        &target_dir,
+        "the example guest",
+    );
 
     let wasm_dir = target_dir.join(TARGET).join("release");
     let mut names = guest_binaries(&guests_dir);
     names.push("python".to_owned());
+    names.push("notebook".to_owned());
     names.sort();
     let mut generated = String::new();
     for name in &names {
