@@ -47,6 +47,11 @@ pub struct EngineConfig {
     pub opt_level: OptLevel,
     /// Whether to compile a module's functions on several threads.
     pub parallel_compilation: bool,
+    /// Most native stack a guest's wasm call stack may use. 1 MiB, twice wasmtime's default: functions the
+    /// unwind stage rewrote keep more values alive across calls, so their frames are larger, and the
+    /// interpreters' recursion limits are set for this. The threads that run guests (2 MiB by default in
+    /// Rust) must have more than this.
+    pub max_wasm_stack: usize,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +61,7 @@ impl Default for EngineConfig {
             epoch_tick: Duration::from_millis(10),
             opt_level: OptLevel::Speed,
             parallel_compilation: true,
+            max_wasm_stack: 1 << 20,
         }
     }
 }
@@ -217,7 +223,8 @@ impl StasisEngine {
         wasmtime_config
             .epoch_interruption(true)
             .cranelift_opt_level(config.opt_level)
-            .parallel_compilation(config.parallel_compilation);
+            .parallel_compilation(config.parallel_compilation)
+            .max_wasm_stack(config.max_wasm_stack);
         let engine = Engine::new(&wasmtime_config).map_err(|e| EngineError::Wasmtime(e.into()))?;
 
         if let Some(dir) = &config.cache_dir {

@@ -14,4 +14,5 @@ mod proptests;
 mod python;
 mod sandbox;
 mod shell;
+mod unwind;
 mod wasi;
