@@ -281,6 +281,11 @@ impl StasisEngine {
         &self.inner.engine
     }
 
+    /// The period of the epoch ticker.
+    pub fn epoch_tick(&self) -> Duration {
+        self.inner.epoch_tick
+    }
+
     /// The number of epoch ticks covering `d`, rounded up and at least one, for `Store::set_epoch_deadline`.
     pub fn ticks_for(&self, d: Duration) -> u64 {
         let tick = self.inner.epoch_tick.as_nanos().max(1);

@@ -25,6 +25,8 @@ pub struct RuntimeConfig {
     /// Where compiled modules are cached; `data_dir/cache` when `None`. Runtimes that share one (a test
     /// suite, servers on one machine) compile a large guest such as the Python interpreter only once.
     pub cache_dir: Option<PathBuf>,
+    /// How templates are instrumented (by default with the unwind stage, so running calls can be paused).
+    pub instrument: crate::instrument::InstrumentOptions,
 }
 
 impl RuntimeConfig {
@@ -35,6 +37,7 @@ impl RuntimeConfig {
             limits: SandboxLimits::default(),
             decode_limits: DecodeLimits::default(),
             cache_dir: None,
+            instrument: crate::instrument::InstrumentOptions::default(),
         }
     }
 
@@ -134,7 +137,7 @@ impl Runtime {
         {
             return Ok(existing);
         }
-        let mut layout = crate::instrument::instrument(wasm)?;
+        let mut layout = crate::instrument::instrument_with(wasm, &self.inner.config.instrument)?;
         let instrumented = std::mem::take(&mut layout.wasm);
         let loaded = self.inner.engine.load_module(&instrumented)?;
         check_imports(&loaded.module)?;
@@ -155,6 +158,7 @@ impl Runtime {
                 pre,
                 layout,
                 kind,
+                instrumented_sha256: loaded.sha256,
             }),
         };
         self.templates().insert(sha256, template.clone());

@@ -197,7 +197,7 @@ pub fn require_interpreter(template: &str) -> Result<(), ContextError> {
 }
 
 /// The sandbox's contexts, in creation order.
-pub fn list(sandbox: &Sandbox) -> Vec<ContextInfo> {
+pub fn list(sandbox: &mut Sandbox) -> Vec<ContextInfo> {
     sandbox
         .processes()
         .iter()
@@ -206,7 +206,7 @@ pub fn list(sandbox: &Sandbox) -> Vec<ContextInfo> {
 }
 
 /// The pid of context `id`, and the context.
-fn find(sandbox: &Sandbox, id: &str) -> Option<(u32, ContextInfo)> {
+fn find(sandbox: &mut Sandbox, id: &str) -> Option<(u32, ContextInfo)> {
     sandbox.processes().into_iter().find_map(|p| {
         ContextInfo::from_label(&p.label)
             .filter(|c| c.id == id)

@@ -27,8 +27,7 @@ use crate::capture::PauseError;
 use crate::restore::{ResumeError, ResumeOptions};
 use crate::runtime::Runtime;
 use crate::sandbox::{CreateError, Sandbox, SandboxOptions};
-use crate::snapshot::{DecodeError, decode};
-use crate::state::SandboxManifest;
+use crate::snapshot::DecodeError;
 use crate::template::{Template, TemplateError};
 
 /// Prefix of snapshot ids, which tells them apart from sandbox ids and template names.
@@ -605,9 +604,11 @@ impl Manager {
         blob: &[u8],
         owner: Option<String>,
     ) -> Result<SandboxInfo, LifecycleError> {
-        let decoded =
-            decode::<SandboxManifest>(blob.to_vec(), &self.inner.runtime.config().decode_limits)
-                .map_err(LifecycleError::InvalidBlob)?;
+        let decoded = crate::state::decode_sandbox_blob(
+            blob.to_vec(),
+            &self.inner.runtime.config().decode_limits,
+        )
+        .map_err(LifecycleError::InvalidBlob)?;
         let module_sha256 = hex::encode(decoded.header.module_sha256);
         let manifest = decoded.manifest;
         if self
