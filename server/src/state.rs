@@ -138,6 +138,12 @@ impl AppState {
         }
         let token_secret = load_or_create_secret(data_dir, TOKEN_SECRET_FILE)?.value;
         let store = DurableStore::open(&manager.runtime().config().data_dir)?;
+        let processes = ProcessTable::default();
+        // Commands and cells a pause suspended continue when their sandbox resumes.
+        let table = processes.clone();
+        manager.set_resume_hook(Arc::new(move |id, sandbox| {
+            crate::api::envd::process::continue_suspended(&table, id, sandbox)
+        }));
         let inner = Inner {
             manager,
             shell,
@@ -146,7 +152,7 @@ impl AppState {
             token_secret,
             max_body_bytes,
             metrics: Metrics::new(),
-            processes: ProcessTable::default(),
+            processes,
             store,
             templates,
         };

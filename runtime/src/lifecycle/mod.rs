@@ -11,7 +11,7 @@ pub mod store;
 
 pub use manager::{
     Connected, CreateRequest, LifecycleError, MAX_FORK, Manager, ManagerConfig, Page, Recovery,
-    SKELETON_DIRS, SNAPSHOT_PREFIX, Shutdown,
+    ResumeHook, SKELETON_DIRS, SNAPSHOT_PREFIX, Shutdown,
 };
 pub use query::{ListQuery, QueryError};
 pub use record::{LifecyclePolicy, OnTimeout, SandboxInfo, SandboxRecord, SandboxState};
