@@ -46,6 +46,7 @@ echo "stasis server at $url"
 
 E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/python" "$here/seed_flow.py"
 E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/python" "$here/code_interpreter.py"
+E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/python" "$here/running_processes.py"
 cp "$here/seed_flow.mjs" "$sdk_dir/seed_flow.mjs"
 NOVITA_API_URL="$url" NOVITA_SANDBOX_URL="$url" NOVITA_API_KEY="$key" node "$sdk_dir/seed_flow.mjs"
-echo "both SDKs passed the seed flow, and run_code kept its variable across a pause"
+echo "both SDKs passed the seed flow, run_code kept its variable across a pause, and running commands and cells survived pauses"
