@@ -225,6 +225,9 @@ impl StasisEngine {
             .cranelift_opt_level(config.opt_level)
             .parallel_compilation(config.parallel_compilation)
             .max_wasm_stack(config.max_wasm_stack);
+        if std::env::var_os("STASIS_PERFMAP").is_some() {
+            wasmtime_config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasmtime_config).map_err(|e| EngineError::Wasmtime(e.into()))?;
 
         if let Some(dir) = &config.cache_dir {

@@ -232,6 +232,20 @@ impl Process {
         let outcome = func.call(&mut self.store, args, &mut results);
         self.store.data_mut().wasi.set_suspendable(false);
         if let Err(error) = outcome {
+            if self.unwind_state() == Some(UNWINDING) {
+                // It trapped while saving its frames: the only trap the unwind path has is a full buffer.
+                let limit = self
+                    .template
+                    .inner
+                    .layout
+                    .unwind
+                    .as_ref()
+                    .map_or(0, |u| u64::from(u.frame_memory_max_pages) << 16);
+                return Entered::Failed(error.context(format!(
+                    "the call stack is too deep to be saved: its frames do not fit the frame buffer of {} MiB",
+                    limit >> 20
+                )));
+            }
             return Entered::Failed(error);
         }
         match self.unwind_state() {

@@ -33,6 +33,8 @@ enum Command {
     Sandbox(cli::sandbox::SandboxArgs),
     /// Look at blob files, offline.
     Blob(cli::blob::BlobArgs),
+    /// Look at what instrumentation makes of a guest module, offline.
+    Template(cli::template::TemplateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +44,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => cli::serve::serve(args),
         Command::Sandbox(args) => cli::sandbox::sandbox(args),
         Command::Blob(args) => cli::blob::blob(args),
+        Command::Template(args) => cli::template::template(args),
     };
     match outcome {
         Ok(code) => code,

@@ -40,6 +40,7 @@ mod callgraph;
 pub use callgraph::is_unwind_import;
 mod emit;
 mod inspect;
+mod liveness;
 pub mod unwind;
 
 use serde::{Deserialize, Serialize};

@@ -111,6 +111,8 @@ pub(super) fn rewrite_module(
     });
     let env = Env {
         plan,
+        imported: info.imported_funcs(),
+        tables_hold_imports: info.table_funcs.iter().any(|&f| f < info.imported_funcs()),
         state: state_global,
         sp: sp_global,
         countdown: countdown_global,
@@ -278,6 +280,10 @@ impl<'i> TypeInterner<'i> {
 /// What every function's rewrite shares.
 struct Env<'p> {
     plan: &'p Plan,
+    /// Number of imported functions (function indices below it are imports).
+    imported: u32,
+    /// Whether an element segment puts an import into a table.
+    tables_hold_imports: bool,
     state: u32,
     sp: u32,
     countdown: Option<u32>,
@@ -334,6 +340,8 @@ struct Plain<'a> {
 #[derive(Debug)]
 struct CallSite<'a> {
     op: Operator<'a>,
+    /// Its index in the body's operators.
+    at: usize,
     id: u32,
     /// The operand stack before the call, arguments (and a `call_indirect`'s table index) on top.
     stack: Vec<ValType>,
@@ -346,6 +354,8 @@ struct CallSite<'a> {
 #[derive(Debug)]
 struct Construct<'a> {
     kind: Kind,
+    /// Index of its opening operator in the body's operators.
+    at: usize,
     label: u32,
     params: Vec<ValType>,
     results: Vec<ValType>,
@@ -429,6 +439,7 @@ struct Builder<'a> {
 
 struct Meta<'a> {
     kind: Kind,
+    at: usize,
     label: u32,
     params: Vec<ValType>,
     results: Vec<ValType>,
@@ -442,6 +453,8 @@ struct Meta<'a> {
 struct Analysis<'a> {
     body: Frame<'a>,
     points: u32,
+    /// Every operator of the body, in order (for the liveness of locals).
+    ops: Vec<Operator<'a>>,
 }
 
 fn snapshot(v: &FuncValidator<ValidatorResources>, function: u32) -> Result<Vec<ValType>, Refusal> {
@@ -519,9 +532,12 @@ fn analyze<'a>(
     // Depth of constructs opened in unreachable code, which are copied as they are.
     let mut opaque = 0u32;
     let mut finished: Option<Frame<'a>> = None;
+    let mut all: Vec<Operator<'a>> = Vec::new();
     let mut ops = body.get_operators_reader().map_err(invalid)?;
     while !ops.eof() {
         let (op, offset) = ops.read_with_offset().map_err(invalid)?;
+        let at = all.len();
+        all.push(op.clone());
         if finished.is_some() {
             return Err(Refusal::Invalid(
                 "operators after the function's end".into(),
@@ -589,6 +605,7 @@ fn analyze<'a>(
                         },
                         meta: Some(Meta {
                             kind,
+                            at,
                             label,
                             params: sig.params,
                             results: sig.results,
@@ -662,6 +679,7 @@ fn analyze<'a>(
                         arms.extend(otherwise);
                         parent.frame.items.push(Item::Construct(Box::new(Construct {
                             kind: meta.kind,
+                            at: meta.at,
                             label: meta.label,
                             params: meta.params,
                             results: meta.results,
@@ -703,6 +721,7 @@ fn analyze<'a>(
                 let (args, results) = (callee.params.len() as u32, callee.results);
                 item = Some(Item::Call(CallSite {
                     op: op.clone(),
+                    at,
                     id: next_id,
                     stack: snapshot(v, function)?,
                     args,
@@ -722,6 +741,7 @@ fn analyze<'a>(
                 let sig = block_sig(v, WpBlockType::FuncType(*type_index))?;
                 item = Some(Item::Call(CallSite {
                     op: op.clone(),
+                    at,
                     id: next_id,
                     stack: snapshot(v, function)?,
                     args: sig.params.len() as u32 + 1,
@@ -772,6 +792,7 @@ fn analyze<'a>(
     Ok(Analysis {
         body,
         points: next_id,
+        ops: all,
     })
 }
 
@@ -786,8 +807,10 @@ enum Label {
     Orig(u32),
     /// A block or `if` the rewrite added.
     Synth,
-    /// The block whose end leads to the unwind epilogue.
-    Exit,
+    /// The block whose end leads to save stub `k` (the frame's live values at some unwind points).
+    Stub(u32),
+    /// The block whose end leads to the common tail of every stub.
+    Common,
 }
 
 struct Emitter<'a, 'x, 'i> {
@@ -806,6 +829,8 @@ struct Emitter<'a, 'x, 'i> {
     scratch: u32,
     /// Rewritten loops that have parameters: their label, and where their parameters' slots start.
     loop_params: HashMap<u32, (u32, Vec<ValType>)>,
+    /// The save stub of each unwind point.
+    stub_of: HashMap<u32, u32>,
 }
 
 impl<'a> Emitter<'a, '_, '_> {
@@ -882,8 +907,14 @@ impl<'a> Emitter<'a, '_, '_> {
     }
 
     /// `br_if` to the dispatch label of the item containing the resume point, for each unwind-point item of
-    /// the frame; `dispatch[i]` is the label-stack position of item `i`'s dispatch block.
-    fn chain(&mut self, his: &[u32], dispatch: &[usize]) {
+    /// the frame (`dispatch[i]` is the label-stack position of item `i`'s dispatch block); a point past them
+    /// all leaves by `exit`, or is a bug.
+    fn chain(
+        &mut self,
+        his: &[u32],
+        dispatch: &[usize],
+        exit: Option<Label>,
+    ) -> Result<(), Refusal> {
         for (hi, at) in his.iter().zip(dispatch) {
             self.push(Instruction::LocalGet(self.resume));
             self.push(Instruction::I32Const(*hi as i32));
@@ -891,33 +922,109 @@ impl<'a> Emitter<'a, '_, '_> {
             let depth = self.depth_at(*at);
             self.push(Instruction::BrIf(depth));
         }
-        self.push(Instruction::Unreachable);
+        match exit {
+            Some(label) => {
+                let depth = self.depth(label)?;
+                self.push(Instruction::Br(depth));
+            }
+            None => self.push(Instruction::Unreachable),
+        }
+        Ok(())
     }
 
-    /// Starts unwinding at unwind point `id` (the state is already [`UNWINDING`]).
+    /// Starts unwinding at unwind point `id` (the state is already [`UNWINDING`]): to the stub that saves
+    /// what is live there.
     fn leave(&mut self, id: u32) -> Result<(), Refusal> {
         self.push(Instruction::I32Const(id as i32));
         self.push(Instruction::LocalSet(self.resume));
-        let exit = self.depth(Label::Exit)?;
+        let stub = self
+            .stub_of
+            .get(&id)
+            .copied()
+            .ok_or_else(|| Refusal::Invalid(format!("unwind point {id} has no save stub")))?;
+        let exit = self.depth(Label::Stub(stub))?;
         self.push(Instruction::Br(exit));
         Ok(())
     }
 
-    fn frame(&mut self, frame: Frame<'a>, check: Option<u32>) -> Result<(), Refusal> {
-        let his: Vec<u32> = frame.items.iter().filter_map(Item::hi).collect();
+    /// Emits a frame. `exit`: where to leave it when a rewind looks for a point beyond it — it is the first
+    /// item of a frame that let it dispatch for both (see [`Self::items`]); `None`: that would be a bug.
+    fn frame(
+        &mut self,
+        frame: Frame<'a>,
+        check: Option<u32>,
+        exit: Option<Label>,
+    ) -> Result<(), Refusal> {
+        // A block or arm whose first item is a rewritten block (a `switch` lowered to nested blocks
+        // around a `br_table` is a deep nest of them) needs no check of its own on entry: the nest is
+        // entered without one, the innermost frame that has code of its own dispatches, leaving by the
+        // blocks' ends for points further out, and each frame checks again only after its first block.
+        // The normal path then pays one check per block that ends, not one per block entered.
+        let omit = matches!(frame.kind, Kind::Block | Kind::If)
+            && matches!(frame.items.first(), Some(Item::Construct(c))
+                if c.kind == Kind::Block && c.params.is_empty() && c.results.is_empty());
+        let Frame {
+            kind,
+            base,
+            start,
+            items,
+        } = frame;
+        if !omit {
+            return self.items(kind, items, start, base, check, exit);
+        }
+        let mut items = items.into_iter();
+        let Some(first @ Item::Construct(_)) = items.next() else {
+            return Err(Refusal::Invalid("a frame lost its first block".into()));
+        };
+        let after = first.stack_after();
+        let rest: Vec<Item<'a>> = items.collect();
+        // With no unwind point after the block, a rewind looking further out leaves this frame straight
+        // from inside the block, and the frame checks nothing after it.
+        let more = rest.iter().any(|i| i.hi().is_some());
+        if let Item::Construct(block) = first {
+            let leave = if more {
+                Some(Label::Orig(block.label))
+            } else {
+                exit
+            };
+            self.construct(*block, leave)?;
+        }
+        // The rest of the frame, with its own check after the block.
+        self.items(
+            Kind::Block,
+            rest,
+            after,
+            base,
+            None,
+            if more { exit } else { None },
+        )
+    }
+
+    /// Emits a frame's items, from the operand stack `start`, with its dispatch blocks and its head: the
+    /// function's prologue, a loop's header check, or a block's or arm's rewind check.
+    fn items(
+        &mut self,
+        kind: Kind,
+        items: Vec<Item<'a>>,
+        start: Vec<ValType>,
+        base: u32,
+        check: Option<u32>,
+        exit: Option<Label>,
+    ) -> Result<(), Refusal> {
+        let his: Vec<u32> = items.iter().filter_map(Item::hi).collect();
         // Dispatch blocks, the outermost for the last unwind-point item.
         let mut dispatch = vec![0usize; his.len()];
         for i in (0..his.len()).rev() {
             self.open(Instruction::Block(BlockType::Empty), Label::Synth);
             dispatch[i] = self.labels.len() - 1;
         }
-        match (frame.kind, check) {
+        match (kind, check) {
             (Kind::Func, _) => {
                 self.state_is(REWINDING);
                 self.open(Instruction::If(BlockType::Empty), Label::Synth);
                 // The frame is reloaded here; the prologue is spliced in once every slot is known.
                 self.marker = Some(self.out.len());
-                self.chain(&his, &dispatch);
+                self.chain(&his, &dispatch, exit)?;
                 self.close();
             }
             (Kind::Loop, Some(check)) => {
@@ -952,25 +1059,24 @@ impl<'a> Emitter<'a, '_, '_> {
                 self.open(Instruction::If(BlockType::Empty), Label::Synth);
                 self.set_state(NORMAL);
                 self.push(Instruction::Else);
-                self.chain(&his, &dispatch);
+                self.chain(&his, &dispatch, exit)?;
                 self.close();
                 self.close();
             }
-            // An arm without unwind points: a rewind never goes through it.
-            _ if his.is_empty() => {}
+            // An arm without unwind points that no rewind passes through: nothing to check.
+            _ if his.is_empty() && exit.is_none() => {}
             _ => {
                 self.state_is(REWINDING);
                 self.open(Instruction::If(BlockType::Empty), Label::Synth);
-                self.chain(&his, &dispatch);
+                self.chain(&his, &dispatch, exit)?;
                 self.close();
             }
         }
 
-        let mut cur: Vec<ValType> = frame.start.clone();
-        let base = frame.base;
+        let mut cur: Vec<ValType> = start;
         let mut pending: Vec<Plain<'a>> = Vec::new();
         let mut next_dispatch = 0usize;
-        for item in frame.items {
+        for item in items {
             let item = match item {
                 Item::Plain(p) => {
                     pending.push(p);
@@ -1009,7 +1115,7 @@ impl<'a> Emitter<'a, '_, '_> {
             cur = item.stack_after();
             match item {
                 Item::Call(call) => self.call(call)?,
-                Item::Construct(c) => self.construct(*c)?,
+                Item::Construct(c) => self.construct(*c, None)?,
                 Item::Plain(_) => {}
             }
         }
@@ -1038,7 +1144,7 @@ impl<'a> Emitter<'a, '_, '_> {
         Ok(())
     }
 
-    fn construct(&mut self, mut c: Construct<'a>) -> Result<(), Refusal> {
+    fn construct(&mut self, mut c: Construct<'a>, exit: Option<Label>) -> Result<(), Refusal> {
         let bt = self.types.block(&c.results)?;
         let mut arms = std::mem::take(&mut c.arms).into_iter();
         let first = arms
@@ -1048,7 +1154,7 @@ impl<'a> Emitter<'a, '_, '_> {
         match c.kind {
             Kind::Block => {
                 self.open(Instruction::Block(bt), Label::Orig(c.label));
-                self.frame(first, None)?;
+                self.frame(first, None, exit)?;
                 self.close();
             }
             Kind::Loop => {
@@ -1056,7 +1162,7 @@ impl<'a> Emitter<'a, '_, '_> {
                     self.loop_params.insert(c.label, (base, c.params.clone()));
                 }
                 self.open(Instruction::Loop(bt), Label::Orig(c.label));
-                self.frame(first, c.check)?;
+                self.frame(first, c.check, None)?;
                 self.close();
             }
             Kind::If => {
@@ -1064,10 +1170,10 @@ impl<'a> Emitter<'a, '_, '_> {
                 self.push(Instruction::LocalGet(cond));
                 self.open(Instruction::If(bt), Label::Orig(c.label));
                 let start = first.start.clone();
-                self.frame(first, None)?;
+                self.frame(first, None, None)?;
                 self.push(Instruction::Else);
                 match arms.next() {
-                    Some(otherwise) => self.frame(otherwise, None)?,
+                    Some(otherwise) => self.frame(otherwise, None, None)?,
                     // An `if` without `else` passes its parameters through.
                     None => self.reload(&start, base)?,
                 }
@@ -1142,6 +1248,123 @@ impl<'a> Emitter<'a, '_, '_> {
         if conditional {
             self.reload(&stack, base)?;
             self.push(Instruction::LocalGet(self.scratch));
+        }
+        Ok(())
+    }
+}
+
+/// Collects the operator index of every unwind point: calls, and the loops whose heads are checked.
+fn collect_points(frame: &Frame<'_>, out: &mut Vec<usize>) {
+    for item in &frame.items {
+        match item {
+            Item::Plain(_) => {}
+            Item::Call(c) => out.push(c.at),
+            Item::Construct(c) => {
+                if c.check.is_some() {
+                    out.push(c.at);
+                }
+                for arm in &c.arms {
+                    collect_points(arm, out);
+                }
+            }
+        }
+    }
+}
+
+/// Finds what each unwind point saves.
+struct SaveSets<'s> {
+    live: &'s HashMap<usize, super::liveness::Locals>,
+    slots: &'s HashMap<(u32, ValType), u32>,
+    conds: &'s HashMap<u32, u32>,
+    env: &'s Env<'s>,
+}
+
+impl SaveSets<'_> {
+    /// The slots of the stack values `0..upto` of `stack`.
+    fn stack(&self, stack: &[ValType], upto: usize, set: &mut Vec<u32>) -> Result<(), Refusal> {
+        for (h, ty) in stack.iter().enumerate().take(upto) {
+            let slot = self
+                .slots
+                .get(&(h as u32, *ty))
+                .copied()
+                .ok_or_else(|| Refusal::Invalid(format!("no slot for height {h}")))?;
+            set.push(slot);
+        }
+        Ok(())
+    }
+
+    fn finish(&self, at: usize, conds: &[u32], mut set: Vec<u32>) -> Vec<u32> {
+        if let Some(live) = self.live.get(&at) {
+            set.extend(live.iter());
+        }
+        set.extend_from_slice(conds);
+        set.sort_unstable();
+        set.dedup();
+        set
+    }
+
+    fn walk(
+        &self,
+        frame: &Frame<'_>,
+        conds: &mut Vec<u32>,
+        out: &mut Vec<(u32, Vec<u32>)>,
+    ) -> Result<(), Refusal> {
+        for item in &frame.items {
+            match item {
+                Item::Plain(_) => {}
+                Item::Call(c) => {
+                    let height = c.stack.len();
+                    let below = height - c.args as usize;
+                    // The rewind calls an import again with its arguments; a rewritten callee reloads its
+                    // own locals, so its arguments need not be kept — but a `call_indirect`'s table index
+                    // must be, to reach the same function (and all its arguments when a table can hold an
+                    // import).
+                    let mut set = Vec::new();
+                    match c.op {
+                        Operator::Call { function_index } if function_index < self.env.imported => {
+                            self.stack(&c.stack, height, &mut set)?
+                        }
+                        Operator::CallIndirect { .. } if self.env.tables_hold_imports => {
+                            self.stack(&c.stack, height, &mut set)?
+                        }
+                        Operator::CallIndirect { .. } => {
+                            self.stack(&c.stack, below, &mut set)?;
+                            let index = self
+                                .slots
+                                .get(&(height as u32 - 1, ValType::I32))
+                                .copied()
+                                .ok_or_else(|| {
+                                    Refusal::Invalid("no slot for a table index".into())
+                                })?;
+                            set.push(index);
+                        }
+                        _ => self.stack(&c.stack, below, &mut set)?,
+                    }
+                    out.push((c.id, self.finish(c.at, conds, set)));
+                }
+                Item::Construct(c) => {
+                    if let Some(check) = c.check {
+                        // At the loop's head the loop's parameters are still in their slots.
+                        let mut set = Vec::new();
+                        self.stack(&c.stack, c.stack.len(), &mut set)?;
+                        out.push((check, self.finish(c.at, conds, set)));
+                    }
+                    let cond = if c.kind == Kind::If {
+                        Some(self.conds.get(&c.label).copied().ok_or_else(|| {
+                            Refusal::Invalid(format!("no condition local for label {}", c.label))
+                        })?)
+                    } else {
+                        None
+                    };
+                    conds.extend(cond);
+                    for arm in &c.arms {
+                        self.walk(arm, conds, out)?;
+                    }
+                    if cond.is_some() {
+                        conds.pop();
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -1285,20 +1508,52 @@ fn rewrite_function<'a>(
         conds.insert(label, first_new + 3 + slot_types.len() as u32);
         slot_types.push(ValType::I32);
     }
-    // The saved frame: header, every original local, every slot.
-    let mut saved: Vec<(u32, ValType, u32)> = Vec::new();
-    let mut offset = FRAME_HEADER;
-    for (i, ty) in locals.iter().enumerate() {
-        saved.push((i as u32, *ty, offset));
-        offset = offset.checked_add(size_of(*ty)).ok_or_else(|| {
-            Refusal::Unsupported(format!("function {function} has too many locals"))
-        })?;
+    // What each unwind point saves: the locals live there, the operand-stack values below its call's
+    // arguments (the arguments too when the callee is an import, which the rewind calls again with them),
+    // and the conditions of the `if`s around it. Points that save the same share a stub.
+    let mut points_at = Vec::new();
+    collect_points(&analysis.body, &mut points_at);
+    let live = super::liveness::live_after(&analysis.ops, locals.len(), &points_at)
+        .ok_or_else(|| Refusal::Invalid(format!("function {function} is not well nested")))?;
+    let mut sets: Vec<(u32, Vec<u32>)> = Vec::new();
+    let finder = SaveSets {
+        live: &live,
+        slots: &slots,
+        conds: &conds,
+        env,
+    };
+    finder.walk(&analysis.body, &mut Vec::new(), &mut sets)?;
+    let mut stubs: Vec<Vec<u32>> = Vec::new();
+    let mut stub_index: HashMap<Vec<u32>, u32> = HashMap::new();
+    let mut stub_of = HashMap::new();
+    for (id, set) in sets {
+        let k = *stub_index.entry(set.clone()).or_insert_with(|| {
+            stubs.push(set);
+            stubs.len() as u32 - 1
+        });
+        stub_of.insert(id, k);
     }
-    for (i, ty) in slot_types.iter().enumerate() {
-        saved.push((first_new + 3 + i as u32, *ty, offset));
-        offset = offset.checked_add(size_of(*ty)).ok_or_else(|| {
-            Refusal::Unsupported(format!("function {function} has too many locals"))
-        })?;
+    // The frame holds every local any point saves, at a fixed offset; the prologue reloads them all
+    // (a local a point did not save is dead there, so whatever it reloads is never read).
+    let mut kept: Vec<u32> = stubs.iter().flatten().copied().collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let local_type = |local: u32| -> ValType {
+        if (local as usize) < locals.len() {
+            locals[local as usize]
+        } else {
+            slot_types[(local - first_new - 3) as usize]
+        }
+    };
+    let mut offsets: HashMap<u32, u32> = HashMap::new();
+    let mut offset = FRAME_HEADER;
+    for &local in &kept {
+        offsets.insert(local, offset);
+        offset = offset
+            .checked_add(size_of(local_type(local)))
+            .ok_or_else(|| {
+                Refusal::Unsupported(format!("function {function} has too many locals"))
+            })?;
     }
     let frame_size = offset;
     if frame_size > i32::MAX as u32 / 2 {
@@ -1317,51 +1572,66 @@ fn rewrite_function<'a>(
         resume,
         scratch,
         loop_params: HashMap::new(),
+        stub_of,
     };
-    emitter.open(Instruction::Block(BlockType::Empty), Label::Exit);
-    emitter.frame(analysis.body, None)?;
-    emitter.push(Instruction::Return);
-    emitter.close();
     let mem = env.memory;
-    // The epilogue: the frame goes on top of the buffer.
-    let mut epilogue: Vec<Instruction<'a>> = vec![
-        Instruction::GlobalGet(env.sp),
-        Instruction::LocalTee(fp),
-        Instruction::I32Const(frame_size as i32),
-        Instruction::I32Add,
-        Instruction::MemorySize(mem),
-        Instruction::I32Const(16),
-        Instruction::I32Shl,
-        Instruction::I32GtU,
-        Instruction::If(BlockType::Empty),
-        Instruction::LocalGet(fp),
-        Instruction::I32Const(frame_size as i32),
-        Instruction::I32Add,
-        Instruction::Call(env.reserve),
-        Instruction::End,
+    // The body inside one block per stub (stub 0 innermost) inside the common tail's block: a branch to
+    // stub k's block lands on stub k, which saves its locals and goes on to the tail.
+    emitter.open(Instruction::Block(BlockType::Empty), Label::Common);
+    for k in (0..stubs.len() as u32).rev() {
+        emitter.open(Instruction::Block(BlockType::Empty), Label::Stub(k));
+    }
+    emitter.frame(analysis.body, None, None)?;
+    emitter.push(Instruction::Return);
+    for (k, set) in stubs.iter().enumerate() {
+        emitter.close();
+        emitter.out.extend([
+            Instruction::GlobalGet(env.sp),
+            Instruction::LocalTee(fp),
+            Instruction::I32Const(frame_size as i32),
+            Instruction::I32Add,
+            Instruction::MemorySize(mem),
+            Instruction::I32Const(16),
+            Instruction::I32Shl,
+            Instruction::I32GtU,
+            Instruction::If(BlockType::Empty),
+            Instruction::LocalGet(fp),
+            Instruction::I32Const(frame_size as i32),
+            Instruction::I32Add,
+            Instruction::Call(env.reserve),
+            Instruction::End,
+        ]);
+        for &local in set {
+            emitter.out.extend([
+                Instruction::LocalGet(fp),
+                Instruction::LocalGet(local),
+                store(local_type(local), memarg(offsets[&local], mem)),
+            ]);
+        }
+        if k + 1 < stubs.len() {
+            let common = emitter.depth(Label::Common)?;
+            emitter.push(Instruction::Br(common));
+        }
+    }
+    emitter.close();
+    // The common tail: the frame's header, the buffer's new top, dummy results.
+    emitter.out.extend([
         Instruction::LocalGet(fp),
         Instruction::I32Const(function as i32),
         Instruction::I32Store(memarg(0, mem)),
         Instruction::LocalGet(fp),
         Instruction::LocalGet(resume),
         Instruction::I32Store(memarg(4, mem)),
-    ];
-    for &(local, ty, offset) in &saved {
-        epilogue.push(Instruction::LocalGet(fp));
-        epilogue.push(Instruction::LocalGet(local));
-        epilogue.push(store(ty, memarg(offset, mem)));
-    }
-    epilogue.extend([
         Instruction::LocalGet(fp),
         Instruction::I32Const(frame_size as i32),
         Instruction::I32Add,
         Instruction::GlobalSet(env.sp),
     ]);
     for ty in &sig.results {
-        epilogue.push(zero(*ty));
+        emitter.out.push(zero(*ty));
     }
-    epilogue.push(Instruction::End);
-    // The prologue's reload, spliced where the body's head left a `nop`.
+    emitter.out.push(Instruction::End);
+    // The prologue's reload, spliced where the body's head left its marker.
     let mut prologue: Vec<Instruction<'a>> = vec![
         Instruction::GlobalGet(env.sp),
         Instruction::I32Const(frame_size as i32),
@@ -1379,9 +1649,9 @@ fn rewrite_function<'a>(
         Instruction::I32Load(memarg(4, mem)),
         Instruction::LocalSet(resume),
     ];
-    for &(local, ty, offset) in &saved {
+    for &local in &kept {
         prologue.push(Instruction::LocalGet(fp));
-        prologue.push(load(ty, memarg(offset, mem)));
+        prologue.push(load(local_type(local), memarg(offsets[&local], mem)));
         prologue.push(Instruction::LocalSet(local));
     }
     let at = emitter
@@ -1389,15 +1659,14 @@ fn rewrite_function<'a>(
         .ok_or_else(|| Refusal::Invalid("prologue marker missing".into()))?;
     let mut out = emitter.out;
     out.splice(at..at, prologue);
-    out.extend(epilogue);
 
     let mut all_locals: Vec<(u32, wasm_encoder::ValType)> = Vec::new();
     for (count, ty) in declared {
         all_locals.push((count, val_type(ty)?));
     }
     all_locals.push((3, wasm_encoder::ValType::I32));
-    for ty in slot_types {
-        all_locals.push((1, val_type(ty)?));
+    for ty in &slot_types {
+        all_locals.push((1, val_type(*ty)?));
     }
     let mut f = Function::new(all_locals);
     for i in &out {

@@ -4,3 +4,4 @@ pub mod blob;
 pub mod run;
 pub mod sandbox;
 pub mod serve;
+pub mod template;
