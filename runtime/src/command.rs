@@ -157,6 +157,7 @@ impl Command {
 
     /// Runs the command to completion (blocking: call it off any async runtime) and reports how it ended.
     pub fn run(mut self) -> CommandOutput {
+        let cpu = self.store.data().limits.usage().running();
         let outcome =
             crate::instantiate::initialize(&self.template, &mut self.store, &self.instance)
                 .and_then(|()| {
@@ -164,6 +165,7 @@ impl Command {
                         .get_typed_func::<(), ()>(&mut self.store, "_start")?
                         .call(&mut self.store, ())
                 });
+        drop(cpu);
         let stopped = self.control.shared.interrupt.stopped();
         let (exit_code, trap, stopped) = match outcome {
             Ok(()) => (0, None, None),

@@ -28,6 +28,7 @@
 pub mod capture;
 pub mod command;
 pub mod engine;
+pub mod files_only;
 pub mod instantiate;
 pub mod instrument;
 pub mod lifecycle;
@@ -39,6 +40,7 @@ pub mod sandbox;
 pub mod snapshot;
 pub mod state;
 pub mod template;
+pub mod usage;
 pub mod wasi;
 
 pub use capture::{PauseError, PauseReport};
@@ -50,3 +52,4 @@ pub use restore::{ResumeError, ResumeOptions};
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError};
 pub use sandbox::{CommandOutput, CreateError, ProcessInfo, RunError, Sandbox, SandboxOptions};
 pub use template::{ModuleKind, Template, TemplateError};
+pub use usage::SandboxUsage;

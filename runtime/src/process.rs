@@ -5,7 +5,7 @@
 //! `stasis_handle_<name>(ptr, len) -> (resp_ptr << 32) | resp_len`, the host copies the response out and
 //! calls `stasis_free(resp_ptr, resp_len)`. The response's first byte is 0 (ok) or 1 (error message).
 
-use wasmtime::{Instance, Memory, Store, StoreLimits, Trap, TypedFunc, Val};
+use wasmtime::{Instance, Memory, Store, Trap, TypedFunc, Val};
 
 use crate::template::Template;
 use crate::wasi::{ProcExit, WasiCtx};
@@ -14,8 +14,8 @@ use crate::wasi::{ProcExit, WasiCtx};
 pub(crate) struct ProcessData {
     /// The process's WASI host state.
     pub(crate) wasi: WasiCtx,
-    /// The memory and table bounds enforced by wasmtime.
-    pub(crate) limits: StoreLimits,
+    /// The memory and table bounds enforced by wasmtime, and the sandbox's usage account.
+    pub(crate) limits: crate::usage::Limiter,
 }
 
 /// One live instance of a module inside a sandbox.
@@ -107,6 +107,7 @@ impl Process {
             i32::try_from(request.len()).map_err(|_| CallError::AllocFailed(request.len()))?;
 
         crate::instantiate::arm_deadline(&mut self.store, deadline_ticks, cpu_limit);
+        let _cpu = self.store.data().limits.usage().running();
         let outcome = (|| {
             let ptr = alloc.call(&mut self.store, len)?;
             if ptr == 0 && len > 0 {
@@ -180,6 +181,7 @@ impl Process {
             .map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0)))
             .collect();
         crate::instantiate::arm_deadline(&mut self.store, deadline_ticks, cpu_limit);
+        let _cpu = self.store.data().limits.usage().running();
         match func.call(&mut self.store, params, &mut results) {
             Ok(()) => Ok(results),
             Err(error) => Err(self.classify_trap(error, cpu_limit)),

@@ -32,6 +32,9 @@ pub struct ResumeOptions {
     /// The template the blob must belong to. When `None`, the template is found among those loaded into
     /// the runtime by the module hash the blob records.
     pub template: Option<Template>,
+    /// The extra host directories the paused sandbox had ([`crate::SandboxOptions::mounts`]): the blob
+    /// does not hold them, and its processes' open files are re-opened in them.
+    pub mounts: Vec<crate::wasi::Mount>,
 }
 
 /// Why a blob could not be resumed. Nothing is left behind: a directory created for the sandbox is removed.
@@ -148,6 +151,8 @@ impl Runtime {
             next_pid: 1,
             paused: false,
             commands: Vec::new(),
+            mounts: options.mounts,
+            usage: crate::usage::SandboxUsage::new(),
         };
         // From here on, dropping `sandbox` on an error removes a directory we created.
         decoded.filesystem.restore_into(&sandbox.dir)?;
@@ -197,7 +202,12 @@ fn restore_process(
     let config = sandbox.wasi_config(template.name(), &[], Stdin::Empty);
     let wasi = WasiCtx::restore(config, &state.wasi)
         .map_err(|source| ResumeError::Wasi { pid, source })?;
-    let mut store = new_store(sandbox.runtime.engine(), &sandbox.limits, wasi);
+    let mut store = new_store(
+        sandbox.runtime.engine(),
+        &sandbox.limits,
+        wasi,
+        &sandbox.usage,
+    );
     let instance = instantiate(&template, &mut store)
         .map_err(|source| ResumeError::Instantiate { pid, source })?;
     let layout = &template.inner.layout;

@@ -16,8 +16,9 @@ use crate::limits::SandboxLimits;
 use crate::process::{CallError, Process};
 use crate::runtime::Runtime;
 use crate::template::{ModuleKind, Template};
+use crate::usage::SandboxUsage;
 use crate::wasi::{
-    DiskQuota, Interrupt, OutputSink, Stdin, StopReason, WasiConfig, WasiCtx, WasiLimits,
+    DiskQuota, Interrupt, Mount, OutputSink, Stdin, StopReason, WasiConfig, WasiCtx, WasiLimits,
 };
 
 /// How a sandbox is created.
@@ -34,6 +35,10 @@ pub struct SandboxOptions {
     pub metadata: BTreeMap<String, String>,
     /// Limits; the runtime's defaults when `None`.
     pub limits: Option<SandboxLimits>,
+    /// Host directories every process of the sandbox sees besides its root (volumes), in this order.
+    /// They are not part of the sandbox: a pause leaves them out of the blob, and a resume must be given
+    /// the same mounts ([`crate::ResumeOptions::mounts`]).
+    pub mounts: Vec<Mount>,
 }
 
 /// Why a sandbox could not be created.
@@ -100,6 +105,10 @@ pub struct Sandbox {
     pub(crate) paused: bool,
     /// Commands started and not yet seen to end; they count against `max_processes`.
     pub(crate) commands: Vec<CommandControl>,
+    /// Extra host directories every process sees (see [`SandboxOptions::mounts`]).
+    pub(crate) mounts: Vec<Mount>,
+    /// What the sandbox's processes use, shared with their stores (see [`crate::usage`]).
+    pub(crate) usage: Arc<SandboxUsage>,
 }
 
 impl Runtime {
@@ -138,6 +147,8 @@ impl Runtime {
             next_pid: 1,
             paused: false,
             commands: Vec::new(),
+            mounts: options.mounts,
+            usage: SandboxUsage::new(),
         };
         if template.kind() == ModuleKind::Reactor {
             sandbox.spawn(template)?;
@@ -172,6 +183,16 @@ impl Sandbox {
         self.paused
     }
 
+    /// The extra host directories the sandbox's processes see.
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// What the sandbox's processes use right now (memory, CPU time), readable from any thread.
+    pub fn usage(&self) -> Arc<SandboxUsage> {
+        self.usage.clone()
+    }
+
     /// Ids of the live processes, in ascending order.
     pub fn pids(&self) -> Vec<u32> {
         self.processes.keys().copied().collect()
@@ -186,7 +207,7 @@ impl Sandbox {
             args: argv,
             env: self.env.clone(),
             root: Some(self.dir.clone()),
-            mounts: Vec::new(),
+            mounts: self.mounts.clone(),
             stdin,
             stdout: OutputSink::capture(self.limits.max_output_bytes),
             stderr: OutputSink::capture(self.limits.max_output_bytes),
@@ -228,7 +249,7 @@ impl Sandbox {
         self.check_process_limit()?;
         let wasi = WasiCtx::new(self.wasi_config(template.name(), &self.args, Stdin::Empty))?;
         let engine = self.runtime.engine();
-        let mut store = new_store(engine, &self.limits, wasi);
+        let mut store = new_store(engine, &self.limits, wasi, &self.usage);
         let instance = instantiate(template, &mut store)?;
         let pid = self.next_pid;
         let mut process = Process {
@@ -239,7 +260,10 @@ impl Sandbox {
             poisoned: false,
             label: label.to_owned(),
         };
-        if let Err(error) = initialize(template, &mut process.store, &instance) {
+        let cpu = self.usage.running();
+        let initialized = initialize(template, &mut process.store, &instance);
+        drop(cpu);
+        if let Err(error) = initialized {
             return Err(SpawnError::Init(
                 process.classify_trap(error, self.limits.cpu_time_per_call),
             ));
@@ -399,7 +423,7 @@ impl Sandbox {
         let mut wasi = WasiCtx::new(config).map_err(SpawnError::from)?;
         wasi.set_interrupt(interrupt.clone());
         let engine = self.runtime.engine();
-        let mut store = new_store(engine, &self.limits, wasi);
+        let mut store = new_store(engine, &self.limits, wasi, &self.usage);
         let wall_deadline = Instant::now().checked_add(self.limits.wall_time_per_command);
         arm(
             &mut store,

@@ -181,6 +181,18 @@ async fn start_command(
             hub: hub.clone(),
         },
     );
+    let line = process.args.last().cloned().unwrap_or_default();
+    state.manager().log(
+        &id,
+        stasis::lifecycle::Event::now(
+            stasis::lifecycle::Level::Info,
+            "command_started",
+            "Command started",
+        )
+        .with("pid", pid)
+        .with("cmd", &line),
+    );
+    let log = state.manager().clone();
     let table = state.processes().clone();
     let sandbox = id.clone();
     let runner = std::thread::Builder::new()
@@ -189,6 +201,17 @@ async fn start_command(
             let output = command.run();
             tracing::debug!(sandbox = %sandbox, pid, exit_code = output.exit_code, "command ended");
             table.remove(&sandbox, pid);
+            let level = if output.exit_code == 0 {
+                stasis::lifecycle::Level::Info
+            } else {
+                stasis::lifecycle::Level::Warn
+            };
+            log.log(
+                &sandbox,
+                stasis::lifecycle::Event::now(level, "command_ended", "Command ended")
+                    .with("pid", pid)
+                    .with("exitCode", output.exit_code),
+            );
             let mut end = json!({
                 "exitCode": output.exit_code,
                 "exited": true,
