@@ -868,6 +868,7 @@ impl Manager {
         let options = ResumeOptions {
             dir: Some(fs_dir),
             template: Some(template),
+            mounts: self.wasi_mounts(&record.mounts)?,
             ..ResumeOptions::default()
         };
         let sandbox = self
