@@ -244,7 +244,10 @@ mod tests {
             let mut x = 0u64;
             while usage.cpu_time() < Duration::from_millis(30) {
                 x = std::hint::black_box(x.wrapping_add(1));
-                assert!(start.elapsed() < Duration::from_secs(10), "no CPU time counted");
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "no CPU time counted"
+                );
             }
             assert!(start.elapsed() >= Duration::from_millis(30));
         }

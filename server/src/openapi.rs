@@ -28,6 +28,7 @@ pub const API_KEY_SCHEME: &str = "api_key";
                        `filesystem.Filesystem`, `/files`) is described in docs/sdk-compat.md."
     ),
     modifiers(&ApiKeyScheme),
+    components(schemas(logs::Direction, logs::LeastLevel)),
     security(("api_key" = [])),
     tags(
         (name = "sandboxes", description = "Create, list, pause, resume (connect), kill"),

@@ -21,6 +21,30 @@ use crate::time::rfc3339;
 /// Most entries one request returns, and the default.
 pub const MAX_LIMIT: usize = 1000;
 
+/// The order of `GET /v2/sandboxes/{id}/logs` (for the document; the query is read as text).
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum Direction {
+    /// Oldest first, from the cursor on.
+    Forward,
+    /// Newest first, from the cursor back.
+    Backward,
+}
+
+/// The least level shown (for the document).
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum LeastLevel {
+    /// Everything.
+    Debug,
+    /// Info and above.
+    Info,
+    /// Warnings and errors.
+    Warn,
+    /// Errors.
+    Error,
+}
+
 /// One entry, as E2B's `SandboxLogEntry`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LogEntryJson {
@@ -106,8 +130,8 @@ async fn events(state: &AppState, caller: &Caller, id: &str) -> Result<Vec<Event
     params(("id" = String, Path, description = "The sandbox id"),
         ("cursor" = Option<u64>, Query, description = "Milliseconds since the epoch to start from"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Most entries, 1 to 1000 (default 1000)"),
-        ("direction" = Option<String>, Query, description = "`forward` (default) or `backward`"),
-        ("level" = Option<String>, Query, description = "Least level: debug, info, warn, error"),
+        ("direction" = Option<Direction>, Query, description = "`forward` (default) or `backward`"),
+        ("level" = Option<LeastLevel>, Query, description = "Least level: debug, info, warn, error"),
         ("search" = Option<String>, Query, description = "A substring of the message")),
     responses((status = 200, description = "The entries", body = LogsV2Json),
         (status = 400, description = "Malformed id or query", body = ErrorJson),

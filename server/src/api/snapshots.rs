@@ -40,7 +40,8 @@ pub const MAX_NAME_LEN: usize = 128;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct NewSnapshot {
     /// A name (letters, digits, `.`, `_`, `-`; at most 128), by which `templateID` finds its newest
-    /// snapshot; not the name of a template.
+    /// snapshot; not the name of a template (409).
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub name: Option<String>,
     /// `false`: keep the files only; sandboxes started from it cold-start the template. Default `true`.
     pub memory: Option<bool>,
@@ -132,7 +133,7 @@ fn valid_name(name: &str) -> bool {
     responses((status = 201, description = "The snapshot", body = SnapshotJson),
         (status = 400, description = "Malformed id or body, or an invalid name", body = ErrorJson),
         (status = 404, description = "No such sandbox", body = ErrorJson),
-        (status = 409, description = "Lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+        (status = 409, description = "Lost or busy, or the name is a template's", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn snapshot(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -150,9 +151,10 @@ pub async fn snapshot(
             )));
         }
         if state.manager().template(name).is_some() {
-            return Err(ApiError::bad_request(format!(
-                "{name:?} is a template's name; a snapshot needs another"
-            )));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{name:?} is a template's name; a snapshot needs another"),
+            ));
         }
     }
     let mode = PauseMode::from_memory(body.memory.unwrap_or(true));
@@ -289,21 +291,24 @@ pub async fn delete_snapshot(
 }
 
 /// `DELETE /templates/{id}`, how the SDKs delete a snapshot (E2B's snapshots are templates): 204, or 404
-/// for anything that is not one of the caller's snapshots. Registered templates cannot be deleted (400).
+/// for anything that is not one of the caller's snapshots. Registered templates cannot be deleted (409).
 #[utoipa::path(delete, path = "/templates/{id}", tag = "snapshots", operation_id = "delete_template",
     params(("id" = String, Path, description = "The snapshot id")),
     responses((status = 204, description = "The snapshot is deleted"),
-        (status = 400, description = "Malformed id, or a registered template's name", body = ErrorJson),
-        (status = 404, description = "No such snapshot", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+        (status = 400, description = "Malformed id", body = ErrorJson),
+        (status = 404, description = "No such snapshot", body = ErrorJson),
+        (status = 409, description = "A registered template, which cannot be deleted", body = ErrorJson),
+        (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn delete_template(
     state: State<AppState>,
     caller: Extension<Caller>,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     if state.manager().template(&id).is_some() {
-        return Err(ApiError::bad_request(format!(
-            "{id} is a registered template; only snapshots can be deleted"
-        )));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{id} is a registered template; only snapshots can be deleted"),
+        ));
     }
     delete_snapshot(state, caller, PathId(id)).await
 }

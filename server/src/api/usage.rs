@@ -75,7 +75,8 @@ fn seconds(name: &str, value: &str) -> Result<u64, ApiError> {
 }
 
 /// `GET /sandboxes/{id}/metrics?start=&end=`: the sandbox's samples between `start` and `end` (unix
-/// seconds, both optional), oldest first. A paused sandbox answers the samples of its running times.
+/// seconds, both optional; a window that ends before it starts holds none), oldest first. A paused
+/// sandbox answers the samples of its running times.
 #[utoipa::path(get, path = "/sandboxes/{id}/metrics", tag = "sandboxes", operation_id = "sandbox_metrics",
     params(("id" = String, Path, description = "The sandbox id"),
         ("start" = Option<u64>, Query, description = "Unix seconds: no sample before"),
@@ -102,9 +103,6 @@ pub async fn sandbox_metrics(
             _ => {}
         }
     }
-    if start > end {
-        return Err(ApiError::bad_request("start is after end"));
-    }
     let samples = state.samples().series(&id);
     Ok(Json(
         samples
@@ -118,7 +116,8 @@ pub async fn sandbox_metrics(
 /// `GET /sandboxes/metrics?sandbox_ids=a,b`: the newest sample of each of the caller's sandboxes named
 /// (at most 100); sandboxes that are unknown, another key's or not sampled yet are left out.
 #[utoipa::path(get, path = "/sandboxes/metrics", tag = "sandboxes", operation_id = "bulk_metrics",
-    params(("sandbox_ids" = String, Query, description = "Comma-separated sandbox ids, at most 100")),
+    params(("sandbox_ids" = String, Query, pattern = "^[A-Za-z0-9_]{1,64}(,[A-Za-z0-9_]{1,64}){0,99}$",
+        description = "Comma-separated sandbox ids, 1 to 100")),
     responses((status = 200, description = "The newest sample of each", body = BulkMetricsJson),
         (status = 400, description = "No ids, or too many", body = ErrorJson),
         (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
@@ -146,6 +145,15 @@ pub async fn bulk_metrics(
         return Err(ApiError::bad_request(
             "sandbox_ids (comma-separated sandbox ids) is required",
         ));
+    }
+    if let Some(bad) = ids
+        .iter()
+        .find(|id| id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        return Err(ApiError::bad_request(format!(
+            "{:?} is not a sandbox id",
+            bad.chars().take(80).collect::<String>()
+        )));
     }
     if ids.len() > MAX_BULK_IDS {
         return Err(ApiError::bad_request(format!(

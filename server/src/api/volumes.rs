@@ -25,6 +25,7 @@ use crate::state::AppState;
 pub struct NewVolume {
     /// Its name: 1 to 63 letters, digits, `.`, `_` or `-`, starting with a letter or digit; unique among
     /// the caller's volumes.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     pub name: String,
     /// Its quota in GiB, 1 to 64 (default 1).
     #[serde(default, rename = "quotaSizeGiB", deserialize_with = "whole_number")]

@@ -88,7 +88,19 @@ async fn samples_measure_disk_cpu_and_the_processes_memory() -> Result<()> {
         )
         .await;
     assert_eq!(future.json(), json!([]));
-    for bad in ["?start=10&end=5", "?start=x", "?end=-1"] {
+    let empty = server
+        .api(
+            "GET",
+            &format!("/sandboxes/{id}/metrics?start=10&end=5"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        empty.json(),
+        json!([]),
+        "a window that ends before it starts"
+    );
+    for bad in ["?start=x", "?end=-1"] {
         let reply = server
             .api("GET", &format!("/sandboxes/{id}/metrics{bad}"), None)
             .await;
@@ -107,10 +119,12 @@ async fn samples_measure_disk_cpu_and_the_processes_memory() -> Result<()> {
     let sandboxes = bulk.json()["sandboxes"].clone();
     assert_eq!(sandboxes.as_object().map(|o| o.len()), Some(1));
     assert!(sandboxes[&id]["diskUsed"].as_u64() >= Some(100_000));
-    assert_eq!(
-        server.api("GET", "/sandboxes/metrics", None).await.status,
-        StatusCode::BAD_REQUEST
-    );
+    for bad in ["", "?sandbox_ids=", "?sandbox_ids=0.5", "?sandbox_ids=a/b"] {
+        let reply = server
+            .api("GET", &format!("/sandboxes/metrics{bad}"), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
     let many: Vec<String> = (0..101).map(|i| format!("s{i}")).collect();
     let too_many = server
         .api(

@@ -303,7 +303,6 @@ async fn snapshots_answer_the_sdk_shape_and_list_by_sandbox_name_and_page() -> R
         from_name.body
     );
     for bad in [
-        json!({"name": "base"}),
         json!({"name": "../x"}),
         json!({"name": ""}),
         json!({"name": 5}),
@@ -311,6 +310,13 @@ async fn snapshots_answer_the_sdk_shape_and_list_by_sandbox_name_and_page() -> R
         let reply = post(&server, &format!("/sandboxes/{a}/snapshots"), bad.clone()).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
     }
+    let taken = post(
+        &server,
+        &format!("/sandboxes/{a}/snapshots"),
+        json!({"name": "base"}),
+    )
+    .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "a template's name");
 
     // The SDKs delete through /templates/{id}: 204, then 404; a template is 400.
     let path = format!("/templates/{}", id(&named));
@@ -323,7 +329,7 @@ async fn snapshots_answer_the_sdk_shape_and_list_by_sandbox_name_and_page() -> R
     assert_eq!(gone.json()["code"], 404);
     assert_eq!(
         server.api("DELETE", "/templates/base", None).await.status,
-        StatusCode::BAD_REQUEST
+        StatusCode::CONFLICT
     );
     Ok(())
 }
