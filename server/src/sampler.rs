@@ -20,6 +20,10 @@ use crate::state::AppState;
 
 /// Samples kept per sandbox: an hour at the default interval.
 pub const MAX_SAMPLES: usize = 720;
+/// Sandboxes whose samples are kept: every running one (at most 256 by default) and the most recently
+/// sampled paused ones; past it the history of the paused sandbox sampled longest ago is dropped, so
+/// thousands of paused sandboxes cost no memory here.
+pub const MAX_SERIES: usize = 1024;
 /// The default interval between samples.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// Most directory entries one disk sample walks; a larger tree reports what it counted.
@@ -126,18 +130,31 @@ impl Samples {
         });
     }
 
-    /// Forgets the samples of sandboxes not in `alive`.
-    fn retain(&self, alive: &HashSet<String>) {
-        self.lock().retain(|id, _| alive.contains(id));
+    /// Forgets the samples of sandboxes that `gone` says are killed, then of the paused ones sampled
+    /// longest ago while more than [`MAX_SERIES`] sandboxes have samples.
+    fn prune(&self, running: &HashSet<String>, gone: impl Fn(&str) -> bool) {
+        let mut all = self.lock();
+        all.retain(|id, _| !gone(id));
+        while all.len() > MAX_SERIES {
+            let oldest = all
+                .iter()
+                .filter(|(id, _)| !running.contains(*id))
+                .min_by_key(|(_, s)| s.samples.back().map_or(0, |s| s.timestamp_ms))
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => all.remove(&id),
+                None => break,
+            };
+        }
     }
 }
 
 /// Takes one sample of every running sandbox (a busy one is skipped this time), and forgets killed ones.
 pub fn sample_all(state: &AppState) {
     let manager = state.manager();
-    let mut alive = HashSet::new();
-    let mut running = Vec::new();
+    let mut running = HashSet::new();
     let mut query = ListQuery {
+        states: vec![SandboxState::Running],
         limit: Some(100),
         ..ListQuery::default()
     };
@@ -145,24 +162,21 @@ pub fn sample_all(state: &AppState) {
         let Ok(page) = manager.list(&query) else {
             break;
         };
-        for info in page.items {
-            if info.state == SandboxState::Running {
-                running.push(info.id.clone());
-            }
-            alive.insert(info.id);
-        }
+        running.extend(page.items.into_iter().map(|info| info.id));
         match page.next_token {
             Some(token) => query.next_token = Some(token),
             None => break,
         }
     }
-    for id in running {
-        if let Some(usage) = manager.usage(&id) {
-            let disk = disk_usage(&manager.fs_dir(&id));
-            state.samples().record(&id, usage, disk);
+    for id in &running {
+        if let Some(usage) = manager.usage(id) {
+            let disk = disk_usage(&manager.fs_dir(id));
+            state.samples().record(id, usage, disk);
         }
     }
-    state.samples().retain(&alive);
+    state
+        .samples()
+        .prune(&running, |id| manager.info(id).is_err());
 }
 
 /// Bytes of the regular files under `root` (each inode once), not following symlinks, walking at most
@@ -192,4 +206,50 @@ pub fn disk_usage(root: &Path) -> u64 {
         }
     }
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn killed_sandboxes_are_forgotten_and_old_paused_histories_bounded() {
+        let samples = Samples::default();
+        let usage = SandboxUsage::new();
+        for i in 0..MAX_SERIES + 10 {
+            samples.record(&format!("s{i}"), usage.clone(), i as u64);
+        }
+        // Sampled in this order, one millisecond apart.
+        for (id, series) in samples.lock().iter_mut() {
+            let i: u64 = id[1..].parse().expect("index");
+            if let Some(last) = series.samples.back_mut() {
+                last.timestamp_ms = 1_000 + i;
+            }
+        }
+        let running: HashSet<String> = ["s0".to_owned()].into();
+        samples.prune(&running, |id| id == "s5");
+        let all = samples.lock();
+        assert_eq!(all.len(), MAX_SERIES);
+        assert!(
+            all.contains_key("s0"),
+            "a running sandbox keeps its samples"
+        );
+        assert!(!all.contains_key("s5"), "a killed one is forgotten");
+        assert!(
+            !all.contains_key("s1"),
+            "the paused one sampled longest ago goes first"
+        );
+    }
+
+    #[test]
+    fn disk_usage_counts_file_bytes_once_and_survives_a_missing_root() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir(dir.path().join("d"))?;
+        std::fs::write(dir.path().join("d/a"), b"12345")?;
+        std::fs::hard_link(dir.path().join("d/a"), dir.path().join("b"))?;
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link"))?;
+        assert_eq!(disk_usage(dir.path()), 5);
+        assert_eq!(disk_usage(&dir.path().join("missing")), 0);
+        Ok(())
+    }
 }

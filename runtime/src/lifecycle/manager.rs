@@ -625,6 +625,13 @@ impl Manager {
                 .map_err(LifecycleError::InvalidBlob)?;
         let module_sha256 = hex::encode(decoded.header.module_sha256);
         let manifest = decoded.manifest;
+        // A blob without processes holds files only (a filesystem pause exported): resuming it starts
+        // the template afresh, so a reactor template gets its process.
+        let pause_mode = if manifest.processes.is_empty() {
+            PauseMode::Filesystem
+        } else {
+            PauseMode::Full
+        };
         if self
             .inner
             .runtime
@@ -655,7 +662,7 @@ impl Manager {
             sequence: self.inner.sequence.fetch_add(1, Ordering::SeqCst),
             owner,
             mounts: Vec::new(),
-            pause_mode: PauseMode::Full,
+            pause_mode,
             network: None,
         };
         // Blob first, record second: a crash in between leaves a directory without a record, which no

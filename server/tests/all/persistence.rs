@@ -476,3 +476,44 @@ fn chrono_free_seconds(time: &Value) -> i64 {
     let s: f64 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0.0);
     h * 3600 + m * 60 + s.round() as i64
 }
+
+#[tokio::test]
+async fn an_exported_filesystem_blob_cold_starts_where_it_is_imported() -> Result<()> {
+    let server = with_reactor().await?;
+    let id = server.create(json!({"templateID": "stateful"})).await;
+    bump(&server, &id)?;
+    post(
+        &server,
+        &format!("/sandboxes/{id}/pause"),
+        json!({"memory": false}),
+    )
+    .await;
+    let blob = server
+        .api("GET", &format!("/sandboxes/{id}/blob"), None)
+        .await;
+    assert_eq!(blob.status, StatusCode::OK);
+    let request = Request::post("/sandboxes/import")
+        .header("X-API-KEY", KEY)
+        .header("content-type", "application/octet-stream")
+        .body(Body::from(blob.body.clone()))?;
+    let imported = server.send(request).await;
+    assert_eq!(imported.status, StatusCode::CREATED, "{:?}", imported.body);
+    let copy = imported.json()["sandboxID"]
+        .as_str()
+        .context("id")?
+        .to_owned();
+    assert_eq!(
+        server
+            .api("GET", &format!("/sandboxes/{copy}"), None)
+            .await
+            .json()["pauseMode"],
+        "filesystem"
+    );
+    post(&server, &format!("/sandboxes/{copy}/connect"), json!({})).await;
+    assert_eq!(
+        bump(&server, &copy)?,
+        "1 1",
+        "its template's process, started afresh"
+    );
+    Ok(())
+}

@@ -247,10 +247,10 @@ async fn watch_dir_streams_events_and_watches_inside_a_volume() -> Result<()> {
             wrote = true;
         }
         let frame = tokio::time::timeout(Duration::from_secs(1), body.frame()).await;
-        if let Ok(Some(frame)) = frame {
-            if let Ok(data) = frame?.into_data() {
-                buffer.extend_from_slice(&data);
-            }
+        if let Ok(Some(frame)) = frame
+            && let Ok(data) = frame?.into_data()
+        {
+            buffer.extend_from_slice(&data);
         }
         while buffer.len() >= 5 {
             let length = u32::from_be_bytes(buffer[1..5].try_into()?) as usize;
