@@ -1,5 +1,7 @@
-//! The control plane (sdk-compat.md §2): create, list, info, kill, pause, connect, timeout, snapshots and
-//! forks, with the response shapes the E2B and Novita SDKs parse. Every handler sees only the calling
+//! The control plane (sdk-compat.md §2): create, list, info, kill, pause (full or filesystem-only),
+//! connect (restoring memory or rebooting), timeout, refreshes and resume, with the response shapes the E2B
+//! and Novita SDKs parse. Snapshots and forks are [`super::snapshots`], the network policy
+//! [`super::network`]. Every handler sees only the calling
 //! key's sandboxes and snapshots (see [`crate::auth`]): another key's are 404, as unknown ones.
 
 use std::collections::BTreeMap;
