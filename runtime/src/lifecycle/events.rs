@@ -93,8 +93,16 @@ fn cut(mut text: String) -> String {
     text
 }
 
-/// Serializes appends (and the trims they trigger) across the process.
+/// Serializes appends (and the trims they trigger) across the process, and a sandbox directory's removal
+/// with them ([`exclusive`]).
 static APPENDS: Mutex<()> = Mutex::new(());
+
+/// Runs `work` (removing a sandbox's directory) while no event is being appended: an append that raced a
+/// removal would create the log again in a directory half removed, and the removal would fail.
+pub fn exclusive<R>(work: impl FnOnce() -> R) -> R {
+    let _guard = APPENDS.lock().unwrap_or_else(|e| e.into_inner());
+    work()
+}
 
 /// Appends `event` to the log in `sandbox_dir`. A sandbox directory that is gone (the sandbox was killed
 /// meanwhile) takes no events.

@@ -488,7 +488,8 @@ impl Manager {
         slot.live = None;
         write(&self.inner.index).remove(id);
         write(&self.inner.slots).remove(id);
-        self.inner.store.delete_sandbox(id)?;
+        // Its commands are ending and log that they ended: the directory goes between two appends.
+        super::events::exclusive(|| self.inner.store.delete_sandbox(id))?;
         Ok(())
     }
 
