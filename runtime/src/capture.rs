@@ -2,7 +2,8 @@
 //! non-exported ones instrumentation made reachable, such as `__stack_pointer`), table sizes and the WASI
 //! state — plus the sandbox's files, written as one blob by [`crate::snapshot`].
 //!
-//! Memory is never copied on the way: the encoder reads it straight out of the live instances.
+//! Memory is never copied on the way: the encoder reads it straight out of the live instances. Running
+//! processes are first suspended (see [`Sandbox::pause`]): their stacks are then memory and globals too.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,14 +11,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::{Memory, Val};
 
 use crate::process::Process;
-use crate::sandbox::Sandbox;
+use crate::running::{Control, Waited};
+use crate::sandbox::{Entry, Sandbox};
 use crate::snapshot::{
     ArchiveError, ArchiveLimits, EncodeError, EncodeOptions, FsArchive, MemorySection,
     write_blob_atomic,
 };
+use crate::state::ProcessKind;
 use crate::state::{
     GlobalState, GlobalValue, MemoryState, ProcessState, SandboxManifest, TableState,
 };
+use crate::wasi::StopReason;
 use crate::wasi::WasiSaveError;
 
 /// What a pause or snapshot wrote.
@@ -29,6 +33,8 @@ pub struct PauseReport {
     pub memory_bytes: u64,
     /// Number of processes captured.
     pub processes: usize,
+    /// How many of them were suspended in a call (they continue after the resume).
+    pub suspended: usize,
     /// Wall time from the start of the capture to the blob being durable on disk.
     pub elapsed: Duration,
 }
@@ -70,6 +76,32 @@ pub enum PauseError {
     /// The blob could not be written.
     #[error("the blob could not be written")]
     Encode(#[from] EncodeError),
+    /// A process was running a call that could not be suspended in time, so its state could not be read.
+    #[error(
+        "process {0} is running a call that could not be suspended; try again when it has finished"
+    )]
+    Busy(u32),
+}
+
+/// Processes a pause or snapshot took from their threads, unwound, to capture.
+struct Taken {
+    items: Vec<(Control, Box<Process>)>,
+}
+
+impl Taken {
+    /// Hands every process back to its thread, to be rewound in place (after a snapshot, or a failed pause).
+    fn resume(self) {
+        for (control, process) in self.items {
+            control.resume(process);
+        }
+    }
+
+    /// Keeps every process: their runs end as suspended (after a durable pause).
+    fn release(self) {
+        for (control, _process) in self.items {
+            control.release();
+        }
+    }
 }
 
 impl Sandbox {
@@ -77,24 +109,40 @@ impl Sandbox {
     /// the file is complete and durable when this returns, or it does not exist), then releases the
     /// processes and the directory. Resume it with [`crate::Runtime::resume`].
     ///
-    /// Running commands are stopped first ([`crate::wasi::StopReason::Pause`]) and waited for: a command's
-    /// wasm stack cannot be captured, and the files it writes must be complete before they are archived.
+    /// Running processes — commands, and handler calls started with [`Sandbox::start_call`] — are
+    /// suspended first when their module can be paused mid-call: each unwinds at its next unwind point
+    /// (within [`crate::SandboxLimits::suspend_deadline`]), its stack goes into the blob with everything
+    /// else, and its run ends as suspended; after the resume it continues where it was
+    /// ([`Sandbox::continue_command`], [`Sandbox::continue_call`]). A command that cannot be suspended is
+    /// ended ([`crate::wasi::StopReason::Pause`]), and a handler call that cannot is waited for, then ended.
     ///
-    /// On error nothing else is released: the sandbox carries on (without the commands it ran) as if the
-    /// pause had not been asked for.
+    /// On error nothing else is released: the sandbox carries on — suspended processes rewound in place —
+    /// as if the pause had not been asked for.
     pub fn pause(&mut self, blob: &Path) -> Result<PauseReport, PauseError> {
-        if !self.paused {
-            self.stop_commands(crate::wasi::StopReason::Pause);
+        if self.paused {
+            return Err(PauseError::AlreadyPaused);
         }
-        let report = self.snapshot(blob, &EncodeOptions::default())?;
-        self.processes.clear();
-        self.paused = true;
-        self.release_dir();
-        Ok(report)
+        let mut taken = self.suspend_running(true)?;
+        match self.write_blob(blob, &mut taken, &EncodeOptions::default()) {
+            Ok(report) => {
+                taken.release();
+                self.processes.clear();
+                self.paused = true;
+                self.release_dir();
+                Ok(report)
+            }
+            Err(error) => {
+                taken.resume();
+                Err(error)
+            }
+        }
     }
 
     /// Writes the sandbox's state to `blob` like [`Sandbox::pause`], but keeps it running: the blob is a
-    /// snapshot from which any number of new sandboxes can be resumed.
+    /// snapshot from which any number of new sandboxes can be resumed. Running processes that can be
+    /// suspended are, for the capture, and rewound in place at once: every sandbox resumed from the
+    /// snapshot starts with them running too. A running command that cannot be suspended keeps running and
+    /// is not in the snapshot.
     pub fn snapshot(
         &mut self,
         blob: &Path,
@@ -103,15 +151,100 @@ impl Sandbox {
         if self.paused {
             return Err(PauseError::AlreadyPaused);
         }
+        let mut taken = self.suspend_running(false)?;
+        let result = self.write_blob(blob, &mut taken, options);
+        taken.resume();
+        result
+    }
+
+    /// Asks every running process to suspend and takes those that unwind. `for_pause`: processes that
+    /// cannot be suspended are ended (commands at once, handler calls after the deadline); otherwise
+    /// commands that cannot keep running, and a handler call that cannot is an error.
+    fn suspend_running(&mut self, for_pause: bool) -> Result<Taken, PauseError> {
+        self.reap();
+        let running: Vec<(u32, Control)> = self
+            .processes
+            .iter()
+            .filter_map(|(&pid, e)| match e {
+                Entry::Running(c) => Some((pid, c.clone())),
+                Entry::Held(_) => None,
+            })
+            .collect();
+        for (_, control) in &running {
+            if control.suspendable() {
+                control.request_suspend();
+            } else if for_pause && control.kind() == ProcessKind::Command {
+                control.stop(StopReason::Pause);
+            }
+        }
+        let deadline = Instant::now() + self.limits.suspend_deadline;
+        let mut taken = Taken { items: Vec::new() };
+        let mut failure = None;
+        for (pid, control) in running {
+            if !for_pause && !control.suspendable() && control.kind() == ProcessKind::Command {
+                continue;
+            }
+            let mut waited = control.wait_parked(deadline);
+            if let Waited::TimedOut = waited {
+                if !for_pause {
+                    control.clear_suspend();
+                    failure.get_or_insert(PauseError::Busy(pid));
+                    continue;
+                }
+                // It did not unwind in time (a long host call, a module that cannot unwind): it ends.
+                tracing::warn!(pid, "a process did not suspend in time and is stopped");
+                control.stop(StopReason::Pause);
+                waited = control.wait_parked(Instant::now() + STOP_WAIT);
+            }
+            control.clear_suspend();
+            match waited {
+                Waited::Parked(process) => taken.items.push((control, process)),
+                Waited::Finished(Some(process)) => {
+                    self.processes.insert(pid, Entry::Held(process));
+                }
+                Waited::Finished(None) => {
+                    self.processes.remove(&pid);
+                }
+                Waited::TimedOut => {
+                    failure.get_or_insert(PauseError::Busy(pid));
+                }
+            }
+        }
+        match failure {
+            None => Ok(taken),
+            Some(error) => {
+                taken.resume();
+                Err(error)
+            }
+        }
+    }
+
+    /// Captures every process — held ones and the `taken` ones — and the files into `blob`.
+    fn write_blob(
+        &mut self,
+        blob: &Path,
+        taken: &mut Taken,
+        options: &EncodeOptions,
+    ) -> Result<PauseReport, PauseError> {
         let started = Instant::now();
-        let mut states = Vec::with_capacity(self.processes.len());
-        let mut memories: Vec<(u32, u32, Memory)> = Vec::new();
-        for process in self.processes.values_mut() {
+        let mut all: Vec<&mut Process> = self
+            .processes
+            .values_mut()
+            .filter_map(|e| match e {
+                Entry::Held(p) => Some(&mut **p),
+                Entry::Running(_) => None,
+            })
+            .chain(taken.items.iter_mut().map(|(_, p)| &mut **p))
+            .collect();
+        all.sort_by_key(|p| p.pid);
+        let mut states = Vec::with_capacity(all.len());
+        let mut memories: Vec<(usize, u32, Memory)> = Vec::new();
+        for (i, process) in all.iter_mut().enumerate() {
             let (state, handles) = capture_process(process)?;
             memories.extend(
                 handles
                     .into_iter()
-                    .map(|(index, memory)| (process.pid, index, memory)),
+                    .map(|(index, memory)| (i, index, memory)),
             );
             states.push(state);
         }
@@ -133,10 +266,10 @@ impl Sandbox {
         };
         let sections: Vec<MemorySection<'_>> = memories
             .iter()
-            .map(|(pid, index, memory)| MemorySection {
-                process: *pid,
+            .map(|(i, index, memory)| MemorySection {
+                process: all[*i].pid,
                 memory: *index,
-                data: memory.data(&self.processes[pid].store),
+                data: memory.data(&all[*i].store),
             })
             .collect();
         let memory_bytes = sections.iter().map(|s| s.data.len() as u64).sum();
@@ -152,10 +285,18 @@ impl Sandbox {
             blob_bytes: summary.total_bytes,
             memory_bytes,
             processes: manifest.processes.len(),
+            suspended: manifest
+                .processes
+                .iter()
+                .filter(|p| p.suspended.is_some())
+                .count(),
             elapsed: started.elapsed(),
         })
     }
 }
+
+/// How long a process that was asked to stop is waited for.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Records one process's globals, memory sizes, table sizes and WASI state, and returns handles to its
 /// memories (their bytes are read later, by the encoder, without a copy).
@@ -235,6 +376,9 @@ fn capture_process(
         wasi,
         poisoned: process.poisoned,
         label: process.label.clone(),
+        kind: process.kind,
+        instrumented_sha256: hex::encode(process.template.inner.instrumented_sha256),
+        suspended: process.suspended.clone(),
     };
     Ok((state, handles))
 }

@@ -9,28 +9,36 @@
 //! Stopping: a [`CommandControl`] ends a running command from any thread. Wasm code is stopped at its next
 //! epoch check (within one epoch tick), a guest sleeping in `poll_oneoff` or waiting on its stdin pipe is
 //! woken, and the command ends with exit code 128 + the signal ([`StopReason::exit_code`]) and the reason in
-//! [`CommandOutput::trap`]. A command's wasm stack cannot be captured, so pausing a sandbox ends its running
-//! commands ([`StopReason::Pause`]) and waits for them before capturing anything; killing (dropping) a
-//! sandbox ends them too ([`StopReason::SandboxGone`]). A snapshot (a fork's source) leaves them running:
-//! the blob holds no command, and a file a command is writing at that moment may be captured half-written.
+//! [`CommandOutput::trap`]. Killing (dropping) a sandbox ends its commands ([`StopReason::SandboxGone`]).
+//!
+//! Pausing: a command whose module the unwind stage rewrote ([`crate::instrument::Pausability::MidCall`])
+//! is *suspended* — it unwinds at its next unwind point (a sleep, a read of its stdin, a loop header), its
+//! stack is saved in the blob with everything else, and [`Command::run`] returns with
+//! [`CommandOutput::suspended`]; after the resume, [`crate::Sandbox::continue_command`] gives a `Command` that
+//! continues exactly where it was. A snapshot suspends it the same way and rewinds it in place at once. A
+//! command that cannot be suspended is ended by a pause ([`StopReason::Pause`]), as before the unwind stage.
 //!
 //! CPU time: the sandbox's `cpu_time_per_call` bounds the epoch ticks a command spends *running wasm*;
 //! time blocked in host calls (sleeping, waiting for stdin) does not count, so a background command may
 //! wait as long as it likes.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Instance, Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap, UpdateDeadline, Val};
 
-use crate::process::ProcessData;
-use crate::template::Template;
-use crate::wasi::{Interrupt, OutputSink, ProcExit, Stdin, StdinPipe, StopReason, Stopped};
+use crate::instrument::unwind::{NORMAL, REQUESTED};
+use crate::process::{Process, ProcessData, RunEnd, run_suspendable};
+use crate::wasi::{Interrupt, OutputSink, ProcExit, Stdin, StopReason, Stopped};
+
+/// Stops a command and observes its end, from any thread. Cheap to clone.
+pub type CommandControl = crate::running::Control;
 
 /// The standard streams of a command.
 #[derive(Debug)]
 pub struct CommandIo {
-    /// Standard input: bytes, or a [`StdinPipe`] the host writes to while the command runs.
+    /// Standard input: bytes, or a [`crate::wasi::StdinPipe`] the host writes to while the command runs.
     pub stdin: Stdin,
     /// Standard output: captured, streamed ([`OutputSink::stream`]) or both.
     pub stdout: OutputSink,
@@ -42,7 +50,7 @@ pub struct CommandIo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutput {
     /// The exit code: the guest's own, 0 when `_start` returned, 134 when it trapped (as `wasmtime run`),
-    /// 128 + the signal when it was stopped from outside.
+    /// 128 + the signal when it was stopped from outside. Meaningless when [`CommandOutput::suspended`].
     pub exit_code: i32,
     /// What was captured of stdout (up to the sandbox's output limit; empty for a streaming sink).
     pub stdout: Vec<u8>,
@@ -52,101 +60,25 @@ pub struct CommandOutput {
     pub trap: Option<String>,
     /// Why it was stopped from outside, if it was.
     pub stopped: Option<StopReason>,
+    /// The command did not end: its sandbox was paused and the command was saved with it, mid-run; it
+    /// continues after the resume ([`crate::Sandbox::continue_command`]).
+    pub suspended: bool,
 }
 
-/// A command ready to run: instantiated, not started.
+/// A command ready to run: instantiated (or restored, suspended), not started.
 pub struct Command {
-    pub(crate) store: Store<ProcessData>,
-    pub(crate) instance: Instance,
-    pub(crate) template: Template,
+    pub(crate) process: Option<Box<Process>>,
     pub(crate) control: CommandControl,
     pub(crate) cpu_limit: Duration,
     /// The wall-time limit of the whole command, and when it runs out (`None`: too far to represent).
     pub(crate) wall_limit: Duration,
     pub(crate) wall_deadline: Option<Instant>,
-}
-
-/// Stops a command and observes its end, from any thread. Cheap to clone.
-#[derive(Clone)]
-pub struct CommandControl {
-    shared: Arc<ControlShared>,
-}
-
-struct ControlShared {
-    interrupt: Arc<Interrupt>,
-    /// The command's stdin when it is a pipe, closed when the command is stopped or ends.
-    stdin: Option<StdinPipe>,
-    finished: Mutex<bool>,
-    ended: Condvar,
-}
-
-impl std::fmt::Debug for CommandControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandControl")
-            .field("stopped", &self.shared.interrupt.stopped())
-            .field("finished", &self.is_finished())
-            .finish()
-    }
-}
-
-impl CommandControl {
-    pub(crate) fn new(interrupt: Arc<Interrupt>, stdin: Option<StdinPipe>) -> Self {
-        Self {
-            shared: Arc::new(ControlShared {
-                interrupt,
-                stdin,
-                finished: Mutex::new(false),
-                ended: Condvar::new(),
-            }),
-        }
-    }
-
-    /// Asks the command to stop for `reason`; returns whether this was the first stop request. It ends
-    /// within an epoch tick of running wasm, or as soon as the host call it is blocked in returns.
-    pub fn stop(&self, reason: StopReason) -> bool {
-        let first = self.shared.interrupt.trigger(reason);
-        if let Some(stdin) = &self.shared.stdin {
-            stdin.close();
-        }
-        first
-    }
-
-    /// The command's stdin pipe, if it was started with one.
-    pub fn stdin(&self) -> Option<&StdinPipe> {
-        self.shared.stdin.as_ref()
-    }
-
-    /// Whether the command has ended (or was dropped without running).
-    pub fn is_finished(&self) -> bool {
-        *self.lock()
-    }
-
-    /// Blocks until the command has ended.
-    pub fn wait(&self) {
-        let mut finished = self.lock();
-        while !*finished {
-            finished = self
-                .shared
-                .ended
-                .wait(finished)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(stdin) = &self.shared.stdin {
-            stdin.close();
-        }
-        *self.lock() = true;
-        self.shared.ended.notify_all();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
-        self.shared
-            .finished
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
+    /// Epoch ticks spent running wasm so far (what the CPU limit counts), and the tick's length.
+    pub(crate) ticks_used: Arc<AtomicU64>,
+    pub(crate) tick: Duration,
+    /// Wall time already used before this run (by the run before a pause), and when this one started.
+    pub(crate) wall_used: Duration,
+    pub(crate) started: Instant,
 }
 
 impl Command {
@@ -155,18 +87,62 @@ impl Command {
         self.control.clone()
     }
 
-    /// Runs the command to completion (blocking: call it off any async runtime) and reports how it ended.
+    /// Runs the command to completion — or to its suspension by a pause — and reports how it ended
+    /// (blocking: call it off any async runtime).
     pub fn run(mut self) -> CommandOutput {
-        let cpu = self.store.data().limits.usage().running();
-        let outcome =
-            crate::instantiate::initialize(&self.template, &mut self.store, &self.instance)
-                .and_then(|()| {
-                    self.instance
-                        .get_typed_func::<(), ()>(&mut self.store, "_start")?
-                        .call(&mut self.store, ())
-                });
-        drop(cpu);
-        let stopped = self.control.shared.interrupt.stopped();
+        let Some(mut process) = self.process.take() else {
+            return self.ended(
+                None,
+                Err(wasmtime::Error::msg("the command has no process")),
+            );
+        };
+        let resuming = process.suspended.take().is_some();
+        if !resuming {
+            let template = process.template.clone();
+            let instance = process.instance;
+            let cpu = process.store.data().limits.usage().running();
+            let initialized =
+                crate::instantiate::initialize(&template, &mut process.store, &instance);
+            drop(cpu);
+            if let Err(error) = initialized {
+                return self.ended(Some(process), Err(error));
+            }
+        }
+        let (ticks, tick, started, wall_used) = (
+            self.ticks_used.clone(),
+            self.tick,
+            self.started,
+            self.wall_used,
+        );
+        let budget = move |_: &mut Process| {
+            let cpu = tick
+                .saturating_mul(u32::try_from(ticks.load(Ordering::Relaxed)).unwrap_or(u32::MAX));
+            (
+                u64::try_from(cpu.as_millis()).unwrap_or(u64::MAX),
+                u64::try_from((wall_used + started.elapsed()).as_millis()).unwrap_or(u64::MAX),
+            )
+        };
+        let control = self.control.clone();
+        match run_suspendable(process, "_start", &[], resuming, &control, budget) {
+            RunEnd::Returned(process, _) => self.ended(Some(process), Ok(())),
+            RunEnd::Failed(process, error) => self.ended(Some(process), Err(error)),
+            RunEnd::Released => {
+                control.finish(None);
+                CommandOutput {
+                    exit_code: 0,
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    trap: None,
+                    stopped: None,
+                    suspended: true,
+                }
+            }
+        }
+    }
+
+    /// The output of a command that ended with `outcome`.
+    fn ended(&self, process: Option<Box<Process>>, outcome: wasmtime::Result<()>) -> CommandOutput {
+        let stopped = self.control.stopped();
         let (exit_code, trap, stopped) = match outcome {
             Ok(()) => (0, None, None),
             Err(error) => {
@@ -198,40 +174,60 @@ impl Command {
                 }
             }
         };
-        let wasi = &mut self.store.data_mut().wasi;
+        let (stdout, stderr) = match process {
+            Some(mut process) => {
+                let wasi = &mut process.store.data_mut().wasi;
+                (wasi.take_stdout(), wasi.take_stderr())
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        self.control.finish(None);
         CommandOutput {
             exit_code,
-            stdout: wasi.take_stdout(),
-            stderr: wasi.take_stderr(),
+            stdout,
+            stderr,
             trap,
             stopped,
+            suspended: false,
         }
     }
 }
 
 impl Drop for Command {
     fn drop(&mut self) {
-        self.control.finish();
+        if self.process.is_some() {
+            // Never run: nothing comes back to the sandbox.
+            self.control.finish(None);
+        }
+        self.control.done();
     }
 }
 
-/// Makes `store` stoppable through `interrupt`, bounds the ticks it spends running wasm by
-/// `budget_ticks`, and its whole run by `wall_deadline`: the epoch deadline is one tick ahead, and each
-/// time it passes the callback checks for a stop request, the wall deadline, and counts the tick. Host
-/// sleeps and stdin waits do not use up ticks, but end at the wall deadline.
+/// Makes `store` stoppable and suspendable through `interrupt`, bounds the ticks it spends running wasm by
+/// `budget_ticks` (counting them in `used`), and its whole run by `wall_deadline`: the epoch deadline is one
+/// tick ahead, and each time it passes the callback checks for a stop request, turns a suspend request into
+/// the guest's `REQUESTED` state (when the running call may be suspended), checks the wall deadline, and
+/// counts the tick. Host sleeps and stdin waits do not use up ticks, but end at the wall deadline.
 pub(crate) fn arm(
     store: &mut Store<ProcessData>,
     interrupt: Arc<Interrupt>,
     budget_ticks: u64,
+    used: Arc<AtomicU64>,
     wall_deadline: Option<Instant>,
 ) {
-    let mut used = 0u64;
-    store.epoch_deadline_callback(move |_| {
+    store.epoch_deadline_callback(move |mut ctx| {
         if let Some(reason) = interrupt.stopped() {
             return Err(wasmtime::Error::new(Stopped(reason)));
         }
-        used += 1;
-        if used >= budget_ticks || wall_deadline.is_some_and(|d| Instant::now() >= d) {
+        if interrupt.suspend_requested()
+            && ctx.data().wasi.suspendable()
+            && let Some(globals) = ctx.data().wasi.unwind_globals()
+            && globals.state.get(&mut ctx).i32() == Some(NORMAL)
+        {
+            globals.state.set(&mut ctx, Val::I32(REQUESTED))?;
+        }
+        let spent = used.fetch_add(1, Ordering::Relaxed) + 1;
+        if spent >= budget_ticks || wall_deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(UpdateDeadline::Interrupt);
         }
         Ok(UpdateDeadline::Continue(1))

@@ -281,6 +281,11 @@ impl StasisEngine {
         &self.inner.engine
     }
 
+    /// The period of the epoch ticker.
+    pub fn epoch_tick(&self) -> Duration {
+        self.inner.epoch_tick
+    }
+
     /// The number of epoch ticks covering `d`, rounded up and at least one, for `Store::set_epoch_deadline`.
     pub fn ticks_for(&self, d: Duration) -> u64 {
         let tick = self.inner.epoch_tick.as_nanos().max(1);
@@ -356,6 +361,62 @@ impl StasisEngine {
         })
     }
 
+    /// The compiled module whose (instrumented) wasm has this sha256, if it is loaded or in the disk cache;
+    /// never compiles.
+    pub fn load_cached(&self, sha256: &[u8; 32]) -> Option<LoadedModule> {
+        let slot = {
+            let mut modules = self
+                .inner
+                .modules
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            modules.entry(*sha256).or_default().clone()
+        };
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(module) = slot.as_ref() {
+            return Some(LoadedModule {
+                module: module.clone(),
+                sha256: *sha256,
+                from_cache: true,
+                source: ModuleSource::Memory,
+            });
+        }
+        let module = self.read_cached(&self.cache_path(sha256)?)?;
+        *slot = Some(module.clone());
+        Some(LoadedModule {
+            module,
+            sha256: *sha256,
+            from_cache: true,
+            source: ModuleSource::Disk,
+        })
+    }
+
+    /// Reads a named artifact of the disk cache (written by [`Self::write_artifact`]), checksum verified;
+    /// `None` when there is no cache, no such file, or a damaged one.
+    pub fn read_artifact(&self, name: &str) -> Option<Vec<u8>> {
+        let path = self.inner.cache_dir.as_ref()?.join(name);
+        let bytes = std::fs::read(&path).ok()?;
+        match verified_payload(&bytes) {
+            Some(payload) => Some(payload.to_vec()),
+            None => {
+                tracing::warn!(path = %path.display(), "cache artifact is corrupt; ignoring it");
+                None
+            }
+        }
+    }
+
+    /// Stores a named artifact in the disk cache, atomically and checksummed (best effort: a cache that
+    /// cannot be written is logged and ignored).
+    pub fn write_artifact(&self, name: &str, payload: &[u8]) {
+        let Some(dir) = self.inner.cache_dir.as_ref() else {
+            return;
+        };
+        let path = dir.join(name);
+        if let Err(e) = write_framed(payload, &path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not write a cache artifact");
+        }
+    }
+
     /// Forgets the in-memory copy of a module (e.g. when its template is deleted), so its code can be freed
     /// once no instance uses it. The on-disk artifact stays. Returns whether the module was loaded.
     pub fn evict(&self, sha256: &[u8; 32]) -> bool {
@@ -410,6 +471,11 @@ fn write_cached(module: &Module, path: &Path) -> std::io::Result<()> {
     let payload = module
         .serialize()
         .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    write_framed(&payload, path)
+}
+
+/// Writes `payload` framed (magic, sha256) to `path` atomically.
+fn write_framed(payload: &[u8], path: &Path) -> std::io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("cache path has no parent directory"))?;
@@ -418,8 +484,8 @@ fn write_cached(module: &Module, path: &Path) -> std::io::Result<()> {
         .suffix(".cwasm")
         .tempfile_in(dir)?;
     tmp.write_all(CACHE_MAGIC)?;
-    tmp.write_all(&Sha256::digest(&payload))?;
-    tmp.write_all(&payload)?;
+    tmp.write_all(&Sha256::digest(payload))?;
+    tmp.write_all(payload)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     // Make the rename itself durable; failure here only risks a recompile after a crash.

@@ -70,6 +70,7 @@ impl Sandbox {
             blob_bytes: summary.total_bytes,
             memory_bytes: 0,
             processes: 0,
+            suspended: 0,
             elapsed: started.elapsed(),
         })
     }

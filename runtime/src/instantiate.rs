@@ -69,6 +69,8 @@ pub(crate) fn new_store(
 /// Arms the deadline of the next call into a process: `ticks` epochs for guest code, and the same span of
 /// wall time for host calls that block (a WASI sleep), which epoch interruption cannot reach.
 pub(crate) fn arm_deadline(store: &mut Store<ProcessData>, ticks: u64, limit: std::time::Duration) {
+    // A call run outside the sandbox's lock left a callback that counts ticks; this call traps instead.
+    store.epoch_deadline_trap();
     store.set_epoch_deadline(ticks);
     store
         .data_mut()

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod call;
 pub mod capture;
 pub mod command;
 pub mod engine;
@@ -35,6 +36,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod process;
 pub mod restore;
+pub mod running;
 pub mod runtime;
 pub mod sandbox;
 pub mod snapshot;
@@ -43,13 +45,18 @@ pub mod template;
 pub mod usage;
 pub mod wasi;
 
+pub use call::{CallOutput, ProcessCall};
 pub use capture::{PauseError, PauseReport};
 pub use command::{Command, CommandControl, CommandIo};
 pub use instantiate::SpawnError;
 pub use limits::SandboxLimits;
 pub use process::CallError;
 pub use restore::{ResumeError, ResumeOptions};
+pub use running::Control;
 pub use runtime::{Runtime, RuntimeConfig, RuntimeError};
-pub use sandbox::{CommandOutput, CreateError, ProcessInfo, RunError, Sandbox, SandboxOptions};
+pub use sandbox::{
+    CommandOutput, CreateError, ProcessInfo, ProcessStatus, RunError, Sandbox, SandboxOptions,
+};
+pub use state::ProcessKind;
 pub use template::{ModuleKind, Template, TemplateError};
 pub use usage::SandboxUsage;

@@ -32,6 +32,10 @@ pub struct SandboxLimits {
     pub max_response_bytes: u64,
     /// Most processes that may be alive in one sandbox at once.
     pub max_processes: u32,
+    /// How long a pause or snapshot waits for a running process to unwind (it does at its next sleep,
+    /// read or loop header, so within microseconds when it can); one that has not by then is ended
+    /// (pause) or makes the snapshot fail.
+    pub suspend_deadline: Duration,
 }
 
 impl Default for SandboxLimits {
@@ -47,6 +51,7 @@ impl Default for SandboxLimits {
             max_output_bytes: 16 << 20,
             max_response_bytes: 64 << 20,
             max_processes: 64,
+            suspend_deadline: Duration::from_secs(2),
         }
     }
 }

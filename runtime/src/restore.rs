@@ -13,7 +13,7 @@ use crate::limits::SandboxLimits;
 use crate::process::Process;
 use crate::runtime::Runtime;
 use crate::sandbox::{Sandbox, random_name};
-use crate::snapshot::{ArchiveError, DecodeError, DecodedBlob, MemoryImage, read_blob};
+use crate::snapshot::{ArchiveError, DecodeError, DecodedBlob, MemoryImage};
 use crate::state::{GlobalValue, ProcessState, SandboxManifest};
 use crate::template::Template;
 use crate::wasi::{Stdin, WasiCtx, WasiRestoreError};
@@ -89,6 +89,20 @@ pub enum ResumeError {
         #[source]
         source: SpawnError,
     },
+    /// A process was suspended in a call by a module instrumented differently from this runtime's (another
+    /// Stasis version's unwind stage): its saved frames mean nothing to this module.
+    #[error(
+        "process {pid} was suspended in a call by instrumented module {saved}, but this runtime's is {current}; \
+         resume the blob with the Stasis version that paused it"
+    )]
+    Instrumentation {
+        /// The process.
+        pid: u32,
+        /// The instrumented module's hash recorded in the blob.
+        saved: String,
+        /// This runtime's.
+        current: String,
+    },
     /// The saved state does not fit the module (a global or memory it lacks, a memory over the limit).
     #[error("process {pid}'s saved state does not fit its module: {reason}")]
     Layout {
@@ -108,7 +122,8 @@ impl Runtime {
     /// little whatever the memory size. The file may be renamed over or deleted afterwards (as Stasis's own
     /// writes do), but must not be truncated or rewritten in place while the sandbox lives.
     pub fn resume(&self, blob: &Path, options: ResumeOptions) -> Result<Sandbox, ResumeError> {
-        let decoded: DecodedBlob<SandboxManifest> = read_blob(blob, &self.config().decode_limits)?;
+        let decoded: DecodedBlob<SandboxManifest> =
+            crate::state::read_sandbox_blob(blob, &self.config().decode_limits)?;
         let found = hex::encode(decoded.header.module_sha256);
         let template = match options.template {
             Some(template) if template.sha256() != decoded.header.module_sha256 => {
@@ -150,7 +165,6 @@ impl Runtime {
             processes: Default::default(),
             next_pid: 1,
             paused: false,
-            commands: Vec::new(),
             mounts: options.mounts,
             usage: crate::usage::SandboxUsage::new(),
         };
@@ -199,9 +213,19 @@ fn restore_process(
         .runtime
         .template_by_hash(&sha)
         .ok_or_else(|| ResumeError::UnknownModule(state.module.module_sha256.clone()))?;
+    if state.suspended.is_some() && state.instrumented_sha256 != template.instrumented_sha256_hex()
+    {
+        return Err(ResumeError::Instrumentation {
+            pid,
+            saved: state.instrumented_sha256.clone(),
+            current: template.instrumented_sha256_hex(),
+        });
+    }
     let config = sandbox.wasi_config(template.name(), &[], Stdin::Empty);
-    let wasi = WasiCtx::restore(config, &state.wasi)
+    let mut wasi = WasiCtx::restore(config, &state.wasi)
         .map_err(|source| ResumeError::Wasi { pid, source })?;
+    let interrupt = std::sync::Arc::new(crate::wasi::Interrupt::new());
+    wasi.set_interrupt(interrupt.clone());
     let mut store = new_store(
         sandbox.runtime.engine(),
         &sandbox.limits,
@@ -210,16 +234,37 @@ fn restore_process(
     );
     let instance = instantiate(&template, &mut store)
         .map_err(|source| ResumeError::Instantiate { pid, source })?;
+    crate::sandbox::attach_unwind_globals(&template, &mut store, &instance)
+        .map_err(|source| ResumeError::Instantiate { pid, source })?;
     let layout = &template.inner.layout;
+    // The unwind stage's own state may be missing from a blob made before it (or by a module without it):
+    // it then starts fresh, which is right for a process that was not suspended.
+    let unwind_globals: Vec<u32> = layout
+        .unwind
+        .iter()
+        .flat_map(|u| [Some(u.state_global), Some(u.sp_global), u.countdown_global])
+        .flatten()
+        .collect();
+    let frame_memory = layout.unwind.as_ref().map(|u| u.frame_memory);
 
-    if state.memories.len() != layout.memories.len() {
-        return Err(layout_error(format!(
-            "{} memories saved, the module has {}",
-            state.memories.len(),
-            layout.memories.len()
-        )));
+    for saved in &state.memories {
+        if !layout.memories.iter().any(|m| m.index == saved.index) {
+            return Err(layout_error(format!(
+                "memory {} is saved, but the module has no such memory",
+                saved.index
+            )));
+        }
     }
-    for (saved, desc) in state.memories.iter().zip(&layout.memories) {
+    for desc in &layout.memories {
+        let Some(saved) = state.memories.iter().find(|m| m.index == desc.index) else {
+            if Some(desc.index) == frame_memory && state.suspended.is_none() {
+                continue;
+            }
+            return Err(layout_error(format!(
+                "the module has memory {}, which the blob does not have",
+                desc.index
+            )));
+        };
         let memory = instance
             .get_memory(&mut store, &desc.export_name)
             .ok_or_else(|| layout_error(format!("memory {} is not exported", desc.index)))?;
@@ -273,20 +318,27 @@ fn restore_process(
         }
     }
 
-    if state.globals.len() != layout.globals.len() {
-        return Err(layout_error(format!(
-            "{} globals saved, the module has {} mutable globals",
-            state.globals.len(),
-            layout.globals.len()
-        )));
-    }
-    for (saved, desc) in state.globals.iter().zip(&layout.globals) {
-        if saved.index != desc.index {
+    for saved in &state.globals {
+        let known = layout.globals.iter().any(|g| g.index == saved.index);
+        // A blob's unwind state for a module this runtime did not rewrite is void (nothing is suspended).
+        let void = state.suspended.is_none() && !known;
+        if !known && !void {
             return Err(layout_error(format!(
-                "saved global {} where global {} was expected",
-                saved.index, desc.index
+                "global {} is saved, but the module has no such mutable global",
+                saved.index
             )));
         }
+    }
+    for desc in &layout.globals {
+        let Some(saved) = state.globals.iter().find(|g| g.index == desc.index) else {
+            if unwind_globals.contains(&desc.index) && state.suspended.is_none() {
+                continue;
+            }
+            return Err(layout_error(format!(
+                "the module has mutable global {}, which the blob does not have",
+                desc.index
+            )));
+        };
         let global = instance
             .get_global(&mut store, &desc.export_name)
             .ok_or_else(|| layout_error(format!("global {} is not exported", desc.index)))?;
@@ -321,6 +373,9 @@ fn restore_process(
         instance,
         poisoned: state.poisoned,
         label: state.label.clone(),
+        kind: state.kind,
+        interrupt,
+        suspended: state.suspended.clone(),
     })
 }
 

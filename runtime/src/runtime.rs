@@ -25,6 +25,8 @@ pub struct RuntimeConfig {
     /// Where compiled modules are cached; `data_dir/cache` when `None`. Runtimes that share one (a test
     /// suite, servers on one machine) compile a large guest such as the Python interpreter only once.
     pub cache_dir: Option<PathBuf>,
+    /// How templates are instrumented (by default with the unwind stage, so running calls can be paused).
+    pub instrument: crate::instrument::InstrumentOptions,
 }
 
 impl RuntimeConfig {
@@ -35,6 +37,7 @@ impl RuntimeConfig {
             limits: SandboxLimits::default(),
             decode_limits: DecodeLimits::default(),
             cache_dir: None,
+            instrument: crate::instrument::InstrumentOptions::default(),
         }
     }
 
@@ -134,9 +137,7 @@ impl Runtime {
         {
             return Ok(existing);
         }
-        let mut layout = crate::instrument::instrument(wasm)?;
-        let instrumented = std::mem::take(&mut layout.wasm);
-        let loaded = self.inner.engine.load_module(&instrumented)?;
+        let (layout, loaded) = self.instrument_and_compile(&sha256, wasm)?;
         check_imports(&loaded.module)?;
         let pre = self
             .inner
@@ -155,10 +156,49 @@ impl Runtime {
                 pre,
                 layout,
                 kind,
+                instrumented_sha256: loaded.sha256,
             }),
         };
         self.templates().insert(sha256, template.clone());
         Ok(template)
+    }
+
+    /// Instruments and compiles `wasm` — or, when both the instrumentation's result and the compiled module
+    /// are in the cache directory, loads them without running the pass (which takes seconds for a large
+    /// interpreter). The cached layout is keyed by the module, the instrumentation options and a fingerprint
+    /// of the pass's source, so a changed pass never reuses an old result.
+    fn instrument_and_compile(
+        &self,
+        sha256: &[u8; 32],
+        wasm: &[u8],
+    ) -> Result<(crate::instrument::Instrumented, crate::engine::LoadedModule), TemplateError> {
+        let options = &self.inner.config.instrument;
+        let name = format!(
+            "{}-{}-{}.layout",
+            hex::encode(sha256),
+            hex::encode(&Sha256::digest(serde_json::to_vec(options).unwrap_or_default())[..8]),
+            env!("STASIS_INSTRUMENT_FINGERPRINT"),
+        );
+        let engine = &self.inner.engine;
+        if let Some(bytes) = engine.read_artifact(&name)
+            && let Ok((layout, instrumented)) = bincode::serde::decode_from_slice::<
+                (crate::instrument::Instrumented, [u8; 32]),
+                _,
+            >(&bytes, bincode::config::standard())
+            .map(|(v, _)| v)
+            && let Some(loaded) = engine.load_cached(&instrumented)
+        {
+            return Ok((layout, loaded));
+        }
+        let mut layout = crate::instrument::instrument_with(wasm, options)?;
+        let instrumented = std::mem::take(&mut layout.wasm);
+        let loaded = engine.load_module(&instrumented)?;
+        if let Ok(bytes) =
+            bincode::serde::encode_to_vec((&layout, loaded.sha256), bincode::config::standard())
+        {
+            engine.write_artifact(&name, &bytes);
+        }
+        Ok((layout, loaded))
     }
 
     /// Loads a template from a `.wasm` file (see [`Runtime::load_template`]).

@@ -1,24 +1,36 @@
 //! A live sandbox: a private directory (the guest's `/`), the processes alive in it, and the operations on
-//! them — call a reactor, spawn one, start a command module ([`crate::command`]) or run one to completion.
+//! them — call a reactor (here, or on another thread: [`crate::call`]), spawn one, start a command module
+//! ([`crate::command`]) or run one to completion, continue the processes a resume brought back suspended.
 //! Pausing and resuming are the pipeline stages of [`crate::capture`] and [`crate::restore`].
+//!
+//! The process table: every process is either *held* by the sandbox (a reactor between calls, or any
+//! process suspended in a call by a pause, waiting to be continued) or *running* on a thread of its own (a
+//! command, a handler call started with [`Sandbox::start_call`]), reached through its
+//! [`crate::running::Control`]. A running process that finishes comes back (a reactor) or leaves the table
+//! (a command) the next time the sandbox is used.
 
-use std::collections::{BTreeMap, btree_map::Entry};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Val;
 
-use crate::command::{Command, CommandControl, CommandIo, arm};
+use crate::call::ProcessCall;
+use crate::command::{Command, CommandIo, arm};
 use crate::instantiate::{SpawnError, initialize, instantiate, new_store};
 use crate::limits::SandboxLimits;
 use crate::process::{CallError, Process};
+use crate::running::Control;
 use crate::runtime::Runtime;
+use crate::state::ProcessKind;
 use crate::template::{ModuleKind, Template};
 use crate::usage::SandboxUsage;
 use crate::wasi::{
-    DiskQuota, Interrupt, Mount, OutputSink, Stdin, StopReason, WasiConfig, WasiCtx, WasiLimits,
+    DiskQuota, Interrupt, Mount, OutputSink, Stdin, StopReason, UnwindGlobals, WasiConfig, WasiCtx,
+    WasiLimits,
 };
 
 /// How a sandbox is created.
@@ -67,9 +79,23 @@ pub enum RunError {
     /// Only command modules (with `_start`) can be run.
     #[error("template {0} is a reactor module; spawn it instead of running it")]
     NotACommand(String),
+    /// No suspended command has this id.
+    #[error("no suspended command {0} in this sandbox")]
+    NoSuchCommand(u32),
     /// The command could not be set up.
     #[error("could not start the command")]
     Spawn(#[from] SpawnError),
+}
+
+/// Where a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessStatus {
+    /// A reactor between calls.
+    Idle,
+    /// Running on a thread of its own (a command, or a handler call).
+    Running,
+    /// Suspended in a call by a pause, and not continued yet since the resume.
+    Suspended,
 }
 
 /// A live process of a sandbox, as [`Sandbox::processes`] lists it.
@@ -83,9 +109,21 @@ pub struct ProcessInfo {
     pub label: String,
     /// Whether a trap or a CPU timeout left it unusable until it is killed and spawned again.
     pub poisoned: bool,
+    /// A reactor or a command.
+    pub kind: ProcessKind,
+    /// Idle, running or suspended.
+    pub status: ProcessStatus,
 }
 
 pub use crate::command::CommandOutput;
+
+/// A process of the sandbox's table.
+pub(crate) enum Entry {
+    /// Held by the sandbox: a reactor between calls, or a process suspended in a call.
+    Held(Box<Process>),
+    /// Running on a thread of its own.
+    Running(Control),
+}
 
 /// A live sandbox.
 pub struct Sandbox {
@@ -100,11 +138,9 @@ pub struct Sandbox {
     pub(crate) limits: SandboxLimits,
     /// The disk quota of the sandbox directory, shared by all its processes.
     pub(crate) quota: Arc<DiskQuota>,
-    pub(crate) processes: BTreeMap<u32, Process>,
+    pub(crate) processes: BTreeMap<u32, Entry>,
     pub(crate) next_pid: u32,
     pub(crate) paused: bool,
-    /// Commands started and not yet seen to end; they count against `max_processes`.
-    pub(crate) commands: Vec<CommandControl>,
     /// Extra host directories every process sees (see [`SandboxOptions::mounts`]).
     pub(crate) mounts: Vec<Mount>,
     /// What the sandbox's processes use, shared with their stores (see [`crate::usage`]).
@@ -146,7 +182,6 @@ impl Runtime {
             processes: BTreeMap::new(),
             next_pid: 1,
             paused: false,
-            commands: Vec::new(),
             mounts: options.mounts,
             usage: SandboxUsage::new(),
         };
@@ -194,7 +229,8 @@ impl Sandbox {
     }
 
     /// Ids of the live processes, in ascending order.
-    pub fn pids(&self) -> Vec<u32> {
+    pub fn pids(&mut self) -> Vec<u32> {
+        self.reap();
         self.processes.keys().copied().collect()
     }
 
@@ -219,17 +255,94 @@ impl Sandbox {
         }
     }
 
-    /// Every live process: its id, module, label and whether a trap poisoned it, in ascending pid order.
-    pub fn processes(&self) -> Vec<ProcessInfo> {
+    /// Brings back into the table the running processes whose runs have ended.
+    pub(crate) fn reap(&mut self) {
+        let ended: Vec<(u32, Option<Box<Process>>)> = self
+            .processes
+            .iter()
+            .filter_map(|(&pid, entry)| match entry {
+                Entry::Running(control) => control.take_finished().map(|back| (pid, back)),
+                Entry::Held(_) => None,
+            })
+            .collect();
+        for (pid, back) in ended {
+            match back {
+                Some(process) => {
+                    self.processes.insert(pid, Entry::Held(process));
+                }
+                None => {
+                    self.processes.remove(&pid);
+                }
+            }
+        }
+    }
+
+    /// Every live process — its id, module, label, kind and where it is — in ascending pid order.
+    pub fn processes(&mut self) -> Vec<ProcessInfo> {
+        self.reap();
         self.processes
             .values()
-            .map(|p| ProcessInfo {
-                pid: p.pid,
-                template: p.template.name().to_owned(),
-                label: p.label.clone(),
-                poisoned: p.poisoned,
+            .map(|entry| match entry {
+                Entry::Held(p) => ProcessInfo {
+                    pid: p.pid,
+                    template: p.template.name().to_owned(),
+                    label: p.label.clone(),
+                    poisoned: p.poisoned,
+                    kind: p.kind,
+                    status: if p.suspended.is_some() {
+                        ProcessStatus::Suspended
+                    } else {
+                        ProcessStatus::Idle
+                    },
+                },
+                Entry::Running(c) => ProcessInfo {
+                    pid: c.pid(),
+                    template: c.template().to_owned(),
+                    label: c.label().to_owned(),
+                    poisoned: false,
+                    kind: c.kind(),
+                    status: ProcessStatus::Running,
+                },
             })
             .collect()
+    }
+
+    /// The control of process `pid` while it runs on a thread of its own: to wait for its call to end
+    /// before making another, or to stop it.
+    pub fn running(&mut self, pid: u32) -> Option<Control> {
+        self.reap();
+        match self.processes.get(&pid)? {
+            Entry::Running(control) => Some(control.clone()),
+            Entry::Held(_) => None,
+        }
+    }
+
+    /// Instantiates `template` as a new process (not initialised), with its own interrupt and the unwind
+    /// stage's globals handed to its WASI context.
+    pub(crate) fn new_process(
+        &self,
+        template: &Template,
+        pid: u32,
+        label: &str,
+        kind: ProcessKind,
+        mut wasi: WasiCtx,
+    ) -> Result<Process, SpawnError> {
+        let interrupt = Arc::new(Interrupt::new());
+        wasi.set_interrupt(interrupt.clone());
+        let mut store = new_store(self.runtime.engine(), &self.limits, wasi, &self.usage);
+        let instance = instantiate(template, &mut store)?;
+        attach_unwind_globals(template, &mut store, &instance)?;
+        Ok(Process {
+            pid,
+            template: template.clone(),
+            store,
+            instance,
+            poisoned: false,
+            label: label.to_owned(),
+            kind,
+            interrupt,
+            suspended: None,
+        })
     }
 
     /// Starts a new reactor process from `template` and returns its id.
@@ -248,18 +361,9 @@ impl Sandbox {
         }
         self.check_process_limit()?;
         let wasi = WasiCtx::new(self.wasi_config(template.name(), &self.args, Stdin::Empty))?;
-        let engine = self.runtime.engine();
-        let mut store = new_store(engine, &self.limits, wasi, &self.usage);
-        let instance = instantiate(template, &mut store)?;
         let pid = self.next_pid;
-        let mut process = Process {
-            pid,
-            template: template.clone(),
-            store,
-            instance,
-            poisoned: false,
-            label: label.to_owned(),
-        };
+        let mut process = self.new_process(template, pid, label, ProcessKind::Reactor, wasi)?;
+        let instance = process.instance;
         let cpu = self.usage.running();
         let initialized = initialize(template, &mut process.store, &instance);
         drop(cpu);
@@ -269,21 +373,35 @@ impl Sandbox {
             ));
         }
         self.next_pid += 1;
-        self.processes.insert(pid, process);
+        self.processes.insert(pid, Entry::Held(Box::new(process)));
         Ok(pid)
+    }
+
+    /// The lowest pid of a reactor: the sandbox's main process.
+    fn main_pid(&mut self) -> Result<u32, CallError> {
+        self.reap();
+        if self.paused {
+            return Err(CallError::Paused);
+        }
+        self.processes
+            .iter()
+            .find(|(_, entry)| match entry {
+                Entry::Held(p) => p.kind == ProcessKind::Reactor,
+                Entry::Running(c) => c.kind() == ProcessKind::Reactor,
+            })
+            .map(|(&pid, _)| pid)
+            .ok_or(CallError::NoMainProcess)
     }
 
     /// Calls handler `name` of the sandbox's main process (the template's reactor, the lowest live pid).
     pub fn call(&mut self, name: &str, request: &[u8]) -> Result<Vec<u8>, CallError> {
-        let pid = *self.processes.keys().next().ok_or(if self.paused {
-            CallError::Paused
-        } else {
-            CallError::NoMainProcess
-        })?;
+        let pid = self.main_pid()?;
         self.call_process(pid, name, request)
     }
 
-    /// Calls handler `name` of process `pid` with `request` and returns the handler's response.
+    /// Calls handler `name` of process `pid` with `request` on this thread and returns the handler's
+    /// response; what the process prints stays for [`Sandbox::take_stdout`]. A process suspended in a call
+    /// by a pause finishes that call first.
     ///
     /// A call that traps or runs past the CPU limit poisons the process: later calls fail with
     /// [`CallError::Poisoned`] until it is killed and spawned again. A guest that exits ends its process.
@@ -293,34 +411,80 @@ impl Sandbox {
         name: &str,
         request: &[u8],
     ) -> Result<Vec<u8>, CallError> {
-        if self.paused {
-            return Err(CallError::Paused);
-        }
-        let ticks = self
-            .runtime
-            .engine()
-            .ticks_for(self.limits.cpu_time_per_call);
-        let process = self
-            .processes
-            .get_mut(&pid)
-            .ok_or(CallError::NoSuchProcess(pid))?;
-        let result = process.call(
-            name,
-            request,
-            ticks,
-            self.limits.cpu_time_per_call,
-            self.limits.max_response_bytes,
-        );
+        let mut call = self.checkout_call(pid, Some((name.to_owned(), request.to_vec())))?;
+        call.keep_output = true;
+        let result = call.run().result;
+        self.reap();
         if matches!(result, Err(CallError::Exited(_))) {
             self.processes.remove(&pid);
         }
         result
     }
 
+    /// Takes reactor process `pid` out of the sandbox to call handler `name` with `request` on any thread
+    /// ([`ProcessCall::run`]), without the sandbox: the sandbox can be used — and paused, which suspends
+    /// the call — meanwhile. The process comes back when the call ends.
+    pub fn start_call(
+        &mut self,
+        pid: u32,
+        name: &str,
+        request: &[u8],
+    ) -> Result<ProcessCall, CallError> {
+        self.checkout_call(pid, Some((name.to_owned(), request.to_vec())))
+    }
+
+    /// Like [`Sandbox::start_call`], to finish the call process `pid` was suspended in by a pause: after a
+    /// resume, what makes an interrupted call go on (on a thread of the caller's).
+    pub fn continue_call(&mut self, pid: u32) -> Result<ProcessCall, CallError> {
+        match self.processes.get(&pid) {
+            Some(Entry::Held(p)) if p.suspended.is_some() && p.kind == ProcessKind::Reactor => {}
+            _ => return Err(CallError::NoSuchProcess(pid)),
+        }
+        self.checkout_call(pid, None)
+    }
+
+    fn checkout_call(
+        &mut self,
+        pid: u32,
+        call: Option<(String, Vec<u8>)>,
+    ) -> Result<ProcessCall, CallError> {
+        self.reap();
+        if self.paused {
+            return Err(CallError::Paused);
+        }
+        let process = match self.processes.remove(&pid) {
+            Some(Entry::Held(process)) => process,
+            Some(running @ Entry::Running(_)) => {
+                self.processes.insert(pid, running);
+                return Err(CallError::Busy(pid));
+            }
+            None => return Err(CallError::NoSuchProcess(pid)),
+        };
+        if process.kind != ProcessKind::Reactor {
+            let pid = process.pid;
+            self.processes.insert(pid, Entry::Held(process));
+            return Err(CallError::NotAReactor(pid));
+        }
+        let control = Control::new(&process, None, self.runtime.engine().engine().clone());
+        self.processes.insert(pid, Entry::Running(control.clone()));
+        let engine = self.runtime.engine();
+        Ok(ProcessCall {
+            process: Some(process),
+            control,
+            call,
+            ticks: engine.ticks_for(self.limits.cpu_time_per_call),
+            tick: engine.epoch_tick(),
+            cpu_limit: self.limits.cpu_time_per_call,
+            max_response: self.limits.max_response_bytes,
+            keep_output: false,
+        })
+    }
+
     /// Calls any export `name` of process `pid` with plain wasm values, for guests that do not use the
     /// reactor ABI of `stasis-guest`. The same CPU limit and poisoning rules as [`Sandbox::call_process`]
     /// apply.
     pub fn invoke(&mut self, pid: u32, name: &str, params: &[Val]) -> Result<Vec<Val>, CallError> {
+        self.reap();
         if self.paused {
             return Err(CallError::Paused);
         }
@@ -329,10 +493,11 @@ impl Sandbox {
             .engine()
             .ticks_for(self.limits.cpu_time_per_call);
         let cpu_limit = self.limits.cpu_time_per_call;
-        let process = self
-            .processes
-            .get_mut(&pid)
-            .ok_or(CallError::NoSuchProcess(pid))?;
+        let process = match self.processes.get_mut(&pid) {
+            Some(Entry::Held(process)) => process,
+            Some(Entry::Running(_)) => return Err(CallError::Busy(pid)),
+            None => return Err(CallError::NoSuchProcess(pid)),
+        };
         let result = process.invoke(name, params, ticks, cpu_limit);
         if matches!(result, Err(CallError::Exited(_))) {
             self.processes.remove(&pid);
@@ -340,25 +505,34 @@ impl Sandbox {
         result
     }
 
-    /// Ends process `pid`; returns whether it was alive.
+    /// Ends process `pid` (a running one is stopped: SIGKILL); returns whether it was alive.
     pub fn kill_process(&mut self, pid: u32) -> bool {
-        self.processes.remove(&pid).is_some()
+        self.reap();
+        match self.processes.remove(&pid) {
+            Some(Entry::Held(_)) => true,
+            Some(Entry::Running(control)) => {
+                control.stop(StopReason::Kill);
+                self.processes.insert(pid, Entry::Running(control));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Takes what process `pid` wrote to stdout since the last call to this.
     pub fn take_stdout(&mut self, pid: u32) -> Vec<u8> {
-        self.processes
-            .get_mut(&pid)
-            .map(|p| p.store.data_mut().wasi.take_stdout())
-            .unwrap_or_default()
+        match self.processes.get_mut(&pid) {
+            Some(Entry::Held(p)) => p.store.data_mut().wasi.take_stdout(),
+            _ => Vec::new(),
+        }
     }
 
     /// Takes what process `pid` wrote to stderr since the last call to this.
     pub fn take_stderr(&mut self, pid: u32) -> Vec<u8> {
-        self.processes
-            .get_mut(&pid)
-            .map(|p| p.store.data_mut().wasi.take_stderr())
-            .unwrap_or_default()
+        match self.processes.get_mut(&pid) {
+            Some(Entry::Held(p)) => p.store.data_mut().wasi.take_stderr(),
+            _ => Vec::new(),
+        }
     }
 
     /// Runs command module `template` to completion in this sandbox's directory, with `args` after the
@@ -387,13 +561,15 @@ impl Sandbox {
             stdout: OutputSink::capture(self.limits.max_output_bytes),
             stderr: OutputSink::capture(self.limits.max_output_bytes),
         };
-        Ok(self.start_command(template, args, env, io)?.run())
+        let output = self.start_command(template, args, env, io)?.run();
+        self.reap();
+        Ok(output)
     }
 
     /// Prepares command module `template` to run in this sandbox's directory with `args` after the program
     /// name, `env` added to the sandbox's environment, and `io` as its streams; [`Command::run`] runs it,
     /// on any thread and without the sandbox (see [`crate::command`]). Until it ends it counts against
-    /// the sandbox's process limit, and pausing or dropping the sandbox stops it.
+    /// the sandbox's process limit, and pausing or dropping the sandbox suspends or stops it.
     pub fn start_command(
         &mut self,
         template: &Template,
@@ -401,6 +577,21 @@ impl Sandbox {
         env: &[(String, String)],
         io: CommandIo,
     ) -> Result<Command, RunError> {
+        self.start_command_labeled(template, args, env, io, "")
+    }
+
+    /// Like [`Sandbox::start_command`], naming the command `label`: saved with it should a pause suspend
+    /// it, so the embedder finds it again after the resume ([`Sandbox::suspended`]) — a server keeps its
+    /// client-visible id, tag and configuration there.
+    pub fn start_command_labeled(
+        &mut self,
+        template: &Template,
+        args: &[String],
+        env: &[(String, String)],
+        io: CommandIo,
+        label: &str,
+    ) -> Result<Command, RunError> {
+        self.reap();
         if self.paused {
             return Err(RunError::Paused);
         }
@@ -419,62 +610,176 @@ impl Sandbox {
             config.env.retain(|(n, _)| n != name);
             config.env.push((name.clone(), value.clone()));
         }
-        let interrupt = Arc::new(Interrupt::new());
-        let mut wasi = WasiCtx::new(config).map_err(SpawnError::from)?;
-        wasi.set_interrupt(interrupt.clone());
+        let wasi = WasiCtx::new(config).map_err(SpawnError::from)?;
+        let pid = self.next_pid;
+        let process = self.new_process(template, pid, label, ProcessKind::Command, wasi)?;
+        self.next_pid += 1;
+        Ok(self.launch(Box::new(process), pipe, Duration::ZERO, Duration::ZERO))
+    }
+
+    /// Continues command `pid`, suspended by a pause and brought back by a resume, with `io` as its streams:
+    /// the returned command, when run, carries on exactly where it was (a sleep sleeps what was left of
+    /// it). When `io`'s stdin is a pipe, what the command had not read of its old one comes first, and the
+    /// pipe is closed if the old one was.
+    pub fn continue_command(&mut self, pid: u32, io: CommandIo) -> Result<Command, RunError> {
+        self.reap();
+        if self.paused {
+            return Err(RunError::Paused);
+        }
+        let mut process = match self.processes.remove(&pid) {
+            Some(Entry::Held(p)) if p.suspended.is_some() && p.kind == ProcessKind::Command => p,
+            Some(other) => {
+                self.processes.insert(pid, other);
+                return Err(RunError::NoSuchCommand(pid));
+            }
+            None => return Err(RunError::NoSuchCommand(pid)),
+        };
+        let suspended = process
+            .suspended
+            .clone()
+            .unwrap_or_else(|| crate::state::SuspendedCall {
+                export: "_start".into(),
+                args: Vec::new(),
+                cpu_used_ms: 0,
+                wall_used_ms: 0,
+                stdin: None,
+            });
+        let pipe = match &io.stdin {
+            Stdin::Pipe(pipe) => {
+                if let Some(saved) = &suspended.stdin {
+                    // Within the pipe's capacity when it is at least the old one's, as the server's are.
+                    let _ = pipe.write(&saved.unread);
+                    if saved.closed {
+                        pipe.close();
+                    }
+                }
+                Some(pipe.clone())
+            }
+            _ => None,
+        };
+        let stdin = match (io.stdin, &suspended.stdin) {
+            (Stdin::Bytes(more), Some(saved)) => {
+                let mut bytes = saved.unread.clone();
+                bytes.extend_from_slice(&more);
+                Stdin::Bytes(bytes)
+            }
+            (stdin, _) => stdin,
+        };
+        process
+            .store
+            .data_mut()
+            .wasi
+            .replace_stdio(stdin, io.stdout, io.stderr);
+        Ok(self.launch(
+            process,
+            pipe,
+            Duration::from_millis(suspended.cpu_used_ms),
+            Duration::from_millis(suspended.wall_used_ms),
+        ))
+    }
+
+    /// Registers a command's process as running and arms its budgets, less what it used before a pause.
+    fn launch(
+        &mut self,
+        mut process: Box<Process>,
+        pipe: Option<crate::wasi::StdinPipe>,
+        cpu_used: Duration,
+        wall_used: Duration,
+    ) -> Command {
         let engine = self.runtime.engine();
-        let mut store = new_store(engine, &self.limits, wasi, &self.usage);
-        let wall_deadline = Instant::now().checked_add(self.limits.wall_time_per_command);
+        let budget_ticks = engine
+            .ticks_for(self.limits.cpu_time_per_call.saturating_sub(cpu_used))
+            .max(1);
+        let wall_left = self.limits.wall_time_per_command.saturating_sub(wall_used);
+        let wall_deadline = Instant::now().checked_add(wall_left);
+        let ticks_used = Arc::new(AtomicU64::new(0));
         arm(
-            &mut store,
-            interrupt.clone(),
-            engine.ticks_for(self.limits.cpu_time_per_call),
+            &mut process.store,
+            process.interrupt.clone(),
+            budget_ticks,
+            ticks_used.clone(),
             wall_deadline,
         );
-        let instance = instantiate(template, &mut store)?;
-        let control = CommandControl::new(interrupt, pipe);
-        self.commands.push(control.clone());
-        Ok(Command {
-            store,
-            instance,
-            template: template.clone(),
+        let control = Control::new(&process, pipe, engine.engine().clone());
+        self.processes
+            .insert(process.pid, Entry::Running(control.clone()));
+        Command {
+            process: Some(process),
             control,
             cpu_limit: self.limits.cpu_time_per_call,
             wall_limit: self.limits.wall_time_per_command,
             wall_deadline,
-        })
+            ticks_used,
+            tick: engine.epoch_tick(),
+            wall_used,
+            started: Instant::now(),
+        }
+    }
+
+    /// The processes a resume brought back suspended in a call, not continued yet: commands to continue
+    /// with [`Sandbox::continue_command`], reactors with [`Sandbox::continue_call`] (or by calling them).
+    pub fn suspended(&mut self) -> Vec<ProcessInfo> {
+        self.processes()
+            .into_iter()
+            .filter(|p| p.status == ProcessStatus::Suspended)
+            .collect()
     }
 
     /// How many commands started in this sandbox are still running.
     pub fn running_commands(&mut self) -> usize {
-        self.commands.retain(|c| !c.is_finished());
-        self.commands.len()
+        self.reap();
+        self.processes
+            .values()
+            .filter(|e| matches!(e, Entry::Running(c) if c.kind() == ProcessKind::Command))
+            .count()
     }
 
-    /// Stops every running command for `reason` and waits until they have all ended.
+    /// Stops every running process (commands and handler calls) for `reason` and waits until they have
+    /// all ended.
     pub fn stop_commands(&mut self, reason: StopReason) {
-        for command in &self.commands {
-            command.stop(reason);
+        let running: Vec<Control> = self
+            .processes
+            .values()
+            .filter_map(|e| match e {
+                Entry::Running(c) => Some(c.clone()),
+                Entry::Held(_) => None,
+            })
+            .collect();
+        for control in &running {
+            control.stop(reason);
         }
-        for command in self.commands.drain(..) {
-            command.wait();
+        for control in &running {
+            // One parked by a pause that never decided (its sandbox is going away) is released.
+            if let crate::running::Waited::Parked(_) = control.wait_parked(Instant::now()) {
+                control.release();
+            }
+            control.wait();
         }
+        self.reap();
     }
 
-    /// Fails when live reactors and running commands together reach the process limit.
+    /// Fails when live processes (running commands included) reach the process limit.
     fn check_process_limit(&mut self) -> Result<(), SpawnError> {
-        if self.processes.len() + self.running_commands() >= self.limits.max_processes as usize {
+        if self.processes.len() >= self.limits.max_processes as usize {
             return Err(SpawnError::TooManyProcesses(self.limits.max_processes));
         }
         Ok(())
     }
 
-    /// The sha256 of all of process `pid`'s linear memories, in index order: two processes with equal
-    /// digests have identical memory.
+    /// The sha256 of all of process `pid`'s own linear memories (not the unwind stage's frame buffer), in
+    /// index order: two processes with equal digests have identical memory.
     pub fn memory_digest(&mut self, pid: u32) -> Option<[u8; 32]> {
-        let process = self.processes.get_mut(&pid)?;
+        self.reap();
+        let Some(Entry::Held(process)) = self.processes.get_mut(&pid) else {
+            return None;
+        };
+        let layout = &process.template.inner.layout;
+        let frames = layout.unwind.as_ref().map(|u| u.frame_memory);
         let mut hasher = Sha256::new();
-        for memory in &process.template.inner.layout.memories {
+        for memory in &layout.memories {
+            if Some(memory.index) == frames {
+                continue;
+            }
             let memory = process
                 .instance
                 .get_memory(&mut process.store, &memory.export_name)?;
@@ -494,15 +799,45 @@ impl Sandbox {
     /// Registers a restored process under its saved id.
     pub(crate) fn insert_process(&mut self, process: Process) {
         self.next_pid = self.next_pid.max(process.pid + 1);
-        if let Entry::Vacant(slot) = self.processes.entry(process.pid) {
-            slot.insert(process);
-        }
+        self.processes
+            .entry(process.pid)
+            .or_insert_with(|| Entry::Held(Box::new(process)));
     }
+}
+
+/// Hands the instance's unwind-stage globals to its WASI context, for modules that have them.
+pub(crate) fn attach_unwind_globals(
+    template: &Template,
+    store: &mut wasmtime::Store<crate::process::ProcessData>,
+    instance: &wasmtime::Instance,
+) -> Result<(), SpawnError> {
+    let Some(unwind) = &template.inner.layout.unwind else {
+        return Ok(());
+    };
+    let global = |store: &mut wasmtime::Store<_>, index: u32| {
+        instance
+            .get_global(&mut *store, &crate::instrument::global_export_name(index))
+            .ok_or_else(|| {
+                SpawnError::Instantiate(wasmtime::Error::msg(format!(
+                    "the unwind global {index} is not exported"
+                )))
+            })
+    };
+    let state = global(store, unwind.state_global)?;
+    let countdown = match unwind.countdown_global {
+        Some(index) => Some(global(store, index)?),
+        None => None,
+    };
+    store
+        .data_mut()
+        .wasi
+        .set_unwind_globals(UnwindGlobals { state, countdown });
+    Ok(())
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        // Commands write into the directory about to be removed: they end first.
+        // Running processes write into the directory about to be removed: they end first.
         self.stop_commands(StopReason::SandboxGone);
         self.processes.clear();
         self.release_dir();

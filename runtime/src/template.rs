@@ -35,6 +35,9 @@ pub(crate) struct TemplateInner {
     /// What instrumentation found and exported (the re-encoded bytes themselves are dropped after compiling).
     pub(crate) layout: Instrumented,
     pub(crate) kind: ModuleKind,
+    /// The sha256 of the instrumented module: a suspended call's saved frames only mean something to the
+    /// module that saved them.
+    pub(crate) instrumented_sha256: [u8; 32],
 }
 
 impl Template {
@@ -56,6 +59,21 @@ impl Template {
     /// Whether the module is a command or a reactor.
     pub fn kind(&self) -> ModuleKind {
         self.inner.kind
+    }
+
+    /// Whether its calls can be paused mid-way (and why not, if they cannot).
+    pub fn pausability(&self) -> &crate::instrument::Pausability {
+        &self.inner.layout.pausable
+    }
+
+    /// What the unwind stage added to the module, if it ran.
+    pub fn unwind_layout(&self) -> Option<&crate::instrument::UnwindLayout> {
+        self.inner.layout.unwind.as_ref()
+    }
+
+    /// The sha256 of the instrumented module, in hex.
+    pub fn instrumented_sha256_hex(&self) -> String {
+        hex::encode(self.inner.instrumented_sha256)
     }
 
     /// The plain-data reference to this template stored in blobs.

@@ -197,7 +197,7 @@ pub fn require_interpreter(template: &str) -> Result<(), ContextError> {
 }
 
 /// The sandbox's contexts, in creation order.
-pub fn list(sandbox: &Sandbox) -> Vec<ContextInfo> {
+pub fn list(sandbox: &mut Sandbox) -> Vec<ContextInfo> {
     sandbox
         .processes()
         .iter()
@@ -206,7 +206,7 @@ pub fn list(sandbox: &Sandbox) -> Vec<ContextInfo> {
 }
 
 /// The pid of context `id`, and the context.
-fn find(sandbox: &Sandbox, id: &str) -> Option<(u32, ContextInfo)> {
+fn find(sandbox: &mut Sandbox, id: &str) -> Option<(u32, ContextInfo)> {
     sandbox.processes().into_iter().find_map(|p| {
         ContextInfo::from_label(&p.label)
             .filter(|c| c.id == id)
@@ -289,23 +289,37 @@ pub struct CellOutcome {
     pub counted: bool,
 }
 
-/// Runs `request` in `target`. The cell's own errors (an exception, a syntax error, a cell that ran past
-/// the CPU limit, a context left unusable by an earlier one) are part of the outcome, as Jupyter reports
-/// them; only failures of the machinery are `Err`.
-pub fn execute(
+/// What starting a cell gave.
+pub enum Started {
+    /// The cell's call, to run outside the sandbox's lock ([`stasis::ProcessCall::run`]), then to read
+    /// with [`finish_execute`].
+    Call {
+        /// The call.
+        call: stasis::ProcessCall,
+        /// The context it runs in.
+        context: ContextInfo,
+    },
+    /// The context is running another cell (one a resume brought back, say): wait for it, then start
+    /// again — cells of a context run one after the other, as in a Jupyter kernel.
+    Busy(stasis::Control),
+    /// The cell cannot run; this is its outcome (a context left unusable by an earlier cell).
+    Done(CellOutcome),
+}
+
+/// The context `target` names (a language's default context is created on first use).
+fn context_of(
     sandbox: &mut Sandbox,
     interpreters: &Interpreters,
     target: &Target,
-    request: &ExecuteRequest,
-) -> Result<CellOutcome, ContextError> {
-    let (pid, context) = match target {
+) -> Result<(u32, ContextInfo), ContextError> {
+    match target {
         Target::Context(id) => {
-            find(sandbox, id).ok_or_else(|| ContextError::UnknownContext(id.clone()))?
+            find(sandbox, id).ok_or_else(|| ContextError::UnknownContext(id.clone()))
         }
         Target::Default(language) => {
             let id = language.default_context_id();
             match find(sandbox, &id) {
-                Some(found) => found,
+                Some(found) => Ok(found),
                 None => {
                     let context = ContextInfo {
                         id: id.clone(),
@@ -313,21 +327,57 @@ pub fn execute(
                         cwd: DEFAULT_CWD.to_owned(),
                     };
                     start(sandbox, interpreters, context)?;
-                    find(sandbox, &id).ok_or(ContextError::UnknownContext(id))?
+                    find(sandbox, &id).ok_or(ContextError::UnknownContext(id))
                 }
             }
         }
-    };
-    // Output left over from a cell the host stopped belongs to no one now.
-    sandbox.take_stdout(pid);
-    sandbox.take_stderr(pid);
+    }
+}
+
+/// Starts `request` in `target`, under the sandbox's lock; the cell itself runs without it, so that the
+/// sandbox can be paused while it runs (which suspends the cell: it finishes after the resume).
+pub fn start_execute(
+    sandbox: &mut Sandbox,
+    interpreters: &Interpreters,
+    target: &Target,
+    request: &ExecuteRequest,
+) -> Result<Started, ContextError> {
+    let (pid, context) = context_of(sandbox, interpreters, target)?;
     let body = serde_json::to_vec(request).map_err(|e| ContextError::BadResponse(e.to_string()))?;
-    let answer = sandbox.call_process(pid, EXECUTE_HANDLER, &body);
-    let stdout = String::from_utf8_lossy(&sandbox.take_stdout(pid)).into_owned();
-    let stderr = String::from_utf8_lossy(&sandbox.take_stderr(pid)).into_owned();
-    let stopped = |name: &str, value: String| CellOutcome {
-        stdout: stdout.clone(),
-        stderr: stderr.clone(),
+    match sandbox.start_call(pid, EXECUTE_HANDLER, &body) {
+        Ok(call) => Ok(Started::Call { call, context }),
+        Err(CallError::Busy(pid)) => match sandbox.running(pid) {
+            Some(control) => Ok(Started::Busy(control)),
+            // It finished between the two calls: it can run now.
+            None => sandbox
+                .start_call(pid, EXECUTE_HANDLER, &body)
+                .map(|call| Started::Call { call, context })
+                .map_err(ContextError::Call),
+        },
+        Err(CallError::Poisoned(_)) => Ok(Started::Done(poisoned(&context))),
+        Err(other) => Err(ContextError::Call(other)),
+    }
+}
+
+/// The outcome of a cell that was asked to run in a context stopped by an earlier one.
+fn poisoned(context: &ContextInfo) -> CellOutcome {
+    stopped(
+        String::new(),
+        String::new(),
+        "ContextRestartRequired",
+        format!(
+            "context {} was stopped by an earlier cell (a timeout or a crash of the interpreter); \
+             restart it (POST /contexts/{}/restart)",
+            context.id, context.id
+        ),
+    )
+}
+
+/// A cell stopped by the host: only an error, and no execution count.
+fn stopped(stdout: String, stderr: String, name: &str, value: String) -> CellOutcome {
+    CellOutcome {
+        stdout,
+        stderr,
         response: ExecuteResponse {
             results: Vec::new(),
             error: Some(ExecutionError {
@@ -338,8 +388,19 @@ pub fn execute(
             execution_count: 0,
         },
         counted: false,
-    };
-    match answer {
+    }
+}
+
+/// The outcome of a cell whose call ran and gave `output`. The cell's own errors (an exception, a syntax
+/// error, a cell that ran past the CPU limit, a pause that came while it ran) are part of the outcome, as
+/// Jupyter reports them; only failures of the machinery are `Err`.
+pub fn finish_execute(
+    context: &ContextInfo,
+    output: stasis::CallOutput,
+) -> Result<CellOutcome, ContextError> {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    match output.result {
         Ok(bytes) => {
             let response: ExecuteResponse = serde_json::from_slice(&bytes)
                 .map_err(|e| ContextError::BadResponse(e.to_string()))?;
@@ -351,6 +412,8 @@ pub fn execute(
             })
         }
         Err(CallError::Timeout(limit)) => Ok(stopped(
+            stdout,
+            stderr,
             "TimeoutError",
             format!(
                 "the cell ran past the CPU time limit of {limit:?} and was stopped; context {} must be \
@@ -358,15 +421,21 @@ pub fn execute(
                 context.id, context.id
             ),
         )),
-        Err(CallError::Poisoned(_)) => Ok(stopped(
-            "ContextRestartRequired",
+        Err(CallError::Poisoned(_)) => Ok(poisoned(context)),
+        Err(CallError::Suspended) => Ok(stopped(
+            stdout,
+            stderr,
+            "SandboxPaused",
             format!(
-                "context {} was stopped by an earlier cell (a timeout or a crash of the interpreter); \
-                 restart it (POST /contexts/{}/restart)",
-                context.id, context.id
+                "the sandbox was paused while this cell ran in context {}: the cell was saved with it \
+                 and finishes after the sandbox resumes, with its full effect on the context's \
+                 variables; its output is not delivered",
+                context.id
             ),
         )),
         Err(CallError::Trap(trap)) => Ok(stopped(
+            stdout,
+            stderr,
             "InterpreterCrashed",
             format!(
                 "the interpreter of context {} crashed ({}); restart it (POST /contexts/{}/restart)",
@@ -376,6 +445,24 @@ pub fn execute(
             ),
         )),
         Err(other) => Err(ContextError::Call(other)),
+    }
+}
+
+/// Runs `request` in `target` to the end on this thread (the sandbox stays borrowed meanwhile, so nothing
+/// can pause it): [`start_execute`], the call, [`finish_execute`]. A context busy with another cell is
+/// waited for.
+pub fn execute(
+    sandbox: &mut Sandbox,
+    interpreters: &Interpreters,
+    target: &Target,
+    request: &ExecuteRequest,
+) -> Result<CellOutcome, ContextError> {
+    loop {
+        match start_execute(sandbox, interpreters, target, request)? {
+            Started::Call { call, context } => return finish_execute(&context, call.run()),
+            Started::Busy(control) => control.wait(),
+            Started::Done(outcome) => return Ok(outcome),
+        }
     }
 }
 

@@ -23,6 +23,9 @@ pub enum Event {
     Stderr(Vec<u8>),
     /// The command ended: the `end` event's JSON body.
     End(serde_json::Value),
+    /// The stream ends without the command having ended (its sandbox was paused: the command was saved
+    /// with it and continues after the resume), with this explanation.
+    Interrupted(String),
 }
 
 /// Where a command's events go: the streams attached to it.
@@ -62,10 +65,19 @@ impl Hub {
 
     /// Publishes the end event and detaches every stream.
     pub fn finish(&self, end: serde_json::Value) {
+        self.close_with(Event::End(end));
+    }
+
+    /// Ends every stream with an error, the command not ended (see [`Event::Interrupted`]).
+    pub fn interrupt(&self, why: &str) {
+        self.close_with(Event::Interrupted(why.to_owned()));
+    }
+
+    fn close_with(&self, last: Event) {
         let mut state = self.lock();
         state.ended = true;
         for tx in state.subscribers.drain(..) {
-            let _ = tx.send(Event::End(end.clone()));
+            let _ = tx.send(last.clone());
         }
     }
 }
@@ -127,13 +139,31 @@ impl ProcessTable {
 
     /// Forgets a command that ended.
     pub fn remove(&self, sandbox: &str, pid: u32) {
+        self.remove_if(sandbox, pid, |_| true);
+    }
+
+    /// Forgets the command `pid` of `sandbox` if it is the one whose events go to `hub`: a command
+    /// suspended by a pause leaves the table, and must not take with it the same pid registered again by a
+    /// resume that came first.
+    pub fn remove_run(&self, sandbox: &str, pid: u32, hub: &Arc<Hub>) {
+        self.remove_if(sandbox, pid, |e| Arc::ptr_eq(&e.hub, hub));
+    }
+
+    fn remove_if(&self, sandbox: &str, pid: u32, matches: impl Fn(&Entry) -> bool) {
         let mut all = self.lock();
         if let Some(processes) = all.get_mut(sandbox) {
-            processes.remove(&pid);
+            if processes.get(&pid).is_some_and(|e| matches(e)) {
+                processes.remove(&pid);
+            }
             if processes.is_empty() {
                 all.remove(sandbox);
             }
         }
+    }
+
+    /// Forgets every command of `sandbox` (it was killed or paused without them).
+    pub fn forget_sandbox(&self, sandbox: &str) {
+        self.lock().remove(sandbox);
     }
 
     /// The running commands of `sandbox`, by pid.
@@ -172,6 +202,15 @@ mod tests {
         assert_eq!(a.try_recv().ok(), Some(Event::Stdout(b"x".to_vec())));
         assert!(matches!(a.try_recv(), Ok(Event::End(_))));
         assert!(matches!(b.try_recv(), Ok(Event::End(_))));
+        assert!(hub.subscribe().is_none());
+    }
+
+    #[test]
+    fn an_interrupted_command_ends_its_streams_without_an_end_event() {
+        let hub = Hub::default();
+        let mut a = hub.subscribe().expect("running");
+        hub.interrupt("paused");
+        assert_eq!(a.try_recv().ok(), Some(Event::Interrupted("paused".into())));
         assert!(hub.subscribe().is_none());
     }
 

@@ -144,6 +144,14 @@ impl AppState {
         }
         let token_secret = load_or_create_secret(data_dir, TOKEN_SECRET_FILE)?.value;
         let store = DurableStore::open(&manager.runtime().config().data_dir)?;
+        let processes = ProcessTable::default();
+        // Commands and cells a pause suspended continue when their sandbox resumes.
+        let table = processes.clone();
+        let logs = store.clone();
+        manager.set_resume_hook(Arc::new(move |id, sandbox| {
+            let log = stasis::lifecycle::events::SandboxLog::new(logs.sandbox_dir(id));
+            crate::api::envd::process::continue_suspended(&table, id, sandbox, &log)
+        }));
         let inner = Inner {
             manager,
             shell,
@@ -152,7 +160,7 @@ impl AppState {
             token_secret,
             max_body_bytes,
             metrics: Metrics::new(),
-            processes: ProcessTable::default(),
+            processes,
             store,
             templates,
             samples: Samples::default(),

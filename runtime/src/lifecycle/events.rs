@@ -134,6 +134,28 @@ pub fn append(sandbox_dir: &Path, event: &Event) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The log of one sandbox, for whoever writes events into it without the manager at hand (a command's
+/// thread). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SandboxLog {
+    dir: std::path::PathBuf,
+}
+
+impl SandboxLog {
+    /// The log kept in `sandbox_dir`.
+    pub fn new(sandbox_dir: std::path::PathBuf) -> Self {
+        Self { dir: sandbox_dir }
+    }
+
+    /// Appends `event`; a log that cannot be written loses the event, never the work it describes (the
+    /// failure goes to the server's log).
+    pub fn append(&self, event: &Event) {
+        if let Err(error) = append(&self.dir, event) {
+            tracing::warn!(dir = %self.dir.display(), %error, "a sandbox event could not be logged");
+        }
+    }
+}
+
 /// Every event of the log in `sandbox_dir`, oldest first; lines that do not parse are skipped.
 pub fn read(sandbox_dir: &Path) -> std::io::Result<Vec<Event>> {
     match std::fs::read(sandbox_dir.join(LOG_FILE)) {

@@ -34,8 +34,7 @@ use crate::capture::PauseError;
 use crate::restore::{ResumeError, ResumeOptions};
 use crate::runtime::Runtime;
 use crate::sandbox::{CreateError, Sandbox, SandboxOptions};
-use crate::snapshot::{DecodeError, decode};
-use crate::state::SandboxManifest;
+use crate::snapshot::DecodeError;
 use crate::template::{Template, TemplateError};
 
 /// Prefix of snapshot ids, which tells them apart from sandbox ids and template names.
@@ -216,6 +215,11 @@ pub enum LifecycleError {
     Store(#[from] std::io::Error),
 }
 
+/// What an embedder does with every sandbox a resume brings back — by `connect`, an automatic resume, a
+/// create from a snapshot or a fork — called under the sandbox's lock before the resuming call returns:
+/// where the processes a pause suspended are continued ([`Sandbox::suspended`]).
+pub type ResumeHook = Arc<dyn Fn(&str, &mut Sandbox) + Send + Sync>;
+
 /// The live part of a sandbox, behind its lock.
 struct Slot {
     /// The live sandbox while it runs.
@@ -247,6 +251,8 @@ pub(crate) struct Inner {
     /// The volumes sandboxes mount.
     volumes: Volumes,
     sequence: AtomicU64,
+    /// Called with every resumed sandbox (see [`ResumeHook`]).
+    resume_hook: RwLock<Option<ResumeHook>>,
     /// Tells the reaper thread to stop.
     stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
@@ -324,6 +330,7 @@ impl Manager {
             snapshots: RwLock::new(snapshots.into_iter().map(|s| (s.id.clone(), s)).collect()),
             volumes,
             sequence: AtomicU64::new(sequence),
+            resume_hook: RwLock::new(None),
             stop: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
         });
         super::reaper::start(
@@ -337,6 +344,19 @@ impl Manager {
     /// The runtime the manager runs sandboxes on.
     pub fn runtime(&self) -> &Runtime {
         &self.inner.runtime
+    }
+
+    /// Sets what is done with every sandbox a resume brings back (see [`ResumeHook`]).
+    pub fn set_resume_hook(&self, hook: ResumeHook) {
+        *write(&self.inner.resume_hook) = Some(hook);
+    }
+
+    /// Runs the resume hook on a sandbox just resumed.
+    fn resumed(&self, id: &str, sandbox: &mut Sandbox) {
+        let hook = read(&self.inner.resume_hook).clone();
+        if let Some(hook) = hook {
+            hook(id, sandbox);
+        }
     }
 
     /// Registers a template under `name` (replacing an earlier one of that name).
@@ -402,13 +422,14 @@ impl Manager {
             let sandbox = sandbox.and_then(|s| skeleton.map(|()| s).map_err(LifecycleError::from));
             (template.name().to_owned(), sandbox)
         };
-        let sandbox = match sandbox {
+        let mut sandbox = match sandbox {
             Ok(sandbox) => sandbox,
             Err(error) => {
                 remove_dir_if_present(&self.inner.store.sandbox_dir(&id))?;
                 return Err(error);
             }
         };
+        let from_snapshot = request.template.starts_with(SNAPSHOT_PREFIX);
         let record = SandboxRecord {
             id: id.clone(),
             template,
@@ -433,6 +454,10 @@ impl Manager {
             return Err(error.into());
         }
         let info = record.info();
+        if from_snapshot {
+            // The processes the snapshot suspended continue in the new sandbox.
+            self.resumed(&id, &mut sandbox);
+        }
         write(&self.inner.index).insert(id.clone(), record);
         write(&self.inner.slots).insert(
             id,
@@ -621,9 +646,11 @@ impl Manager {
         blob: &[u8],
         owner: Option<String>,
     ) -> Result<SandboxInfo, LifecycleError> {
-        let decoded =
-            decode::<SandboxManifest>(blob.to_vec(), &self.inner.runtime.config().decode_limits)
-                .map_err(LifecycleError::InvalidBlob)?;
+        let decoded = crate::state::decode_sandbox_blob(
+            blob.to_vec(),
+            &self.inner.runtime.config().decode_limits,
+        )
+        .map_err(LifecycleError::InvalidBlob)?;
         let module_sha256 = hex::encode(decoded.header.module_sha256);
         let manifest = decoded.manifest;
         // A blob without processes holds files only (a filesystem pause exported): resuming it starts
@@ -879,7 +906,7 @@ impl Manager {
             mounts: self.wasi_mounts(&record.mounts)?,
             ..ResumeOptions::default()
         };
-        let sandbox = self
+        let mut sandbox = self
             .inner
             .runtime
             .resume(&self.inner.store.blob_path(id), options)?;
@@ -892,6 +919,7 @@ impl Manager {
         record.end_at_ms = now.saturating_add(record.timeout_ms);
         self.save(record)?;
         std::fs::remove_file(self.inner.store.blob_path(id))?;
+        self.resumed(id, &mut sandbox);
         slot.live = Some(sandbox);
         slot.last_activity = Instant::now();
         Ok(())

@@ -16,7 +16,7 @@ pub mod volumes;
 pub use events::{Event, Level};
 pub use manager::{
     Connected, CreateRequest, LifecycleError, MAX_FORK, Manager, ManagerConfig, Page, Recovery,
-    SKELETON_DIRS, SNAPSHOT_PREFIX, Shutdown,
+    ResumeHook, SKELETON_DIRS, SNAPSHOT_PREFIX, Shutdown,
 };
 pub use mode::PauseMode;
 pub use network::{EgressProxy, NetworkError, NetworkPolicy};

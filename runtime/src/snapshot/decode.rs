@@ -278,6 +278,19 @@ pub struct DecodedBlob<M> {
     pub filesystem: FsArchive,
 }
 
+impl<M> DecodedBlob<M> {
+    /// The same blob with its manifest converted (an older manifest schema read into the current one).
+    pub fn map_manifest<N>(self, f: impl FnOnce(M) -> N) -> DecodedBlob<N> {
+        DecodedBlob {
+            header: self.header,
+            sections: self.sections,
+            manifest: f(self.manifest),
+            memories: self.memories,
+            filesystem: self.filesystem,
+        }
+    }
+}
+
 impl BlobHeader {
     /// Refuses a blob made from another module than `expected`.
     pub fn ensure_module(&self, expected: &[u8; 32]) -> Result<(), DecodeError> {

@@ -17,8 +17,12 @@ pub const FORMAT_MAJOR: u16 = 2;
 
 /// Format minor version this build writes. A reader accepts minors up to its
 /// own; minors only add things an older reader could not interpret (new
-/// section kinds, flags), so a newer minor is refused rather than half-read.
-pub const FORMAT_MINOR: u16 = 0;
+/// section kinds, flags, manifest fields), so a newer minor is refused rather
+/// than half-read. Minor 1 added suspended calls (a process's kind, its
+/// instrumentation and the call it was suspended in, and the host call it
+/// waited in) to the manifest; the runtime reads 2.0 manifests with their own
+/// schema (`stasis::state::v2_0`).
+pub const FORMAT_MINOR: u16 = 1;
 
 /// Header flag bits this build understands; a blob with any other bit set is
 /// refused. Version 1.0 defines none.

@@ -76,6 +76,8 @@ pub struct WasiCtx {
     pub(crate) deadline: Option<Instant>,
     /// Lets another thread stop the guest while it is blocked in a host call (`None`: it cannot be).
     pub(crate) interrupt: Option<Arc<super::Interrupt>>,
+    /// The unwind protocol's host side (see [`super::suspend`]).
+    pub(crate) suspend: super::suspend::SuspendState,
 }
 
 impl std::fmt::Debug for WasiCtx {
@@ -173,6 +175,7 @@ impl WasiCtx {
             clock: VirtualClock::starting_at(clock_ns),
             deadline: None,
             interrupt: None,
+            suspend: Default::default(),
         })
     }
 
@@ -187,12 +190,39 @@ impl WasiCtx {
         self.interrupt.as_ref().and_then(|i| i.stopped())
     }
 
-    /// Sleeps for `duration` of host time, returning early if the guest is asked to stop.
-    pub(crate) fn sleep(&self, duration: std::time::Duration) {
+    /// Sleeps for `duration` of host time, returning early if the guest is asked to stop or (when its
+    /// call may be suspended) to suspend.
+    pub(crate) fn sleep(&self, duration: std::time::Duration) -> super::interrupt::Woken {
         match &self.interrupt {
-            Some(interrupt) => interrupt.sleep(duration),
-            None => std::thread::sleep(duration),
+            Some(interrupt) => interrupt.sleep(duration, self.suspendable()),
+            None => {
+                std::thread::sleep(duration);
+                super::interrupt::Woken::Elapsed
+            }
         }
+    }
+
+    /// The interrupt that can stop or suspend the guest, if it has one.
+    pub fn interrupt(&self) -> Option<&Arc<super::Interrupt>> {
+        self.interrupt.as_ref()
+    }
+
+    /// The pipe stdin reads from, if it is one.
+    pub fn stdin_pipe(&self) -> Option<&super::StdinPipe> {
+        self.stdin.pipe()
+    }
+
+    /// Gives the guest new standard streams (a resumed command's, from its new owner); fds keep their
+    /// numbers.
+    pub fn replace_stdio(
+        &mut self,
+        stdin: super::Stdin,
+        stdout: super::OutputSink,
+        stderr: super::OutputSink,
+    ) {
+        self.stdin.replace(stdin);
+        self.stdout = super::stdio::OutputState::new(stdout);
+        self.stderr = super::stdio::OutputState::new(stderr);
     }
 
     /// The fd entry of preopen `index` (a fresh handle on its directory).

@@ -1,6 +1,10 @@
-//! Stopping a guest from another thread: a guest running wasm code is stopped at its next epoch check (the
-//! store's epoch callback asks [`Interrupt::stopped`]), and a guest blocked in a host call — sleeping in
-//! `poll_oneoff`, waiting on a stdin pipe — is woken and trapped as that call returns.
+//! Stopping or suspending a guest from another thread: a guest running wasm code is stopped at its next
+//! epoch check (the store's epoch callback asks [`Interrupt::stopped`]), and a guest blocked in a host call
+//! — sleeping in `poll_oneoff`, waiting on a stdin pipe — is woken and trapped as that call returns.
+//!
+//! A *suspend* request ([`Interrupt::request_suspend`]) asks a guest whose module the unwind stage rewrote
+//! to unwind instead (see [`crate::instrument::unwind`]): the epoch callback turns it into the guest's
+//! `REQUESTED` state, and a blocking host call that is woken by it unwinds rather than returns.
 
 use std::fmt;
 use std::sync::{Condvar, Mutex};
@@ -13,7 +17,8 @@ pub enum StopReason {
     Kill,
     /// `SIGTERM` from a client: a guest cannot catch signals, so it ends at once, with exit code 143.
     Terminate,
-    /// The sandbox is being paused: a command's wasm stack cannot be captured, so it is ended (137).
+    /// The sandbox is being paused, and the command could not be suspended (its module cannot be paused
+    /// mid-call, or it did not unwind in time), so it is ended (137).
     Pause,
     /// The sandbox is being killed or dropped (137).
     SandboxGone,
@@ -35,7 +40,7 @@ impl fmt::Display for StopReason {
             Self::Kill => "killed by SIGKILL",
             Self::Terminate => "terminated by SIGTERM",
             Self::Pause => {
-                "ended because the sandbox was paused (a running command cannot be paused)"
+                "ended because the sandbox was paused and the command could not be suspended"
             }
             Self::SandboxGone => "ended because the sandbox was killed",
         })
@@ -47,11 +52,26 @@ impl fmt::Display for StopReason {
 #[error("the guest was stopped: {0}")]
 pub struct Stopped(pub StopReason);
 
-/// A stop request shared between the thread running a guest and the threads that may stop it.
+/// A stop or suspend request shared between the thread running a guest and the threads that may stop it.
 #[derive(Debug, Default)]
 pub struct Interrupt {
-    reason: Mutex<Option<StopReason>>,
+    state: Mutex<Requests>,
     wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Requests {
+    stop: Option<StopReason>,
+    suspend: bool,
+}
+
+/// How an interruptible sleep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// The time was up (or a stop was asked for: the caller checks [`Interrupt::stopped`]).
+    Elapsed,
+    /// A suspend was asked for before the time was up.
+    Suspend,
 }
 
 impl Interrupt {
@@ -60,38 +80,65 @@ impl Interrupt {
         Self::default()
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Requests> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Asks the guest to stop; the first reason given wins. Returns whether this call set it.
     pub fn trigger(&self, reason: StopReason) -> bool {
-        let mut current = self.reason.lock().unwrap_or_else(|e| e.into_inner());
-        if current.is_some() {
+        let mut current = self.lock();
+        if current.stop.is_some() {
             return false;
         }
-        *current = Some(reason);
+        current.stop = Some(reason);
         self.wake.notify_all();
         true
     }
 
     /// Why the guest was asked to stop, if it was.
     pub fn stopped(&self) -> Option<StopReason> {
-        *self.reason.lock().unwrap_or_else(|e| e.into_inner())
+        self.lock().stop
     }
 
-    /// Sleeps for `duration`, or less if the guest is asked to stop meanwhile.
-    pub(crate) fn sleep(&self, duration: Duration) {
+    /// Asks the guest to unwind at its next unwind point, and wakes it if it sleeps in a host call.
+    pub fn request_suspend(&self) {
+        self.lock().suspend = true;
+        self.wake.notify_all();
+    }
+
+    /// Withdraws a suspend request (the guest unwound, or is to carry on).
+    pub fn clear_suspend(&self) {
+        self.lock().suspend = false;
+    }
+
+    /// Whether a suspend is asked for.
+    pub fn suspend_requested(&self) -> bool {
+        self.lock().suspend
+    }
+
+    /// Sleeps for `duration`, or less if the guest is asked to stop meanwhile, or — when `suspendable` —
+    /// to suspend.
+    pub(crate) fn sleep(&self, duration: Duration, suspendable: bool) -> Woken {
         let deadline = Instant::now().checked_add(duration);
-        let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
-        while reason.is_none() {
+        let mut state = self.lock();
+        loop {
+            if state.stop.is_some() {
+                return Woken::Elapsed;
+            }
+            if suspendable && state.suspend {
+                return Woken::Suspend;
+            }
             let wait = match deadline {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
                     Some(wait) if !wait.is_zero() => wait,
-                    _ => return,
+                    _ => return Woken::Elapsed,
                 },
                 // A sleep too long to represent: wait in long steps until stopped.
                 None => Duration::from_secs(3600),
             };
-            reason = self
+            state = self
                 .wake
-                .wait_timeout(reason, wait)
+                .wait_timeout(state, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -107,11 +154,27 @@ mod tests {
     fn first_reason_wins_and_wakes_a_sleeper() {
         let interrupt = Arc::new(Interrupt::new());
         let sleeper = interrupt.clone();
-        let thread = std::thread::spawn(move || sleeper.sleep(Duration::from_secs(3600)));
+        let thread = std::thread::spawn(move || sleeper.sleep(Duration::from_secs(3600), true));
         assert!(interrupt.trigger(StopReason::Terminate));
         assert!(!interrupt.trigger(StopReason::Kill));
-        thread.join().expect("the sleeper woke");
+        assert_eq!(thread.join().expect("the sleeper woke"), Woken::Elapsed);
         assert_eq!(interrupt.stopped(), Some(StopReason::Terminate));
         assert_eq!(StopReason::Terminate.exit_code(), 143);
+    }
+
+    #[test]
+    fn a_suspend_request_wakes_only_a_suspendable_sleep() {
+        let interrupt = Arc::new(Interrupt::new());
+        interrupt.request_suspend();
+        assert_eq!(
+            interrupt.sleep(Duration::from_secs(3600), true),
+            Woken::Suspend
+        );
+        assert_eq!(
+            interrupt.sleep(Duration::from_millis(5), false),
+            Woken::Elapsed
+        );
+        interrupt.clear_suspend();
+        assert!(!interrupt.suspend_requested());
     }
 }

@@ -46,6 +46,7 @@ pub mod memory;
 mod quota;
 mod state;
 mod stdio;
+mod suspend;
 pub mod types;
 
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ pub use interrupt::{Interrupt, StopReason, Stopped};
 pub use quota::DiskQuota;
 pub use state::{FdKindState, FdState, PreopenState, WasiState};
 pub use stdio::{OutputCallback, OutputSink, PipeError, Stdin, StdinPipe};
+pub(crate) use suspend::{Entry as SuspendEntry, enter as suspend_enter, unwind as suspend_unwind};
+pub use suspend::{PendingCall, UnwindGlobals};
 
 /// Name of the module whose imports this host provides.
 pub const MODULE: &str = "wasi_snapshot_preview1";

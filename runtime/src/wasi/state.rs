@@ -22,6 +22,8 @@ pub struct WasiState {
     pub fds: Vec<FdState>,
     /// Value of the virtual monotonic clock when saved, in nanoseconds.
     pub monotonic_ns: u64,
+    /// The host call the process unwound from, re-issued when it is rewound.
+    pub pending: Option<super::PendingCall>,
 }
 
 /// A preopen as saved: what the guest calls it and whether it was read-only.
@@ -127,6 +129,7 @@ impl WasiCtx {
                 .collect(),
             fds,
             monotonic_ns: clock.now(),
+            pending: self.suspend.pending.clone(),
         })
     }
 
@@ -194,6 +197,7 @@ impl WasiCtx {
         config.args = state.args.clone();
         config.env = state.env.clone();
         let mut ctx = Self::without_fds(config, state.monotonic_ns)?;
+        ctx.suspend.pending = state.pending.clone();
         for s in &state.fds {
             let entry = ctx.reopen(s)?;
             ctx.fds.insert(s.fd, entry);

@@ -119,13 +119,32 @@ impl StdinPipe {
         self.state().closed
     }
 
-    /// Blocks until something can be read or the pipe is closed; 0 means end-of-file.
-    fn read(&self, out: &mut [u8]) -> usize {
+    /// Wakes a reader blocked on the pipe so it looks at its interrupt again (a suspend request).
+    pub fn wake(&self) {
+        let _state = self.state();
+        self.shared.readable.notify_all();
+    }
+
+    /// What the guest has not read yet, and whether the pipe is closed: what a pause saves of it.
+    pub fn snapshot(&self) -> (Vec<u8>, bool) {
+        let state = self.state();
+        (state.buf.iter().copied().collect(), state.closed)
+    }
+
+    /// Reads what is there into `out`. With `block`, waits until something is, the pipe is closed, or
+    /// `suspend` says the reader is to suspend.
+    fn read(&self, out: &mut [u8], block: bool, suspend: &dyn Fn() -> bool) -> StdinRead {
         if out.is_empty() {
-            return 0;
+            return StdinRead::Data(0);
         }
         let mut state = self.state();
         while state.buf.is_empty() && !state.closed {
+            if !block {
+                return StdinRead::WouldBlock;
+            }
+            if suspend() {
+                return StdinRead::Suspend;
+            }
             state = self
                 .shared
                 .readable
@@ -136,8 +155,19 @@ impl StdinPipe {
         for (slot, byte) in out.iter_mut().zip(state.buf.drain(..n)) {
             *slot = byte;
         }
-        n
+        StdinRead::Data(n)
     }
+}
+
+/// How a read from stdin went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StdinRead {
+    /// This many bytes were read; 0 is end-of-file.
+    Data(usize),
+    /// Nothing to read now (a read that was not to block).
+    WouldBlock,
+    /// The reader was asked to suspend while it waited: nothing was read.
+    Suspend,
 }
 
 /// A callback receiving output bytes as the guest writes them.
@@ -216,20 +246,41 @@ impl StdinState {
         Self { source, pos: 0 }
     }
 
-    /// Reads into `buf`; 0 at end of input.
-    pub(crate) fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Reads into `buf`: 0 at end of input. A pipe with nothing in it blocks when `block` (until
+    /// something arrives, it closes, or `suspend` says to suspend) and is [`StdinRead::WouldBlock`]
+    /// otherwise; the other sources never block.
+    pub(crate) fn read(
+        &mut self,
+        buf: &mut [u8],
+        block: bool,
+        suspend: &dyn Fn() -> bool,
+    ) -> std::io::Result<StdinRead> {
         match &mut self.source {
-            Stdin::Empty => Ok(0),
+            Stdin::Empty => Ok(StdinRead::Data(0)),
             Stdin::Bytes(b) => {
                 let rest = b.get(self.pos..).unwrap_or(&[]);
                 let n = rest.len().min(buf.len());
                 buf[..n].copy_from_slice(&rest[..n]);
                 self.pos += n;
-                Ok(n)
+                Ok(StdinRead::Data(n))
             }
-            Stdin::Reader(r) => r.read(buf),
-            Stdin::Pipe(pipe) => Ok(pipe.read(buf)),
+            Stdin::Reader(r) => r.read(buf).map(StdinRead::Data),
+            Stdin::Pipe(pipe) => Ok(pipe.read(buf, block, suspend)),
         }
+    }
+
+    /// The pipe stdin reads from, if it is one.
+    pub(crate) fn pipe(&self) -> Option<&StdinPipe> {
+        match &self.source {
+            Stdin::Pipe(pipe) => Some(pipe),
+            _ => None,
+        }
+    }
+
+    /// Replaces the source (a resumed command gets its stdin anew).
+    pub(crate) fn replace(&mut self, source: Stdin) {
+        self.source = source;
+        self.pos = 0;
     }
 }
 
@@ -336,7 +387,10 @@ mod tests {
         let mut got = Vec::new();
         let mut b = [0u8; 4];
         loop {
-            let n = s.read(&mut b).expect("read");
+            let n = match s.read(&mut b, true, &|| false).expect("read") {
+                StdinRead::Data(n) => n,
+                other => panic!("a blocking read gave {other:?}"),
+            };
             if n == 0 {
                 break;
             }
@@ -364,8 +418,31 @@ mod tests {
     fn stdin_bytes_then_eof() {
         let mut s = StdinState::new(Stdin::Bytes(b"xyz".to_vec()));
         let mut b = [0u8; 2];
-        assert_eq!(s.read(&mut b).ok(), Some(2));
-        assert_eq!(s.read(&mut b).ok(), Some(1));
-        assert_eq!(s.read(&mut b).ok(), Some(0));
+        let never = || false;
+        assert_eq!(s.read(&mut b, true, &never).ok(), Some(StdinRead::Data(2)));
+        assert_eq!(s.read(&mut b, true, &never).ok(), Some(StdinRead::Data(1)));
+        assert_eq!(s.read(&mut b, true, &never).ok(), Some(StdinRead::Data(0)));
+    }
+
+    #[test]
+    fn an_empty_pipe_would_block_or_suspends() {
+        let pipe = StdinPipe::new(8);
+        let mut s = StdinState::new(Stdin::Pipe(pipe.clone()));
+        let mut b = [0u8; 4];
+        assert_eq!(
+            s.read(&mut b, false, &|| false).ok(),
+            Some(StdinRead::WouldBlock)
+        );
+        assert_eq!(
+            s.read(&mut b, true, &|| true).ok(),
+            Some(StdinRead::Suspend)
+        );
+        pipe.write(b"ab").expect("room");
+        assert_eq!(pipe.snapshot(), (b"ab".to_vec(), false));
+        assert_eq!(
+            s.read(&mut b, true, &|| true).ok(),
+            Some(StdinRead::Data(2)),
+            "data is read even when a suspend is asked for"
+        );
     }
 }

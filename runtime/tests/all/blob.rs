@@ -482,13 +482,12 @@ fn unsupported_major_and_newer_minor_and_flags() -> Result<()> {
             if found == other_major && supported == stasis::snapshot::FORMAT_MAJOR
     ));
     let mut b = good.clone();
-    b[10..12].copy_from_slice(&1u16.to_le_bytes());
+    let newer = stasis::snapshot::FORMAT_MINOR + 1;
+    b[10..12].copy_from_slice(&newer.to_le_bytes());
     ensure!(matches!(
         dec(b),
-        Err(DecodeError::NewerMinor {
-            found: 1,
-            supported: 0
-        })
+        Err(DecodeError::NewerMinor { found, supported })
+            if found == newer && supported == stasis::snapshot::FORMAT_MINOR
     ));
     let mut b = good;
     b[12] = 0x04;

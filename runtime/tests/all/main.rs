@@ -14,5 +14,6 @@ mod proptests;
 mod python;
 mod sandbox;
 mod shell;
+mod suspend;
 mod unwind;
 mod wasi;

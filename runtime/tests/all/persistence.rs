@@ -357,3 +357,37 @@ fn resumed_memory_is_mapped_copy_on_write_from_the_blob() -> Result<()> {
     assert_eq!(call(&mut resumed, "bump", "")?, "2 2");
     Ok(())
 }
+
+/// A blob of the previous format (2.0, committed in `tests/data`, paused by the Stasis of that format before
+/// the unwind stage existed) still resumes: the guest's counter in memory and in a global continue, its file
+/// is there, and the unwind stage's state this Stasis adds to the module starts fresh.
+#[test]
+fn a_format_2_0_blob_still_resumes() -> Result<()> {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let blob = data.join("v2-reactor.blob");
+    let header = stasis::snapshot::peek_header(&std::fs::read(&blob)?)?;
+    assert_eq!((header.format_major, header.format_minor), (2, 0));
+    let (_tmp, runtime) = runtime()?;
+    let template =
+        runtime.load_template("v2-reactor", &wat::parse_file(data.join("v2-reactor.wat"))?)?;
+    assert!(
+        template.unwind_layout().is_some(),
+        "this Stasis rewrites the module"
+    );
+    let mut sandbox = runtime.resume(&blob, ResumeOptions::default())?;
+    let pid = sandbox.pids()[0];
+    // Three bumps before the pause: calls = 3, memory[0] = 1 + 2 + 3.
+    assert_eq!(sandbox.invoke(pid, "bump", &[])?[0].i32(), Some(4010));
+    assert_eq!(
+        std::fs::read_to_string(sandbox.dir().join("note.txt"))?,
+        "written before the pause\n"
+    );
+    // And it pauses again in the current format.
+    let tmp = tempfile::tempdir()?;
+    sandbox.pause(&tmp.path().join("again.blob"))?;
+    let again = stasis::snapshot::peek_header(&std::fs::read(tmp.path().join("again.blob"))?)?;
+    assert_eq!(again.format_minor, stasis::snapshot::FORMAT_MINOR);
+    let mut resumed = runtime.resume(&tmp.path().join("again.blob"), ResumeOptions::default())?;
+    assert_eq!(resumed.invoke(pid, "bump", &[])?[0].i32(), Some(5015));
+    Ok(())
+}

@@ -19,7 +19,10 @@ use stasis_guest::interpreter::ExecuteRequest;
 use super::{blocking, json_body};
 use crate::auth::jupyter_sandbox;
 use crate::error::ApiError;
-use crate::interpreter::{self, CellOutcome, ContextError, ContextInfo, Language, Target};
+use crate::interpreter::{self, CellOutcome, ContextError, ContextInfo, Language, Started, Target};
+
+/// Longest a cell waits for its context to finish the cells before it.
+const MAX_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 use crate::state::AppState;
 use crate::time::rfc3339;
 
@@ -63,10 +66,32 @@ pub async fn execute(
         code: body.code,
         env_vars: body.env_vars.unwrap_or_default(),
     };
-    let outcome = on_interpreter(&state, id, move |sandbox, interpreters| {
-        interpreter::execute(sandbox, interpreters, &target, &request)
-    })
-    .await?;
+    // The cell runs outside the sandbox's lock, so the sandbox can be paused meanwhile (the cell is then
+    // suspended with it); a context busy with another cell is waited for, as a kernel queues cells.
+    let waited_since = std::time::Instant::now();
+    let outcome = loop {
+        let (target, request) = (target.clone(), request.clone());
+        let started = on_interpreter(&state, id.clone(), move |sandbox, interpreters| {
+            interpreter::start_execute(sandbox, interpreters, &target, &request)
+        })
+        .await?;
+        match started {
+            Started::Call { call, context } => {
+                let output = blocking(move || call.run()).await?;
+                break interpreter::finish_execute(&context, output).map_err(refusal)?;
+            }
+            Started::Busy(control) => {
+                if waited_since.elapsed() > MAX_QUEUE_WAIT {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "the context has been busy with another cell for too long",
+                    ));
+                }
+                blocking(move || control.wait_timeout(std::time::Duration::from_secs(1))).await?;
+            }
+            Started::Done(outcome) => break outcome,
+        }
+    };
     Ok(ndjson(&events(&outcome)))
 }
 

@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use stasis::snapshot::format::{
     COMPRESSION_NONE, COMPRESSION_ZSTD, HEADER_LEN, SECTION_ENTRY_LEN, SectionEntry, SectionKind,
 };
-use stasis::snapshot::{DecodeLimits, decode, peek_header};
-use stasis::state::SandboxManifest;
+use stasis::snapshot::{DecodeLimits, peek_header};
+use stasis::state::decode_sandbox_blob;
 
 /// Arguments of `stasis blob`.
 #[derive(Args, Debug)]
@@ -89,11 +89,21 @@ fn inspect(file: &std::path::Path) -> Result<ExitCode> {
         }
         None => println!("  (the section table lies outside the file)"),
     }
-    match decode::<SandboxManifest>(bytes, &DecodeLimits::default()) {
+    match decode_sandbox_blob(bytes, &DecodeLimits::default()) {
         Ok(decoded) => {
             let manifest = &decoded.manifest;
             println!("template:    {}", manifest.template.name);
             println!("processes:   {}", manifest.processes.len());
+            for process in &manifest.processes {
+                let what = match &process.suspended {
+                    Some(call) => format!("suspended in {}", call.export),
+                    None => "idle".to_owned(),
+                };
+                println!(
+                    "  pid {:<6} {:?} {:<12} {what}",
+                    process.pid, process.kind, process.module.name
+                );
+            }
             println!("memories:    {}", decoded.memories.len());
             println!("verdict:     OK (every checksum verified)");
             Ok(ExitCode::SUCCESS)

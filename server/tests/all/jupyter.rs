@@ -321,7 +321,7 @@ async fn a_runaway_cell_poisons_only_its_context() -> Result<()> {
             None,
         ))
         .await;
-    assert_eq!(restarted.status, StatusCode::OK);
+    assert_eq!(restarted.status, StatusCode::OK, "{:?}", restarted.body);
     let fresh = execute(&server, &id, json!({"code": "2 * 21"})).await?;
     assert_eq!(main_result(&fresh).as_deref(), Some("42"));
     Ok(())
@@ -384,5 +384,37 @@ async fn every_error_path_has_its_status() -> Result<()> {
         .header("E2B-Traffic-Access-Token", server.state.access_token(&id))
         .body(Body::empty())?;
     assert_eq!(server.send(traffic).await.status, StatusCode::OK);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cell_running_when_the_pause_comes_finishes_after_the_resume() -> Result<()> {
+    let server = Server::new()?;
+    let id = interpreter_sandbox(&server).await;
+    // The interpreter is loaded and the list exists before the long cell starts.
+    execute(&server, &id, json!({"code": "import time\nxs = []"})).await?;
+    let cell = "for i in range(20):\n    xs.append(i)\n    time.sleep(0.1)\n";
+    let pause = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let started = std::time::Instant::now();
+        let reply = server
+            .api("POST", &format!("/sandboxes/{id}/pause"), Some(json!({})))
+            .await;
+        (reply.status, started.elapsed())
+    };
+    let (interrupted, (status, took)) =
+        tokio::join!(execute(&server, &id, json!({ "code": cell })), pause);
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    ensure!(took < Duration::from_secs(3), "the pause took {took:?}");
+    let interrupted = interrupted?;
+    let paused = error(&interrupted).context("the cell reports the pause")?;
+    assert_eq!(paused["name"], "SandboxPaused", "{interrupted:?}");
+    let reply = server
+        .api("POST", &format!("/sandboxes/{id}/connect"), Some(json!({})))
+        .await;
+    assert!(reply.status.is_success());
+    // The next cell waits for the interrupted one, which finished with its full effect.
+    let after = execute(&server, &id, json!({"code": "xs == list(range(20))"})).await?;
+    assert_eq!(main_result(&after).as_deref(), Some("True"), "{after:?}");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Commands as processes over the envd plane: events streamed as they happen, background commands listed
-//! until they end, stdin written and closed while they run, signals, re-attaching with `Connect`, what a
-//! pause does to a running command; and gzip uploads. Assertions are on the order and content of events,
+//! until they end, stdin written and closed while they run, signals, re-attaching with `Connect`, a running
+//! command suspended by a pause and continued by the resume; and gzip uploads. Assertions are on the order and content of events,
 //! never on timing: commands wait on their stdin or are stopped explicitly.
 
 use std::time::Duration;
@@ -369,15 +369,16 @@ async fn stream_input_writes_every_data_message() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn pausing_ends_a_running_command_with_a_clear_end_event() -> anyhow::Result<()> {
+async fn pausing_suspends_a_running_command_which_continues_after_the_resume() -> anyhow::Result<()>
+{
     let server = Server::new()?;
     let id = server.create(json!({})).await;
-    let (mut events, _) = start(
+    let (mut events, pid) = start(
         &server,
         &id,
-        "echo up; echo kept > /tmp/k; sleep 100",
-        false,
-        None,
+        "echo up; echo kept > /tmp/k; read x; echo got $x; sleep 0.2; echo done",
+        true,
+        Some("the reader"),
     )
     .await?;
     assert_eq!(events.stdout().await?, "up\n");
@@ -385,22 +386,44 @@ async fn pausing_ends_a_running_command_with_a_clear_end_event() -> anyhow::Resu
         .api("POST", &format!("/sandboxes/{id}/pause"), Some(json!({})))
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    let (_, end) = events.finish().await?;
-    assert_eq!(end["exitCode"], 137);
+    // The client's stream ends with an error saying so; the command did not end.
+    let (flags, end) = events.next().await?;
+    assert_eq!(flags, 2, "the end of the stream, not an event: {end}");
+    assert_eq!(end["error"]["code"], "unavailable");
     assert!(
-        end["error"].as_str().unwrap_or("").contains("paused"),
+        end["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("continues after"),
         "{end}"
     );
-    // Resumed, the sandbox has the command's file and no process.
     let reply = server
         .api("POST", &format!("/sandboxes/{id}/connect"), Some(json!({})))
         .await;
     assert!(reply.status.is_success());
-    assert!(listed(&server, &id).await.is_empty());
+    // Back under its pid and tag, with its config; Connect re-attaches, stdin works, the exit code comes.
+    let processes = listed(&server, &id).await;
+    assert_eq!(processes.len(), 1, "{processes:?}");
+    assert_eq!(processes[0]["pid"], json!(pid));
+    assert_eq!(processes[0]["tag"], "the reader");
+    assert_eq!(processes[0]["config"]["cmd"], "/bin/bash");
+    let mut events = stream(&server, &id, "Connect", json!({"process": {"pid": pid}})).await?;
+    assert_eq!(events.event().await?["start"]["pid"], json!(pid));
+    assert_eq!(
+        send_input(&server, &id, pid, b"line\n").await.status,
+        StatusCode::OK
+    );
+    let (stdout, end) = events.finish().await?;
+    assert_eq!(stdout, "got line\ndone\n");
+    assert_eq!(end["exitCode"], 0);
     assert_eq!(
         server.download(&id, "/tmp/k").await.body.as_ref(),
         b"kept\n"
     );
+    assert!(listed(&server, &id).await.is_empty());
+    // A new command does not take a pid of one that came back.
+    let (_events, next) = start(&server, &id, "true", false, None).await?;
+    assert!(next > pid);
     Ok(())
 }
 

@@ -283,9 +283,12 @@ impl Manager {
     /// Appends `event` to sandbox `id`'s log (see [`crate::lifecycle::events`]). A log that cannot be
     /// written loses the event, never the operation it describes: it is reported in the server's log.
     pub fn log(&self, id: &str, event: Event) {
-        if let Err(error) = events::append(&self.inner.store.sandbox_dir(id), &event) {
-            tracing::warn!(sandbox = %id, %error, "the sandbox's event could not be logged");
-        }
+        self.event_log(id).append(&event);
+    }
+
+    /// Sandbox `id`'s log, to write events into from anywhere.
+    pub fn event_log(&self, id: &str) -> events::SandboxLog {
+        events::SandboxLog::new(self.inner.store.sandbox_dir(id))
     }
 
     /// Sandbox `id`'s log, oldest first.

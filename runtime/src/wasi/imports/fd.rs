@@ -8,12 +8,13 @@ use cap_fs_ext::MetadataExt as _;
 use wasmtime::{Caller, Linker};
 
 use super::{Getter, run, u};
-use crate::wasi::MODULE;
 use crate::wasi::ctx::{FdEntry, Handle, WasiCtx};
 use crate::wasi::errno::{Errno, GuestResult};
 use crate::wasi::memory::GuestMemory;
 use crate::wasi::quota::DiskQuota;
+use crate::wasi::stdio::StdinRead;
 use crate::wasi::types::{DIRENT_SIZE, FILESTAT_SIZE, fdflags, filetype, fstflags, rights, whence};
+use crate::wasi::{MODULE, PendingCall, SuspendEntry, suspend_enter, suspend_unwind};
 
 pub(super) fn add<T: Send + 'static>(
     linker: &mut Linker<T>,
@@ -110,18 +111,36 @@ pub(super) fn add<T: Send + 'static>(
         move |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, off: i64, out: i32| {
             run(&mut c, get, |m, ctx| {
                 let read = read_file(m, ctx, u(fd), u(iovs), u(n), Some(off as u64))?;
-                m.write_u32(u(out), read)
+                m.write_u32(u(out), read.unwrap_or(0))
             })
         },
     )?;
+    // An unwind point: a read waiting for stdin unwinds on a suspend request and is re-issued whole.
     linker.func_wrap(
         MODULE,
         "fd_read",
         move |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, out: i32| {
-            run(&mut c, get, |m, ctx| {
-                let read = read_file(m, ctx, u(fd), u(iovs), u(n), None)?;
-                m.write_u32(u(out), read)
-            })
+            let retry = || PendingCall::Retry {
+                import: "fd_read".into(),
+            };
+            if let SuspendEntry::Unwound = suspend_enter(&mut c, get, |_| retry())? {
+                return Ok(0);
+            }
+            let mut suspended = false;
+            let errno = run(&mut c, get, |m, ctx| {
+                match read_file(m, ctx, u(fd), u(iovs), u(n), None)? {
+                    Some(read) => m.write_u32(u(out), read),
+                    None => {
+                        suspended = true;
+                        Ok(())
+                    }
+                }
+            })?;
+            if suspended {
+                suspend_unwind(&mut c, get, retry())?;
+                return Ok(0);
+            }
+            Ok(errno)
         },
     )?;
     linker.func_wrap(
@@ -138,6 +157,13 @@ pub(super) fn add<T: Send + 'static>(
         MODULE,
         "fd_write",
         move |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, out: i32| {
+            // An unwind point (writes never block today, but one may be asked to unwind here).
+            let retry = |_: &mut WasiCtx| PendingCall::Retry {
+                import: "fd_write".into(),
+            };
+            if let SuspendEntry::Unwound = suspend_enter(&mut c, get, retry)? {
+                return Ok(0);
+            }
             run(&mut c, get, |m, ctx| {
                 let written = write_file(m, ctx, u(fd), u(iovs), u(n), None)?;
                 m.write_u32(u(out), written)
@@ -522,7 +548,8 @@ fn fd_filestat_set_times(
     }
 }
 
-/// `fd_read` (`at` = `None`, from and advancing the fd's offset) and `fd_pread` (`at` = the offset).
+/// `fd_read` (`at` = `None`, from and advancing the fd's offset) and `fd_pread` (`at` = the offset): the
+/// bytes read, or `None` when a wait for stdin was cut short by a suspend request.
 fn read_file(
     m: &mut GuestMemory<'_>,
     ctx: &mut WasiCtx,
@@ -530,17 +557,32 @@ fn read_file(
     iovs: u32,
     n: u32,
     at: Option<u64>,
-) -> GuestResult<u32> {
+) -> GuestResult<Option<u32>> {
     let iovs = m.read_iovecs(iovs, n)?;
     let e = ctx.entry(fd)?;
     let mut total: u32 = 0;
     match &e.handle {
         Handle::Stdin if at.is_none() => {
+            let interrupt = ctx.interrupt.clone();
+            let suspendable = ctx.suspendable();
+            let suspend =
+                || suspendable && interrupt.as_ref().is_some_and(|i| i.suspend_requested());
             for iov in iovs {
-                let got = ctx.stdin.read(m.slice_mut(iov.ptr, iov.len)?)?;
-                total = total.saturating_add(got as u32);
-                if got < iov.len as usize {
-                    break;
+                // Only the first buffer waits: once something was read the call returns, so a suspend
+                // request never finds a read half-done (the rewind re-issues it from nothing).
+                let block = total == 0;
+                match ctx
+                    .stdin
+                    .read(m.slice_mut(iov.ptr, iov.len)?, block, &suspend)?
+                {
+                    StdinRead::Data(got) => {
+                        total = total.saturating_add(got as u32);
+                        if got < iov.len as usize {
+                            break;
+                        }
+                    }
+                    StdinRead::WouldBlock => break,
+                    StdinRead::Suspend => return Ok(None),
                 }
             }
         }
@@ -575,7 +617,7 @@ fn read_file(
         }
         _ => return Err(Errno::Badf),
     }
-    Ok(total)
+    Ok(Some(total))
 }
 
 /// `fd_write` (`at` = `None`: at the offset, or the end for `APPEND`) and `fd_pwrite` (`at` = the offset).

@@ -1,5 +1,9 @@
 //! `poll_oneoff`: clock subscriptions sleep on the (virtual) clocks; fd subscriptions on files and stdio are
 //! always ready, because reads and writes on them never block longer than the host's own I/O.
+//!
+//! It is an unwind point: a sleep cut short by a suspend request unwinds, and the rewind re-issues it with
+//! the monotonic time it began at, so relative timeouts count from the original start — a `sleep 3` paused
+//! after 1 s sleeps 2 s more after the resume (the virtual monotonic clock does not advance while paused).
 
 use std::time::{Duration, Instant};
 
@@ -7,11 +11,14 @@ use wasmtime::{Caller, Linker, Trap};
 
 use super::clock::now;
 use super::{Getter, run, u};
-use crate::wasi::MODULE;
+use crate::wasi::clocks::realtime_now;
 use crate::wasi::ctx::{Handle, WasiCtx};
 use crate::wasi::errno::{Errno, GuestResult};
+use crate::wasi::interrupt::Woken;
 use crate::wasi::memory::GuestMemory;
+use crate::wasi::types::clockid;
 use crate::wasi::types::{EVENT_SIZE, SUBSCRIPTION_CLOCK_ABSTIME, SUBSCRIPTION_SIZE, eventtype};
+use crate::wasi::{MODULE, PendingCall, SuspendEntry, suspend_enter, suspend_unwind};
 
 pub(super) fn add<T: Send + 'static>(
     linker: &mut Linker<T>,
@@ -21,20 +28,31 @@ pub(super) fn add<T: Send + 'static>(
         MODULE,
         "poll_oneoff",
         move |mut c: Caller<'_, T>, subs: i32, events: i32, n: i32, out: i32| {
-            let mut interrupted = false;
+            let started = match suspend_enter(&mut c, get, |ctx| PendingCall::Poll {
+                started_ns: ctx.clock.now(),
+            })? {
+                SuspendEntry::Unwound => return Ok(0),
+                SuspendEntry::Run(Some(PendingCall::Poll { started_ns })) => Some(started_ns),
+                SuspendEntry::Run(_) => None,
+            };
+            let mut ended = None;
             let errno = run(&mut c, get, |m, ctx| {
-                match poll_oneoff(m, ctx, u(subs), u(events), u(n))? {
+                match poll_oneoff(m, ctx, u(subs), u(events), u(n), started)? {
                     Polled::Ready(count) => m.write_u32(u(out), count),
-                    Polled::DeadlinePassed => {
-                        interrupted = true;
+                    other => {
+                        ended = Some(other);
                         Ok(())
                     }
                 }
             })?;
-            if interrupted {
-                return Err(Trap::Interrupt.into());
+            match ended {
+                Some(Polled::DeadlinePassed) => Err(Trap::Interrupt.into()),
+                Some(Polled::Suspended { started_ns }) => {
+                    suspend_unwind(&mut c, get, PendingCall::Poll { started_ns })?;
+                    Ok(0)
+                }
+                _ => Ok(errno),
             }
-            Ok(errno)
         },
     )?;
     Ok(())
@@ -49,6 +67,21 @@ enum Polled {
     Ready(u32),
     /// The call's deadline came before any event: the caller traps as for a CPU timeout.
     DeadlinePassed,
+    /// A suspend request came before any event: the caller unwinds, to re-issue the call from this start.
+    Suspended {
+        /// The monotonic clock when the call (first) began.
+        started_ns: u64,
+    },
+}
+
+/// When a clock subscription is due.
+#[derive(Clone, Copy)]
+enum Due {
+    /// At this value of the virtual monotonic clock: absolute monotonic deadlines, and every relative
+    /// timeout (counted from the call's start, whatever its clock, so that paused time is not counted).
+    Monotonic(u64),
+    /// At this realtime instant (an absolute realtime deadline).
+    Realtime(u64),
 }
 
 /// An event to report.
@@ -65,6 +98,7 @@ fn poll_oneoff(
     subs: u32,
     events: u32,
     n: u32,
+    started: Option<u64>,
 ) -> GuestResult<Polled> {
     // wasmtime-wasi refuses an empty subscription list: it would sleep forever. The upper bound keeps the
     // host's bookkeeping small whatever count a guest passes.
@@ -78,10 +112,10 @@ fn poll_oneoff(
     let out_len = n.checked_mul(EVENT_SIZE as u32).ok_or(Errno::Fault)?;
     m.slice(subs, in_len)?;
     m.slice(events, out_len)?;
+    let started_ns = started.unwrap_or_else(|| ctx.clock.now());
 
     let mut ready = Vec::new();
-    // Earliest clock deadline: (clock id, deadline on that clock, userdata).
-    let mut timers: Vec<(u32, u64, u64)> = Vec::new();
+    let mut timers: Vec<(Due, u64)> = Vec::new();
     for i in 0..n {
         let at = subs + i * SUBSCRIPTION_SIZE as u32;
         let userdata = m.read_u64(at)?;
@@ -91,14 +125,13 @@ fn poll_oneoff(
                 let timeout = m.read_u64(at + 24)?;
                 let flags = m.read_u16(at + 40)?;
                 match now(ctx, id) {
-                    Ok(current) => {
-                        let deadline = if flags & SUBSCRIPTION_CLOCK_ABSTIME != 0 {
-                            timeout
-                        } else {
-                            current.saturating_add(timeout)
-                        };
-                        timers.push((id, deadline, userdata));
+                    Ok(_) if flags & SUBSCRIPTION_CLOCK_ABSTIME == 0 => {
+                        timers.push((Due::Monotonic(started_ns.saturating_add(timeout)), userdata))
                     }
+                    Ok(_) if id == clockid::REALTIME => {
+                        timers.push((Due::Realtime(timeout), userdata))
+                    }
+                    Ok(_) => timers.push((Due::Monotonic(timeout), userdata)),
                     Err(e) => ready.push(Event {
                         userdata,
                         error: e,
@@ -127,8 +160,11 @@ fn poll_oneoff(
         // Sleep until the earliest deadline, then report every timer that is due.
         loop {
             let mut wait = u64::MAX;
-            for &(id, deadline, userdata) in &timers {
-                let current = now(ctx, id)?;
+            for &(due, userdata) in &timers {
+                let (current, deadline) = match due {
+                    Due::Monotonic(d) => (ctx.clock.now(), d),
+                    Due::Realtime(d) => (realtime_now(), d),
+                };
                 if current >= deadline {
                     ready.push(Event {
                         userdata,
@@ -147,11 +183,15 @@ fn poll_oneoff(
             if let Some(deadline) = ctx.deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left < nap {
-                    ctx.sleep(left);
+                    if ctx.sleep(left) == Woken::Suspend {
+                        return Ok(Polled::Suspended { started_ns });
+                    }
                     return Ok(Polled::DeadlinePassed);
                 }
             }
-            ctx.sleep(nap);
+            if ctx.sleep(nap) == Woken::Suspend {
+                return Ok(Polled::Suspended { started_ns });
+            }
         }
     }
 

@@ -4,7 +4,7 @@ use wasmtime::{Caller, Linker};
 
 use super::{Getter, run, u};
 use crate::wasi::errno::Errno;
-use crate::wasi::{MODULE, ProcExit};
+use crate::wasi::{MODULE, PendingCall, ProcExit, SuspendEntry, suspend_enter};
 
 pub(super) fn add<T: Send + 'static>(
     linker: &mut Linker<T>,
@@ -23,7 +23,14 @@ pub(super) fn add<T: Send + 'static>(
         "proc_raise",
         move |mut c: Caller<'_, T>, _sig: i32| run(&mut c, get, |_, _| Err(Errno::Notsup)),
     )?;
+    // An unwind point: a guest that yields in a loop can be suspended there.
     linker.func_wrap(MODULE, "sched_yield", move |mut c: Caller<'_, T>| {
+        let retry = |_: &mut crate::wasi::WasiCtx| PendingCall::Retry {
+            import: "sched_yield".into(),
+        };
+        if let SuspendEntry::Unwound = suspend_enter(&mut c, get, retry)? {
+            return Ok(0);
+        }
         run(&mut c, get, |_, _| {
             std::thread::yield_now();
             Ok(())

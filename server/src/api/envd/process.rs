@@ -4,8 +4,11 @@
 //! sandbox's process table until it ends, whether or not a client still listens, so `List`, `SendInput`, `CloseStdin`, `SendSignal`, `Connect` and `StreamInput` find it by pid or tag.
 //!
 //! What ends a command besides itself: `SendSignal` (SIGKILL → exit code 137, SIGTERM → 143; a guest cannot
-//! catch signals), pausing the sandbox (a command's wasm stack cannot be captured, so it ends with 137 and an
-//! `error` saying so before anything is captured), killing the sandbox. `StreamInput` reads the whole request
+//! catch signals), killing the sandbox. Pausing the sandbox *suspends* it: the command is saved with the
+//! sandbox mid-run, its clients' streams end with an `unavailable` error saying so, and when the sandbox
+//! resumes ([`continue_suspended`]) it continues under the same pid, tag and configuration — listed by
+//! `List`, reached by `Connect`, `SendInput` and `SendSignal` as before. (A command whose module cannot be
+//! paused mid-call ends with 137 and an `error` saying why.) `StreamInput` reads the whole request
 //! before writing it to stdin (the server receives request bodies whole); `Update` (PTY resizing) is not
 //! supported, as no command has a PTY.
 
@@ -25,6 +28,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use stasis::lifecycle::events::SandboxLog;
+use stasis::lifecycle::{Event as LogEvent, Level};
 use stasis::wasi::{OutputSink, PipeError, Stdin, StdinPipe, StopReason};
 use stasis::{CommandIo, ModuleKind};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -37,7 +42,7 @@ use crate::connect::{
 };
 use crate::error::ApiError;
 use crate::guest::{command_env, runs_own_template, shell_args};
-use crate::processes::{Entry, Event, Hub, Selector};
+use crate::processes::{Entry, Event, Hub, ProcessTable, Selector};
 use crate::state::AppState;
 
 /// Process ids handed out, unique for the server's life.
@@ -138,24 +143,31 @@ async fn start_command(
     let sandbox = id.clone();
     let (out_hub, err_hub) = (hub.clone(), hub.clone());
     let stdin = pipe.clone();
+    let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
+    let config = serde_json::to_value(&process).unwrap_or_default();
+    let label = CommandLabel {
+        command: Saved {
+            pid,
+            tag: request.tag.clone(),
+            config: config.clone(),
+            stdin: pipe.is_some(),
+        },
+    }
+    .to_json();
     let command = blocking(move || {
         manager.with_sandbox(&sandbox, |s| {
-            let limit = s.limits().max_output_bytes;
-            let io = CommandIo {
-                stdin: stdin.map_or(Stdin::Empty, Stdin::Pipe),
-                stdout: OutputSink::stream(limit, move |b| {
-                    out_hub.publish(Event::Stdout(b.to_vec()))
-                }),
-                stderr: OutputSink::stream(limit, move |b| {
-                    err_hub.publish(Event::Stderr(b.to_vec()))
-                }),
-            };
+            let io = streams(
+                s.limits().max_output_bytes,
+                stdin.map_or(Stdin::Empty, Stdin::Pipe),
+                out_hub,
+                err_hub,
+            );
             // A user command template's sandbox runs its module when asked for it by name.
             let own = s.template().clone();
             if own.kind() == ModuleKind::Command && runs_own_template(own.name(), &cmd) {
-                s.start_command(&own, &own_args, &env, io)
+                s.start_command_labeled(&own, &own_args, &env, io, &label)
             } else {
-                s.start_command(&shell, &shell_args, &env, io)
+                s.start_command_labeled(&shell, &shell_args, &env, io, &label)
             }
         })
     })
@@ -169,8 +181,6 @@ async fn start_command(
         ),
         other => ConnectError::from(ApiError::internal(&other)),
     })?;
-    let pid = NEXT_PID.fetch_add(1, Ordering::Relaxed);
-    let config = serde_json::to_value(&process).unwrap_or_default();
     state.processes().insert(
         &id,
         Entry {
@@ -181,34 +191,85 @@ async fn start_command(
             hub: hub.clone(),
         },
     );
-    let line = process.args.last().cloned().unwrap_or_default();
     state.manager().log(
         &id,
-        stasis::lifecycle::Event::now(
-            stasis::lifecycle::Level::Info,
-            "command_started",
-            "Command started",
-        )
-        .with("pid", pid)
-        .with("cmd", &line),
+        LogEvent::now(Level::Info, "command_started", "Command started")
+            .with("pid", pid)
+            .with("cmd", process.args.last().map_or("", String::as_str)),
     );
-    let log = state.manager().clone();
-    let table = state.processes().clone();
-    let sandbox = id.clone();
-    let runner = std::thread::Builder::new()
+    let log = state.manager().event_log(&id);
+    if let Err(error) = run_in_background(state.processes().clone(), &id, pid, command, hub, log) {
+        // The command was never run; dropping it (with the closure) marks it ended for the sandbox.
+        state.processes().remove(&id, pid);
+        return Err(ConnectError::from(ApiError::internal(&error)));
+    }
+    tracing::debug!(sandbox = %id, pid, "command started");
+    Ok((pid, events))
+}
+
+/// What a command's label keeps of it in the sandbox (and so in a blob, should a pause suspend it): what
+/// clients know it by.
+#[derive(Debug, Serialize, Deserialize)]
+struct CommandLabel {
+    command: Saved,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    pid: u32,
+    tag: Option<String>,
+    config: serde_json::Value,
+    stdin: bool,
+}
+
+impl CommandLabel {
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A command's streams: stdout and stderr published to `hub`s' streams as written.
+fn streams(limit: usize, stdin: Stdin, out_hub: Arc<Hub>, err_hub: Arc<Hub>) -> CommandIo {
+    CommandIo {
+        stdin,
+        stdout: OutputSink::stream(limit, move |b| out_hub.publish(Event::Stdout(b.to_vec()))),
+        stderr: OutputSink::stream(limit, move |b| err_hub.publish(Event::Stderr(b.to_vec()))),
+    }
+}
+
+/// Why a client's stream of a command ends when a pause suspends the command.
+const SUSPENDED: &str = "the sandbox was paused: the process was saved with it and continues after the \
+                         sandbox resumes (connect to it again by its pid)";
+
+/// Runs `command` (process `pid` of sandbox `id`) on a thread of its own until it ends, then publishes its
+/// end to `hub` and forgets it; a command suspended by a pause ends its clients' streams with an error.
+fn run_in_background(
+    table: ProcessTable,
+    id: &str,
+    pid: u32,
+    command: stasis::Command,
+    hub: Arc<Hub>,
+    log: SandboxLog,
+) -> std::io::Result<()> {
+    let sandbox = id.to_owned();
+    std::thread::Builder::new()
         .name(format!("stasis-cmd-{pid}"))
         .spawn(move || {
             let output = command.run();
+            table.remove_run(&sandbox, pid, &hub);
+            if output.suspended {
+                tracing::debug!(sandbox = %sandbox, pid, "command suspended by a pause");
+                hub.interrupt(SUSPENDED);
+                return;
+            }
             tracing::debug!(sandbox = %sandbox, pid, exit_code = output.exit_code, "command ended");
-            table.remove(&sandbox, pid);
             let level = if output.exit_code == 0 {
-                stasis::lifecycle::Level::Info
+                Level::Info
             } else {
-                stasis::lifecycle::Level::Warn
+                Level::Warn
             };
-            log.log(
-                &sandbox,
-                stasis::lifecycle::Event::now(level, "command_ended", "Command ended")
+            log.append(
+                &LogEvent::now(level, "command_ended", "Command ended")
                     .with("pid", pid)
                     .with("exitCode", output.exit_code),
             );
@@ -221,14 +282,81 @@ async fn start_command(
                 end["error"] = json!(trap);
             }
             hub.finish(end);
-        });
-    if let Err(error) = runner {
-        // The command was never run; dropping it (with the closure) marks it ended for the sandbox.
-        state.processes().remove(&id, pid);
-        return Err(ConnectError::from(ApiError::internal(&error)));
+        })
+        .map(drop)
+}
+
+/// The resume hook of the server ([`stasis::lifecycle::ResumeHook`]): the commands a pause suspended in
+/// sandbox `id` continue, under their old pids, tags and configurations (so `List` shows them and `Connect`
+/// re-attaches), and a code-interpreter cell that was running finishes in the background.
+pub fn continue_suspended(
+    table: &ProcessTable,
+    id: &str,
+    sandbox: &mut stasis::Sandbox,
+    log: &SandboxLog,
+) {
+    for info in sandbox.suspended() {
+        match info.kind {
+            stasis::ProcessKind::Command => {
+                let Ok(CommandLabel { command: saved }) = serde_json::from_str(&info.label) else {
+                    tracing::warn!(sandbox = %id, pid = info.pid, "a suspended command has no label of ours; it stays suspended");
+                    continue;
+                };
+                let hub = Arc::new(Hub::default());
+                let pipe = saved.stdin.then(|| StdinPipe::new(STDIN_CAPACITY));
+                let io = streams(
+                    sandbox.limits().max_output_bytes,
+                    pipe.map_or(Stdin::Empty, Stdin::Pipe),
+                    hub.clone(),
+                    hub.clone(),
+                );
+                let command = match sandbox.continue_command(info.pid, io) {
+                    Ok(command) => command,
+                    Err(error) => {
+                        tracing::warn!(sandbox = %id, pid = saved.pid, error = %crate::error::chain(&error), "a suspended command could not continue");
+                        continue;
+                    }
+                };
+                // New pids must not collide with the ones that came back.
+                NEXT_PID.fetch_max(saved.pid.saturating_add(1), Ordering::Relaxed);
+                table.insert(
+                    id,
+                    Entry {
+                        pid: saved.pid,
+                        tag: saved.tag,
+                        config: saved.config,
+                        control: command.control(),
+                        hub: hub.clone(),
+                    },
+                );
+                let run =
+                    run_in_background(table.clone(), id, saved.pid, command, hub, log.clone());
+                if let Err(error) = run {
+                    table.remove(id, saved.pid);
+                    tracing::warn!(sandbox = %id, pid = saved.pid, %error, "a suspended command could not be started again");
+                } else {
+                    tracing::debug!(sandbox = %id, pid = saved.pid, "suspended command continues");
+                }
+            }
+            stasis::ProcessKind::Reactor => match sandbox.continue_call(info.pid) {
+                Ok(call) => {
+                    let sandbox_id = id.to_owned();
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("stasis-call-{}", info.pid))
+                        .spawn(move || {
+                            let output = call.run();
+                            tracing::debug!(sandbox = %sandbox_id, ok = output.result.is_ok(), "a suspended call finished after the resume");
+                        });
+                    if let Err(error) = spawned {
+                        tracing::warn!(sandbox = %id, %error, "a suspended call could not continue");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(sandbox = %id, pid = info.pid, %error, "a suspended call could not continue");
+                }
+            },
+        }
     }
-    tracing::debug!(sandbox = %id, pid, "command started");
-    Ok((pid, events))
 }
 
 /// `POST /process.Process/Connect` (server streaming): the events of a running process from now on.
@@ -536,6 +664,10 @@ async fn next_frame(st: &mut StreamState) -> Vec<u8> {
             let mut frame = event(json!({ "end": end }));
             frame.extend(end_stream(None));
             frame
+        }
+        Some(Event::Interrupted(why)) => {
+            st.done = true;
+            end_stream(Some(&ConnectError::new(Code::Unavailable, why)))
         }
         None => {
             st.done = true;

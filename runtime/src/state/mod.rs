@@ -2,13 +2,56 @@
 //!
 //! Nothing here refers to a live object; [`crate::capture`] builds these structs from live processes and
 //! [`crate::restore`] turns them back into live ones. Memory contents are not part of the manifest: they
-//! travel in the blob's memory sections, keyed by process index and memory index.
+//! travel in the blob's memory sections, keyed by process index and memory index — and so do suspended
+//! calls' stacks, which the unwind stage keeps in a memory of its own; what a suspended call needs besides
+//! is here ([`SuspendedCall`]).
+//!
+//! This is the manifest of format 2.1; [`v2_0`] reads the manifests of format 2.0 blobs.
+
+pub mod v2_0;
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot::{DecodeError, DecodeLimits, DecodedBlob, decode, peek_header, read_blob};
 use crate::wasi::WasiState;
+
+/// Reads the sandbox blob at `path`, whatever minor of the format wrote it (see [`read_blob`]).
+pub fn read_sandbox_blob(
+    path: &Path,
+    limits: &DecodeLimits,
+) -> Result<DecodedBlob<SandboxManifest>, DecodeError> {
+    let mut header = [0u8; crate::snapshot::format::HEADER_LEN];
+    let got = {
+        let mut file = std::fs::File::open(path).map_err(DecodeError::Io)?;
+        let mut got = 0;
+        while got < header.len() {
+            match file.read(&mut header[got..]).map_err(DecodeError::Io)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        got
+    };
+    if peek_header(&header[..got])?.format_minor == 0 {
+        return Ok(read_blob::<v2_0::SandboxManifestV2_0>(path, limits)?.map_manifest(Into::into));
+    }
+    read_blob(path, limits)
+}
+
+/// Decodes a sandbox blob held in memory, whatever minor of the format wrote it (see [`decode`]).
+pub fn decode_sandbox_blob(
+    bytes: Vec<u8>,
+    limits: &DecodeLimits,
+) -> Result<DecodedBlob<SandboxManifest>, DecodeError> {
+    if peek_header(&bytes)?.format_minor == 0 {
+        return Ok(decode::<v2_0::SandboxManifestV2_0>(bytes, limits)?.map_manifest(Into::into));
+    }
+    decode(bytes, limits)
+}
 
 /// Everything about a paused sandbox except its memory bytes and its files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +97,48 @@ pub struct ProcessState {
     /// What the embedder called the process when it spawned it (e.g. a code-interpreter context's id);
     /// empty when it gave no label. Kept in the blob so the name survives a move to another server.
     pub label: String,
+    /// Whether it is a reactor or a command.
+    pub kind: ProcessKind,
+    /// Hex sha256 of the instrumented module it ran: a suspended call's frames only mean something to the
+    /// same instrumentation.
+    pub instrumented_sha256: String,
+    /// The call it was suspended in, if it was running one when the pause came.
+    pub suspended: Option<SuspendedCall>,
+}
+
+/// How a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcessKind {
+    /// A reactor: instantiated once, called many times.
+    Reactor,
+    /// A command: `_start` runs once, to the end.
+    Command,
+}
+
+/// A call that unwound when its sandbox was paused, to be rewound and finished after the resume. Its
+/// frames are in the process's frame-buffer memory and its position in the unwind stage's globals; the host
+/// call it was waiting in is in its WASI state ([`crate::wasi::WasiState::pending`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspendedCall {
+    /// The export that was called: `_start` for a command, a handler's export for a reactor.
+    pub export: String,
+    /// Its arguments, to call it again with for the rewind.
+    pub args: Vec<GlobalValue>,
+    /// CPU time it had used, in milliseconds (its limit counts on from there).
+    pub cpu_used_ms: u64,
+    /// Wall time it had taken, in milliseconds (a command's wall-time limit counts on from there).
+    pub wall_used_ms: u64,
+    /// A command's stdin pipe as it was: the bytes it had not read yet and whether it was closed.
+    pub stdin: Option<PipeState>,
+}
+
+/// A stdin pipe as saved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeState {
+    /// Bytes written and not read yet.
+    pub unread: Vec<u8>,
+    /// Whether it was closed (the reader gets end-of-file after the unread bytes).
+    pub closed: bool,
 }
 
 /// The value of one mutable global.
