@@ -100,9 +100,11 @@ impl Command {
         if !resuming {
             let template = process.template.clone();
             let instance = process.instance;
-            if let Err(error) =
-                crate::instantiate::initialize(&template, &mut process.store, &instance)
-            {
+            let cpu = process.store.data().limits.usage().running();
+            let initialized =
+                crate::instantiate::initialize(&template, &mut process.store, &instance);
+            drop(cpu);
+            if let Err(error) = initialized {
                 return self.ended(Some(process), Err(error));
             }
         }

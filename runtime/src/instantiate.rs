@@ -4,12 +4,15 @@
 //! instrumentation took out of the start section, then `_initialize` for reactors); a *restored* instance
 //! runs nothing at all, because its memory and globals are about to be overwritten with saved ones.
 
+use std::sync::Arc;
+
 use wasmtime::{Instance, Linker, Store, StoreLimitsBuilder};
 
 use crate::engine::StasisEngine;
 use crate::limits::SandboxLimits;
 use crate::process::ProcessData;
 use crate::template::Template;
+use crate::usage::{Limiter, SandboxUsage};
 use crate::wasi::WasiCtx;
 
 /// Why a process could not be started.
@@ -40,6 +43,7 @@ pub(crate) fn new_store(
     engine: &StasisEngine,
     limits: &SandboxLimits,
     wasi: WasiCtx,
+    usage: &Arc<SandboxUsage>,
 ) -> Store<ProcessData> {
     let store_limits = StoreLimitsBuilder::new()
         .memory_size(usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX))
@@ -49,7 +53,7 @@ pub(crate) fn new_store(
         engine.engine(),
         ProcessData {
             wasi,
-            limits: store_limits,
+            limits: Limiter::new(store_limits, usage.clone()),
         },
     );
     store.limiter(|data| &mut data.limits);

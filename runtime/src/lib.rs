@@ -29,6 +29,7 @@ pub mod call;
 pub mod capture;
 pub mod command;
 pub mod engine;
+pub mod files_only;
 pub mod instantiate;
 pub mod instrument;
 pub mod lifecycle;
@@ -41,6 +42,7 @@ pub mod sandbox;
 pub mod snapshot;
 pub mod state;
 pub mod template;
+pub mod usage;
 pub mod wasi;
 
 pub use call::{CallOutput, ProcessCall};
@@ -57,3 +59,4 @@ pub use sandbox::{
 };
 pub use state::ProcessKind;
 pub use template::{ModuleKind, Template, TemplateError};
+pub use usage::SandboxUsage;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::{Instance, Memory, Store, StoreLimits, Trap, TypedFunc, Val};
+use wasmtime::{Instance, Memory, Store, Trap, TypedFunc, Val};
 
 use crate::instrument::unwind::{NORMAL, REQUESTED, REWINDING, UNWINDING};
 use crate::running::{Control, Decision};
@@ -22,8 +22,8 @@ use crate::wasi::{Interrupt, ProcExit, WasiCtx};
 pub(crate) struct ProcessData {
     /// The process's WASI host state.
     pub(crate) wasi: WasiCtx,
-    /// The memory and table bounds enforced by wasmtime.
-    pub(crate) limits: StoreLimits,
+    /// The memory and table bounds enforced by wasmtime, and the sandbox's usage account.
+    pub(crate) limits: crate::usage::Limiter,
 }
 
 /// One live instance of a module inside a sandbox.
@@ -229,7 +229,9 @@ impl Process {
             return Entered::Failed(error);
         }
         self.store.data_mut().wasi.set_suspendable(true);
+        let cpu = self.store.data().limits.usage().running();
         let outcome = func.call(&mut self.store, args, &mut results);
+        drop(cpu);
         self.store.data_mut().wasi.set_suspendable(false);
         if let Err(error) = outcome {
             if self.unwind_state() == Some(UNWINDING) {
@@ -351,6 +353,7 @@ impl Process {
             .map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0)))
             .collect();
         crate::instantiate::arm_deadline(&mut self.store, deadline_ticks, cpu_limit);
+        let _cpu = self.store.data().limits.usage().running();
         match func.call(&mut self.store, params, &mut results) {
             Ok(()) => Ok(results),
             Err(error) => Err(self.classify_trap(error, cpu_limit)),

@@ -32,6 +32,9 @@ pub struct ResumeOptions {
     /// The template the blob must belong to. When `None`, the template is found among those loaded into
     /// the runtime by the module hash the blob records.
     pub template: Option<Template>,
+    /// The extra host directories the paused sandbox had ([`crate::SandboxOptions::mounts`]): the blob
+    /// does not hold them, and its processes' open files are re-opened in them.
+    pub mounts: Vec<crate::wasi::Mount>,
 }
 
 /// Why a blob could not be resumed. Nothing is left behind: a directory created for the sandbox is removed.
@@ -162,6 +165,8 @@ impl Runtime {
             processes: Default::default(),
             next_pid: 1,
             paused: false,
+            mounts: options.mounts,
+            usage: crate::usage::SandboxUsage::new(),
         };
         // From here on, dropping `sandbox` on an error removes a directory we created.
         decoded.filesystem.restore_into(&sandbox.dir)?;
@@ -221,7 +226,12 @@ fn restore_process(
         .map_err(|source| ResumeError::Wasi { pid, source })?;
     let interrupt = std::sync::Arc::new(crate::wasi::Interrupt::new());
     wasi.set_interrupt(interrupt.clone());
-    let mut store = new_store(sandbox.runtime.engine(), &sandbox.limits, wasi);
+    let mut store = new_store(
+        sandbox.runtime.engine(),
+        &sandbox.limits,
+        wasi,
+        &sandbox.usage,
+    );
     let instance = instantiate(&template, &mut store)
         .map_err(|source| ResumeError::Instantiate { pid, source })?;
     crate::sandbox::attach_unwind_globals(&template, &mut store, &instance)

@@ -27,8 +27,9 @@ use crate::running::Control;
 use crate::runtime::Runtime;
 use crate::state::ProcessKind;
 use crate::template::{ModuleKind, Template};
+use crate::usage::SandboxUsage;
 use crate::wasi::{
-    DiskQuota, Interrupt, OutputSink, Stdin, StopReason, UnwindGlobals, WasiConfig, WasiCtx,
+    DiskQuota, Interrupt, Mount, OutputSink, Stdin, StopReason, UnwindGlobals, WasiConfig, WasiCtx,
     WasiLimits,
 };
 
@@ -46,6 +47,10 @@ pub struct SandboxOptions {
     pub metadata: BTreeMap<String, String>,
     /// Limits; the runtime's defaults when `None`.
     pub limits: Option<SandboxLimits>,
+    /// Host directories every process of the sandbox sees besides its root (volumes), in this order.
+    /// They are not part of the sandbox: a pause leaves them out of the blob, and a resume must be given
+    /// the same mounts ([`crate::ResumeOptions::mounts`]).
+    pub mounts: Vec<Mount>,
 }
 
 /// Why a sandbox could not be created.
@@ -136,6 +141,10 @@ pub struct Sandbox {
     pub(crate) processes: BTreeMap<u32, Entry>,
     pub(crate) next_pid: u32,
     pub(crate) paused: bool,
+    /// Extra host directories every process sees (see [`SandboxOptions::mounts`]).
+    pub(crate) mounts: Vec<Mount>,
+    /// What the sandbox's processes use, shared with their stores (see [`crate::usage`]).
+    pub(crate) usage: Arc<SandboxUsage>,
 }
 
 impl Runtime {
@@ -173,6 +182,8 @@ impl Runtime {
             processes: BTreeMap::new(),
             next_pid: 1,
             paused: false,
+            mounts: options.mounts,
+            usage: SandboxUsage::new(),
         };
         if template.kind() == ModuleKind::Reactor {
             sandbox.spawn(template)?;
@@ -207,6 +218,16 @@ impl Sandbox {
         self.paused
     }
 
+    /// The extra host directories the sandbox's processes see.
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// What the sandbox's processes use right now (memory, CPU time), readable from any thread.
+    pub fn usage(&self) -> Arc<SandboxUsage> {
+        self.usage.clone()
+    }
+
     /// Ids of the live processes, in ascending order.
     pub fn pids(&mut self) -> Vec<u32> {
         self.reap();
@@ -222,7 +243,7 @@ impl Sandbox {
             args: argv,
             env: self.env.clone(),
             root: Some(self.dir.clone()),
-            mounts: Vec::new(),
+            mounts: self.mounts.clone(),
             stdin,
             stdout: OutputSink::capture(self.limits.max_output_bytes),
             stderr: OutputSink::capture(self.limits.max_output_bytes),
@@ -308,7 +329,7 @@ impl Sandbox {
     ) -> Result<Process, SpawnError> {
         let interrupt = Arc::new(Interrupt::new());
         wasi.set_interrupt(interrupt.clone());
-        let mut store = new_store(self.runtime.engine(), &self.limits, wasi);
+        let mut store = new_store(self.runtime.engine(), &self.limits, wasi, &self.usage);
         let instance = instantiate(template, &mut store)?;
         attach_unwind_globals(template, &mut store, &instance)?;
         Ok(Process {
@@ -343,7 +364,10 @@ impl Sandbox {
         let pid = self.next_pid;
         let mut process = self.new_process(template, pid, label, ProcessKind::Reactor, wasi)?;
         let instance = process.instance;
-        if let Err(error) = initialize(template, &mut process.store, &instance) {
+        let cpu = self.usage.running();
+        let initialized = initialize(template, &mut process.store, &instance);
+        drop(cpu);
+        if let Err(error) = initialized {
             return Err(SpawnError::Init(
                 process.classify_trap(error, self.limits.cpu_time_per_call),
             ));

@@ -9,8 +9,8 @@ use axum::http::{StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 
-use crate::api::envd::{files, filesystem, process};
-use crate::api::jupyter;
+use crate::api::envd::{files, filesystem, process, watch};
+use crate::api::{jupyter, volume_files};
 use crate::auth::require_api_key;
 use crate::error::ApiError;
 use crate::metrics::track_requests;
@@ -41,6 +41,19 @@ pub fn app(state: AppState) -> Router {
             post(filesystem::stat_handler),
         )
         .route("/filesystem.Filesystem/MakeDir", post(filesystem::make_dir))
+        .route("/filesystem.Filesystem/WatchDir", post(watch::watch_dir))
+        .route(
+            "/filesystem.Filesystem/CreateWatcher",
+            post(watch::create_watcher),
+        )
+        .route(
+            "/filesystem.Filesystem/GetWatcherEvents",
+            post(watch::get_watcher_events),
+        )
+        .route(
+            "/filesystem.Filesystem/RemoveWatcher",
+            post(watch::remove_watcher),
+        )
         .route("/filesystem.Filesystem/Remove", post(filesystem::remove))
         .route(
             "/filesystem.Filesystem/Move",
@@ -50,7 +63,22 @@ pub fn app(state: AppState) -> Router {
         .route("/execute", post(jupyter::execute))
         .route("/contexts", get(jupyter::list).post(jupyter::create))
         .route("/contexts/{id}", axum::routing::delete(jupyter::remove))
-        .route("/contexts/{id}/restart", post(jupyter::restart));
+        .route("/contexts/{id}/restart", post(jupyter::restart))
+        // The volume file API, authorized by each volume's own token.
+        .route(
+            "/volumecontent/{id}/file",
+            get(volume_files::read_file).put(volume_files::write_file),
+        )
+        .route(
+            "/volumecontent/{id}/dir",
+            get(volume_files::list_dir).post(volume_files::make_dir),
+        )
+        .route(
+            "/volumecontent/{id}/path",
+            get(volume_files::stat_path)
+                .delete(volume_files::remove)
+                .patch(volume_files::update),
+        );
 
     let limit = state.max_body_bytes();
     Router::new()

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub cache_dir: Option<PathBuf>,
     /// Whether to load the interpreter guests on a thread of their own at start.
     pub warm_up: bool,
+    /// Time between two usage samples of each running sandbox.
+    pub metrics_interval: std::time::Duration,
 }
 
 /// A secret read from the data directory, or created there (mode 0600) on first use.

@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use stasis::lifecycle::LifecycleError;
+use stasis::lifecycle::{LifecycleError, VolumeError};
 
 /// An error answered to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,16 +81,49 @@ impl From<LifecycleError> for ApiError {
             E::NotFound(_) | E::SnapshotNotFound(_) | E::UnknownModule { .. } => {
                 StatusCode::NOT_FOUND
             }
-            E::UnknownTemplate(_) | E::ForkCount(_) | E::Query(_) | E::InvalidBlob(_) => {
-                StatusCode::BAD_REQUEST
+            E::UnknownTemplate(_)
+            | E::ForkCount(_)
+            | E::Query(_)
+            | E::InvalidBlob(_)
+            | E::Network(_) => StatusCode::BAD_REQUEST,
+            E::Busy(_) | E::Paused(_) | E::Lost(_) | E::Running(_) | E::Conflict(_) => {
+                StatusCode::CONFLICT
             }
-            E::Busy(_) | E::Paused(_) | E::Lost(_) | E::Running(_) => StatusCode::CONFLICT,
             E::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
-            E::Template(_) | E::Create(_) | E::Pause(_) | E::Resume(_) | E::Store(_) => {
+            E::Volume(volume) => match volume_status(volume) {
+                Some(status) => status,
+                None => return Self::internal(&error),
+            },
+            E::Template(_)
+            | E::Create(_)
+            | E::Pause(_)
+            | E::Resume(_)
+            | E::Store(_)
+            | E::ColdStart(_) => {
                 return Self::internal(&error);
             }
         };
         Self::new(status, error.to_string())
+    }
+}
+
+/// The status of a volume failure; `None` for an internal one.
+fn volume_status(error: &VolumeError) -> Option<StatusCode> {
+    use VolumeError as V;
+    Some(match error {
+        V::NotFound(_) => StatusCode::NOT_FOUND,
+        V::NameTaken(_) | V::InUse { .. } => StatusCode::CONFLICT,
+        V::InvalidName(_) | V::Quota(_) | V::InvalidPath { .. } => StatusCode::BAD_REQUEST,
+        V::Io(_) => return None,
+    })
+}
+
+impl From<VolumeError> for ApiError {
+    fn from(error: VolumeError) -> Self {
+        match volume_status(&error) {
+            Some(status) => Self::new(status, error.to_string()),
+            None => Self::internal(&error),
+        }
     }
 }
 

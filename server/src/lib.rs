@@ -16,10 +16,12 @@ pub mod interpreter;
 pub mod metrics;
 pub mod openapi;
 pub mod processes;
+pub mod sampler;
 pub mod serve;
 pub mod state;
 pub mod templates;
 pub mod time;
+pub mod watch;
 
 pub use app::app;
 pub use config::ServerConfig;

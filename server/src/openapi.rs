@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::{blobs, metrics, sandboxes, templates};
+use crate::api::{blobs, logs, metrics, network, sandboxes, snapshots, templates, usage, volumes};
 use crate::state::AppState;
 
 /// The name of the API-key security scheme in the document (spelled out in `ApiDoc`'s `security` too,
@@ -28,12 +28,14 @@ pub const API_KEY_SCHEME: &str = "api_key";
                        `filesystem.Filesystem`, `/files`) is described in docs/sdk-compat.md."
     ),
     modifiers(&ApiKeyScheme),
+    components(schemas(logs::Direction, logs::LeastLevel)),
     security(("api_key" = [])),
     tags(
         (name = "sandboxes", description = "Create, list, pause, resume (connect), kill"),
         (name = "snapshots", description = "Immutable snapshots and forks"),
         (name = "blobs", description = "Moving a paused sandbox between servers"),
         (name = "templates", description = "Registering wasm modules as templates"),
+        (name = "volumes", description = "Named persistent directories mounted into sandboxes"),
         (name = "metrics", description = "Prometheus metrics"),
     )
 )]
@@ -62,10 +64,20 @@ pub fn control_plane() -> OpenApiRouter<AppState> {
         .routes(routes!(sandboxes::connect))
         .routes(routes!(sandboxes::connect_v2))
         .routes(routes!(sandboxes::set_timeout))
-        .routes(routes!(sandboxes::snapshot))
-        .routes(routes!(sandboxes::fork))
-        .routes(routes!(sandboxes::list_snapshots))
-        .routes(routes!(sandboxes::delete_snapshot))
+        .routes(routes!(sandboxes::refresh))
+        .routes(routes!(sandboxes::resume))
+        .routes(routes!(network::update))
+        .routes(routes!(usage::sandbox_metrics))
+        .routes(routes!(usage::bulk_metrics))
+        .routes(routes!(logs::logs))
+        .routes(routes!(logs::logs_v2))
+        .routes(routes!(snapshots::snapshot))
+        .routes(routes!(snapshots::fork))
+        .routes(routes!(snapshots::list_snapshots))
+        .routes(routes!(snapshots::delete_snapshot))
+        .routes(routes!(snapshots::delete_template))
+        .routes(routes!(volumes::create, volumes::list))
+        .routes(routes!(volumes::info, volumes::destroy))
         .routes(routes!(blobs::export))
         .routes(routes!(blobs::import))
         .routes(routes!(templates::register, templates::list))

@@ -38,6 +38,7 @@ pub async fn serve(
         AppState::open_runtime(runtime, api_keys, max_body, ManagerConfig::default())
     })
     .await??;
+    state.samples().set_interval(config.metrics_interval);
     // Compile the interpreters (or map them from the module cache) while the server already answers, so
     // the first cell of a code-interpreter sandbox finds them ready.
     if config.warm_up {

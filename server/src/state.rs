@@ -15,7 +15,9 @@ use crate::guest::{SHELL_TEMPLATE, shell_wasm};
 use crate::interpreter::{CODE_INTERPRETER_TEMPLATE, Interpreters};
 use crate::metrics::Metrics;
 use crate::processes::ProcessTable;
+use crate::sampler::Samples;
 use crate::templates::Registry;
+use crate::watch::Watchers;
 
 /// Why the server state could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,10 @@ struct Inner {
     store: DurableStore,
     /// The user templates (`POST /templates`).
     templates: Registry,
+    /// Every sandbox's usage samples.
+    samples: Samples,
+    /// The filesystem watchers of every sandbox.
+    watchers: Watchers,
 }
 
 impl AppState {
@@ -141,8 +147,10 @@ impl AppState {
         let processes = ProcessTable::default();
         // Commands and cells a pause suspended continue when their sandbox resumes.
         let table = processes.clone();
+        let logs = store.clone();
         manager.set_resume_hook(Arc::new(move |id, sandbox| {
-            crate::api::envd::process::continue_suspended(&table, id, sandbox)
+            let log = stasis::lifecycle::events::SandboxLog::new(logs.sandbox_dir(id));
+            crate::api::envd::process::continue_suspended(&table, id, sandbox, &log)
         }));
         let inner = Inner {
             manager,
@@ -155,13 +163,12 @@ impl AppState {
             processes,
             store,
             templates,
+            samples: Samples::default(),
+            watchers: Watchers::default(),
         };
-        Ok((
-            Self {
-                inner: Arc::new(inner),
-            },
-            recovery,
-        ))
+        let inner = Arc::new(inner);
+        start_sampler(Arc::downgrade(&inner));
+        Ok((Self { inner }, recovery))
     }
 
     /// The lifecycle manager.
@@ -219,6 +226,26 @@ impl AppState {
         self.inner.store.blob_path(id)
     }
 
+    /// Every sandbox's usage samples.
+    pub fn samples(&self) -> &Samples {
+        &self.inner.samples
+    }
+
+    /// The filesystem watchers of every sandbox.
+    pub fn watchers(&self) -> &Watchers {
+        &self.inner.watchers
+    }
+
+    /// The token of volume `id` (what the volume file API wants as `Authorization: Bearer`), derived
+    /// like the access tokens, with a domain tag of its own so no sandbox token is a volume token.
+    pub fn volume_token(&self, id: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.inner.token_secret.as_bytes());
+        hasher.update(b"\0volume\0");
+        hasher.update(id.as_bytes());
+        hex::encode(hasher.finalize())
+    }
+
     /// Largest accepted request body.
     pub fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
@@ -233,5 +260,25 @@ impl AppState {
         hasher.update([0]);
         hasher.update(id.as_bytes());
         hex::encode(hasher.finalize())
+    }
+}
+
+/// Samples every running sandbox at the state's interval, on a thread of its own, until the state is
+/// dropped (the thread holds it only while it samples).
+fn start_sampler(state: std::sync::Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("stasis-sampler".into())
+        .spawn(move || {
+            loop {
+                let Some(inner) = state.upgrade() else { return };
+                let interval = inner.samples.interval();
+                drop(inner);
+                std::thread::sleep(interval);
+                let Some(inner) = state.upgrade() else { return };
+                crate::sampler::sample_all(&AppState { inner });
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "the metrics sampler could not start; sandboxes report no metrics");
     }
 }

@@ -31,7 +31,9 @@ log="$data/server.log"
 # Compiled modules are shared with the test run (and between runs), so the interpreter guests the server
 # warms up at start are compiled once per checkout, not once per server.
 export STASIS_CACHE_DIR="${STASIS_CACHE_DIR:-${CARGO_TARGET_DIR:-$repo/target}/tmp/module-cache}"
-"$STASIS" serve --listen 127.0.0.1:0 --data-dir "$data/stasis-data" --api-key "$key" >"$log" 2>&1 &
+# Metrics are sampled every second, so the metrics checks see several samples within seconds.
+"$STASIS" serve --listen 127.0.0.1:0 --data-dir "$data/stasis-data" --api-key "$key" --metrics-interval 1 \
+    >"$log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
 
@@ -47,6 +49,10 @@ echo "stasis server at $url"
 E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/python" "$here/seed_flow.py"
 E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/python" "$here/code_interpreter.py"
 E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/python" "$here/running_processes.py"
-cp "$here/seed_flow.mjs" "$sdk_dir/seed_flow.mjs"
-NOVITA_API_URL="$url" NOVITA_SANDBOX_URL="$url" NOVITA_API_KEY="$key" node "$sdk_dir/seed_flow.mjs"
-echo "both SDKs passed the seed flow, run_code kept its variable across a pause, and running commands and cells survived pauses"
+E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_VOLUME_API_URL="$url" E2B_API_KEY="$key" \
+    "$sdk_dir/venv/bin/python" "$here/persistence.py"
+for script in seed_flow.mjs persistence.mjs; do
+    cp "$here/$script" "$sdk_dir/$script"
+    NOVITA_API_URL="$url" NOVITA_SANDBOX_URL="$url" NOVITA_API_KEY="$key" node "$sdk_dir/$script"
+done
+echo "both SDKs passed the seed flow and the persistence surface, run_code kept its variable across a pause, and running commands and cells survived pauses"

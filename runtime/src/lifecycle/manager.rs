@@ -19,10 +19,17 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RawMutex, lock_api::ArcMutexGuard};
 
+mod persistence;
+mod settings;
+
+use super::events::{Event, Level};
 use super::id::{is_valid, new_id};
+use super::mode::PauseMode;
+use super::network::NetworkPolicy;
 use super::query::{self, ListQuery, QueryError};
 use super::record::{LifecyclePolicy, SandboxInfo, SandboxRecord, SandboxState, now_ms, to_ms};
 use super::store::{DurableStore, SnapshotInfo, Unreadable, remove_dir_if_present, write_atomic};
+use super::volumes::{VolumeError, VolumeMount, Volumes};
 use crate::capture::PauseError;
 use crate::restore::{ResumeError, ResumeOptions};
 use crate::runtime::Runtime;
@@ -80,6 +87,11 @@ pub struct CreateRequest {
     /// Its owner (see [`SandboxRecord::owner`]). A sandbox started from a snapshot gets this owner too,
     /// not the snapshot's.
     pub owner: Option<String>,
+    /// Volumes to mount (see [`Volumes`]). A sandbox started from a full snapshot mounts its source's
+    /// volumes instead, which these must then equal or leave empty.
+    pub mounts: Vec<VolumeMount>,
+    /// Its network policy, stored and reported (see [`NetworkPolicy`]).
+    pub network: Option<NetworkPolicy>,
 }
 
 /// What `connect` did.
@@ -173,6 +185,19 @@ pub enum LifecycleError {
     /// The list query is invalid.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// A volume could not be found, mounted or changed.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    /// A network policy is invalid.
+    #[error(transparent)]
+    Network(#[from] super::network::NetworkError),
+    /// The request contradicts itself or the sandbox (a filesystem-only pause with auto-resume, mounts
+    /// that differ from a full snapshot's).
+    #[error("{0}")]
+    Conflict(String),
+    /// A sandbox could not be cold-started from a blob's files (it stays paused).
+    #[error("the sandbox could not be started from its files")]
+    ColdStart(#[from] crate::files_only::ColdStartError),
     /// The template could not be loaded.
     #[error("the template could not be loaded")]
     Template(#[from] TemplateError),
@@ -223,6 +248,8 @@ pub(crate) struct Inner {
     index: RwLock<BTreeMap<String, SandboxRecord>>,
     slots: RwLock<HashMap<String, Arc<Mutex<Slot>>>>,
     snapshots: RwLock<BTreeMap<String, SnapshotInfo>>,
+    /// The volumes sandboxes mount.
+    volumes: Volumes,
     sequence: AtomicU64,
     /// Called with every resumed sandbox (see [`ResumeHook`]).
     resume_hook: RwLock<Option<ResumeHook>>,
@@ -252,6 +279,8 @@ impl Manager {
         let (records, mut unreadable) = store.load_records()?;
         let (snapshots, bad_snapshots) = store.load_snapshots()?;
         unreadable.extend(bad_snapshots);
+        let (volumes, bad_volumes) = Volumes::open(&runtime.config().data_dir)?;
+        unreadable.extend(bad_volumes);
         let mut recovery = Recovery {
             snapshots: snapshots.len(),
             unreadable,
@@ -299,6 +328,7 @@ impl Manager {
             index: RwLock::new(index),
             slots: RwLock::new(slots),
             snapshots: RwLock::new(snapshots.into_iter().map(|s| (s.id.clone(), s)).collect()),
+            volumes,
             sequence: AtomicU64::new(sequence),
             resume_hook: RwLock::new(None),
             stop: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
@@ -349,22 +379,18 @@ impl Manager {
     }
 
     /// Creates a sandbox from a template or a snapshot and starts it.
-    pub fn create(&self, request: CreateRequest) -> Result<SandboxInfo, LifecycleError> {
+    pub fn create(&self, mut request: CreateRequest) -> Result<SandboxInfo, LifecycleError> {
         self.check_limit(SandboxState::Running)?;
+        self.check_request(&mut request)?;
         let id = new_id("");
         let now = now_ms();
         let timeout = request.timeout.unwrap_or(self.inner.config.default_timeout);
         let fs_dir = self.inner.store.fs_dir(&id);
+        let mut mounts = request.mounts.clone();
         let (template, sandbox) = if request.template.starts_with(SNAPSHOT_PREFIX) {
             let snapshot = self.snapshot_info(&request.template)?;
-            let sandbox = self.inner.runtime.resume(
-                &self.inner.store.snapshot_blob(&snapshot.id),
-                ResumeOptions {
-                    dir: Some(fs_dir.clone()),
-                    ..ResumeOptions::default()
-                },
-            );
-            (snapshot.template, sandbox.map_err(LifecycleError::from))
+            let sandbox = self.start_from_snapshot(&snapshot, &fs_dir, &mut mounts);
+            (snapshot.template, sandbox)
         } else {
             let template = self
                 .template(&request.template)
@@ -377,6 +403,7 @@ impl Manager {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 metadata: request.metadata.clone(),
+                mounts: self.wasi_mounts(&mounts)?,
                 ..SandboxOptions::default()
             };
             let sandbox = self
@@ -384,6 +411,10 @@ impl Manager {
                 .runtime
                 .create_sandbox(&template, options)
                 .map_err(LifecycleError::from);
+            let sandbox = sandbox.and_then(|s| {
+                settings::create_mount_points(&fs_dir, &mounts)?;
+                Ok(s)
+            });
             // What programs written for a Unix sandbox expect to find (`echo x > /tmp/f`, `cd ~`).
             let skeleton = SKELETON_DIRS
                 .iter()
@@ -413,6 +444,9 @@ impl Manager {
             lifecycle: request.lifecycle,
             sequence: self.inner.sequence.fetch_add(1, Ordering::SeqCst),
             owner: request.owner,
+            mounts,
+            pause_mode: PauseMode::Full,
+            network: request.network,
         };
         if let Err(error) = self.inner.store.save_record(&record) {
             drop(sandbox);
@@ -433,20 +467,18 @@ impl Manager {
                 killed: false,
             })),
         );
+        self.log(
+            &info.id,
+            Event::now(Level::Info, "created", "Sandbox created")
+                .with("template", &info.template)
+                .with("from", &request.template),
+        );
         Ok(info)
     }
 
     /// Pauses a running sandbox: `Ok(true)` if it paused, `Ok(false)` if it was already paused.
     pub fn pause(&self, id: &str) -> Result<bool, LifecycleError> {
-        let mut slot = self.lock(id)?;
-        match self.record(id)?.state {
-            SandboxState::Paused => Ok(false),
-            SandboxState::Lost => Err(LifecycleError::Lost(id.to_owned())),
-            _ => {
-                self.pause_locked(id, &mut slot)?;
-                Ok(true)
-            }
-        }
+        self.pause_with(id, PauseMode::Full)
     }
 
     /// Resumes a paused sandbox (its timeout then counts from now), or extends a running one's end time
@@ -456,33 +488,7 @@ impl Manager {
         id: &str,
         timeout: Option<Duration>,
     ) -> Result<Connected, LifecycleError> {
-        let mut slot = self.lock(id)?;
-        let record = self.record(id)?;
-        match record.state {
-            SandboxState::Paused => {
-                self.resume_locked(id, &mut slot, timeout)?;
-                Ok(Connected {
-                    info: self.record(id)?.info(),
-                    resumed: true,
-                })
-            }
-            SandboxState::Lost => Err(LifecycleError::Lost(id.to_owned())),
-            _ => {
-                let mut record = record;
-                if let Some(timeout) = timeout {
-                    let end = now_ms().saturating_add(to_ms(timeout));
-                    if end > record.end_at_ms {
-                        record.end_at_ms = end;
-                        self.save(record)?;
-                    }
-                }
-                slot.last_activity = Instant::now();
-                Ok(Connected {
-                    info: self.record(id)?.info(),
-                    resumed: false,
-                })
-            }
-        }
+        self.connect_with(id, timeout, PauseMode::Full)
     }
 
     /// Sets a sandbox's end time to now + `timeout`. For a paused sandbox, `timeout` applies from its
@@ -507,7 +513,8 @@ impl Manager {
         slot.live = None;
         write(&self.inner.index).remove(id);
         write(&self.inner.slots).remove(id);
-        self.inner.store.delete_sandbox(id)?;
+        // Its commands are ending and log that they ended: the directory goes between two appends.
+        super::events::exclusive(|| self.inner.store.delete_sandbox(id))?;
         Ok(())
     }
 
@@ -552,8 +559,15 @@ impl Manager {
         let mut slot = self.lock(id)?;
         let record = self.record(id)?;
         match record.state {
-            SandboxState::Paused if record.lifecycle.auto_resume => {
-                self.resume_locked(id, &mut slot, None)?
+            // A filesystem-only blob is never resumed by traffic: its processes would not be there.
+            SandboxState::Paused
+                if record.lifecycle.auto_resume && record.pause_mode == PauseMode::Full =>
+            {
+                self.resume_locked(id, &mut slot, None)?;
+                self.log(
+                    id,
+                    Event::now(Level::Info, "resumed", "Sandbox resumed automatically"),
+                );
             }
             SandboxState::Paused => return Err(LifecycleError::Paused(id.to_owned())),
             SandboxState::Lost => return Err(LifecycleError::Lost(id.to_owned())),
@@ -598,6 +612,8 @@ impl Manager {
             created_at_ms: now_ms(),
             size_bytes: std::fs::metadata(&blob)?.len(),
             owner: record.owner,
+            mode: PauseMode::Full,
+            mounts: record.mounts,
         };
         self.inner.store.save_snapshot(&info)?;
         write(&self.inner.snapshots).insert(snapshot_id, info.clone());
@@ -637,6 +653,13 @@ impl Manager {
         .map_err(LifecycleError::InvalidBlob)?;
         let module_sha256 = hex::encode(decoded.header.module_sha256);
         let manifest = decoded.manifest;
+        // A blob without processes holds files only (a filesystem pause exported): resuming it starts
+        // the template afresh, so a reactor template gets its process.
+        let pause_mode = if manifest.processes.is_empty() {
+            PauseMode::Filesystem
+        } else {
+            PauseMode::Full
+        };
         if self
             .inner
             .runtime
@@ -666,6 +689,9 @@ impl Manager {
             lifecycle: LifecyclePolicy::default(),
             sequence: self.inner.sequence.fetch_add(1, Ordering::SeqCst),
             owner,
+            mounts: Vec::new(),
+            pause_mode,
+            network: None,
         };
         // Blob first, record second: a crash in between leaves a directory without a record, which no
         // one lists, rather than a record of a paused sandbox without its blob.
@@ -824,8 +850,15 @@ impl Manager {
             if current.state != SandboxState::Running || (now < current.end_at_ms && !idle) {
                 continue;
             }
+            self.log(
+                &record.id,
+                Event::now(Level::Info, "timeout", "Sandbox timed out"),
+            );
             let outcome = match current.lifecycle.on_timeout {
-                super::record::OnTimeout::Pause => self.pause_locked(&record.id, &mut slot),
+                super::record::OnTimeout::Pause => {
+                    let mode = current.lifecycle.timeout_pause_mode;
+                    self.pause_mode_locked(&record.id, &mut slot, mode)
+                }
                 super::record::OnTimeout::Kill => {
                     drop(slot);
                     self.kill(&record.id)
@@ -870,6 +903,7 @@ impl Manager {
         let options = ResumeOptions {
             dir: Some(fs_dir),
             template: Some(template),
+            mounts: self.wasi_mounts(&record.mounts)?,
             ..ResumeOptions::default()
         };
         let mut sandbox = self

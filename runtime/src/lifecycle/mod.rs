@@ -2,17 +2,25 @@
 //! filters and cursors, timeouts — the semantics of the E2B/Novita platforms' sandbox persistence, for
 //! embedders and for the server, which only exposes it.
 
+pub mod events;
 pub mod id;
 mod manager;
+pub mod mode;
+pub mod network;
 pub mod query;
 mod reaper;
 pub mod record;
 pub mod store;
+pub mod volumes;
 
+pub use events::{Event, Level};
 pub use manager::{
     Connected, CreateRequest, LifecycleError, MAX_FORK, Manager, ManagerConfig, Page, Recovery,
     ResumeHook, SKELETON_DIRS, SNAPSHOT_PREFIX, Shutdown,
 };
+pub use mode::PauseMode;
+pub use network::{EgressProxy, NetworkError, NetworkPolicy};
 pub use query::{ListQuery, QueryError};
 pub use record::{LifecyclePolicy, OnTimeout, SandboxInfo, SandboxRecord, SandboxState};
 pub use store::SnapshotInfo;
+pub use volumes::{VolumeError, VolumeInfo, VolumeMount, Volumes};

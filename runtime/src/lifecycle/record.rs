@@ -6,6 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::mode::PauseMode;
+use super::network::NetworkPolicy;
+use super::volumes::VolumeMount;
+
 /// Where a sandbox is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,6 +60,10 @@ pub struct LifecyclePolicy {
     pub auto_resume: bool,
     /// Apply `on_timeout` after this long without any operation on the sandbox, even before its end time.
     pub idle_timeout: Option<Duration>,
+    /// What a pause on timeout keeps (E2B's `on_timeout: {"action": "pause", "mode": …}`); a
+    /// filesystem-only one cannot be combined with `auto_resume`.
+    #[serde(default)]
+    pub timeout_pause_mode: PauseMode,
 }
 
 /// The durable record of one sandbox.
@@ -91,6 +99,16 @@ pub struct SandboxRecord {
     /// those an owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The volumes it mounts, kept so a resume mounts them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<VolumeMount>,
+    /// While it is paused: what its blob holds (a filesystem-only blob cold-starts the template on
+    /// resume). Reset to `full` when it runs again.
+    #[serde(default)]
+    pub pause_mode: PauseMode,
+    /// Its network policy, as set at creation or by `PUT /sandboxes/{id}/network`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkPolicy>,
 }
 
 /// The public view of a sandbox.
@@ -116,6 +134,12 @@ pub struct SandboxInfo {
     pub lifecycle: LifecyclePolicy,
     /// Who owns it (see [`SandboxRecord::owner`]).
     pub owner: Option<String>,
+    /// The volumes it mounts.
+    pub mounts: Vec<VolumeMount>,
+    /// What its blob holds while it is paused (`None` when it is not paused).
+    pub pause_mode: Option<PauseMode>,
+    /// Its network policy.
+    pub network: Option<NetworkPolicy>,
 }
 
 impl SandboxRecord {
@@ -132,6 +156,9 @@ impl SandboxRecord {
             state: self.state,
             lifecycle: self.lifecycle,
             owner: self.owner.clone(),
+            mounts: self.mounts.clone(),
+            pause_mode: (self.state == SandboxState::Paused).then_some(self.pause_mode),
+            network: self.network.clone(),
         }
     }
 }

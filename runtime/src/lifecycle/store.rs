@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::mode::PauseMode;
 use super::record::SandboxRecord;
+use super::volumes::VolumeMount;
 
 /// A snapshot's description.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +42,13 @@ pub struct SnapshotInfo {
     /// owners existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// What it holds: memory and files, or files only (sandboxes from it cold-start their template).
+    #[serde(default)]
+    pub mode: PauseMode,
+    /// The volumes its sandbox mounted: a sandbox started from a full snapshot mounts the same ones,
+    /// since its processes' open files may lie in them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<VolumeMount>,
 }
 
 /// The lifecycle's files.

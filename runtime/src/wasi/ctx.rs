@@ -52,8 +52,10 @@ pub(crate) struct Preopen {
     pub guest: String,
     pub host: PathBuf,
     pub read_only: bool,
-    /// Whether this is the sandbox root, the only preopen the disk quota counts.
+    /// Whether this is the sandbox root, which `WasiLimits::disk_quota` counts.
     pub is_root: bool,
+    /// The quota of a mount (see [`super::Mount::quota`]).
+    pub quota: Option<Arc<DiskQuota>>,
     /// Handle on the preopen's directory, kept even when the guest closes its fd, to re-open paths on restore.
     pub dir: Dir,
 }
@@ -132,6 +134,7 @@ impl WasiCtx {
                 host: root.clone(),
                 read_only: false,
                 is_root: true,
+                quota: None,
                 dir: open(root)?,
             });
         }
@@ -141,8 +144,17 @@ impl WasiCtx {
                 host: m.host.clone(),
                 read_only: m.read_only,
                 is_root: false,
+                quota: m.quota.clone(),
                 dir: open(&m.host)?,
             });
+            if let Some(quota) = &m.quota {
+                quota
+                    .ensure_scanned(&m.host)
+                    .map_err(|source| WasiSetupError::ScanQuota {
+                        path: m.host.clone(),
+                        source,
+                    })?;
+            }
         }
         if let (Some(q), Some(root)) = (&config.limits.disk_quota, &config.root) {
             q.ensure_scanned(root)
@@ -304,16 +316,13 @@ impl WasiCtx {
             .is_none_or(|p| p.read_only)
     }
 
-    /// The quota that applies under preopen `preopen`: only the root is counted.
+    /// The quota that applies under preopen `preopen`: the sandbox's under the root, a mount's own under
+    /// a mount that has one.
     pub(crate) fn quota(&self, preopen: u32) -> Option<Arc<DiskQuota>> {
-        if self
-            .preopens
-            .get(preopen as usize)
-            .is_some_and(|p| p.is_root)
-        {
-            self.limits.disk_quota.clone()
-        } else {
-            None
+        match self.preopens.get(preopen as usize) {
+            Some(p) if p.is_root => self.limits.disk_quota.clone(),
+            Some(p) => p.quota.clone(),
+            None => None,
         }
     }
 

@@ -114,7 +114,7 @@ impl WasiConfig {
 }
 
 /// An extra host directory visible to the guest.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Mount {
     /// The host directory.
     pub host: PathBuf,
@@ -122,7 +122,26 @@ pub struct Mount {
     pub guest: String,
     /// Refuse every write, create and removal under it (`EPERM`).
     pub read_only: bool,
+    /// The disk quota of the directory, shared by everyone writing into it (a volume mounted into several
+    /// sandboxes has one); `None` counts nothing.
+    pub quota: Option<Arc<DiskQuota>>,
 }
+
+/// Mounts are equal when they show the same directory the same way under the same quota.
+impl PartialEq for Mount {
+    fn eq(&self, other: &Self) -> bool {
+        self.host == other.host
+            && self.guest == other.guest
+            && self.read_only == other.read_only
+            && match (&self.quota, &other.quota) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for Mount {}
 
 /// Resource limits of one [`WasiCtx`].
 #[derive(Clone, Debug)]

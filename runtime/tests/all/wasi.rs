@@ -102,6 +102,7 @@ fn our_config(root: &Path, i: &Inputs<'_>) -> WasiConfig {
             host: h.clone(),
             guest: g.to_string(),
             read_only: *ro,
+            quota: None,
         })
         .collect();
     c
@@ -406,6 +407,7 @@ fn steps_config(dir: &Path) -> WasiConfig {
         host: dir.join("mount"),
         guest: "/mnt".into(),
         read_only: false,
+        quota: None,
     }];
     c
 }
@@ -706,6 +708,7 @@ fn a_config_without_root_preopens_exactly_its_mounts_from_fd_3() -> Result<()> {
         host: mount.path().to_owned(),
         guest: "m".into(),
         read_only: false,
+        quota: None,
     }];
     let (out, ctx) = run_ours(&probe, c)?;
     assert_eq!(out.stdout, "00\n01\n08\n");
@@ -717,6 +720,7 @@ fn a_config_without_root_preopens_exactly_its_mounts_from_fd_3() -> Result<()> {
         host: mount.path().to_owned(),
         guest: "m".into(),
         read_only: false,
+        quota: None,
     }];
     WasiCtx::restore(c, &state)?;
     let with_root = WasiCtx::restore(WasiConfig::new(mount.path()), &state);

@@ -1,13 +1,20 @@
-//! Route handlers, one module per concept: the control plane ([`sandboxes`], [`blobs`], [`templates`],
-//! [`metrics`]) and the envd plane ([`envd`]); plus how request bodies and path ids become typed values
-//! with the right error statuses.
+//! Route handlers, one module per concept: the control plane ([`sandboxes`], [`snapshots`],
+//! [`network`], [`usage`], [`logs`], [`volumes`], [`blobs`], [`templates`], [`metrics`]), the envd plane
+//! ([`envd`]) and the volume file API ([`volume_files`]); plus how request bodies and path ids become
+//! typed values with the right error statuses.
 
 pub mod blobs;
 pub mod envd;
 pub mod jupyter;
+pub mod logs;
 pub mod metrics;
+pub mod network;
 pub mod sandboxes;
+pub mod snapshots;
 pub mod templates;
+pub mod usage;
+pub mod volume_files;
+pub mod volumes;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

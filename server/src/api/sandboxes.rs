@@ -1,5 +1,7 @@
-//! The control plane (sdk-compat.md §2): create, list, info, kill, pause, connect, timeout, snapshots and
-//! forks, with the response shapes the E2B and Novita SDKs parse. Every handler sees only the calling
+//! The control plane (sdk-compat.md §2): create, list, info, kill, pause (full or filesystem-only),
+//! connect (restoring memory or rebooting), timeout, refreshes and resume, with the response shapes the E2B
+//! and Novita SDKs parse. Snapshots and forks are [`super::snapshots`], the network policy
+//! [`super::network`]. Every handler sees only the calling
 //! key's sandboxes and snapshots (see [`crate::auth`]): another key's are 404, as unknown ones.
 
 use std::collections::BTreeMap;
@@ -13,10 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use stasis::lifecycle::{
-    CreateRequest, LifecyclePolicy, ListQuery, OnTimeout, SandboxInfo, SandboxState, SnapshotInfo,
+    CreateRequest, LifecyclePolicy, ListQuery, OnTimeout, PauseMode, SandboxInfo, SandboxState,
+    VolumeError, VolumeMount,
 };
 use utoipa::ToSchema;
 
+use super::network::NetworkJson;
 use super::{PathId, blocking, json_body, whole_number};
 use crate::auth::{Caller, owned_sandbox, owned_snapshot};
 use crate::error::{ApiError, ErrorJson};
@@ -74,6 +78,40 @@ pub struct SandboxJson {
     pub state: &'static str,
     /// User metadata.
     pub metadata: BTreeMap<String, String>,
+    /// What its timeout does, and whether traffic resumes it while paused.
+    pub lifecycle: LifecycleJson,
+    /// While paused: what its blob holds, `full` or `filesystem` (then a resume cold-starts it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub pause_mode: Option<&'static str>,
+    /// The volumes it mounts.
+    pub volume_mounts: Vec<VolumeMountJson>,
+    /// Its network policy, when one was set (stored and reported; not enforced by this server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkJson>,
+    /// Whether internet access was explicitly allowed or denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_internet_access: Option<bool>,
+}
+
+/// A sandbox's lifecycle as the SDKs read it back.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleJson {
+    /// `kill` or `pause`.
+    #[schema(value_type = String)]
+    pub on_timeout: &'static str,
+    /// Whether activity resumes it while it is paused.
+    pub auto_resume: bool,
+}
+
+/// A volume mount, as create takes it and info reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VolumeMountJson {
+    /// The volume's name (its id is accepted too).
+    pub name: String,
+    /// The absolute path it is mounted at.
+    pub path: String,
 }
 
 impl SandboxJson {
@@ -94,6 +132,24 @@ impl SandboxJson {
             disk_size_mb: limits.max_disk_bytes >> 20,
             state: info.state.as_str(),
             metadata: info.metadata.clone(),
+            lifecycle: LifecycleJson {
+                on_timeout: match info.lifecycle.on_timeout {
+                    OnTimeout::Kill => "kill",
+                    OnTimeout::Pause => "pause",
+                },
+                auto_resume: info.lifecycle.auto_resume,
+            },
+            pause_mode: info.pause_mode.map(PauseMode::as_str),
+            volume_mounts: info
+                .mounts
+                .iter()
+                .map(|m| VolumeMountJson {
+                    name: m.name.clone(),
+                    path: m.path.clone(),
+                })
+                .collect(),
+            network: info.network.as_ref().map(NetworkJson::report),
+            allow_internet_access: info.network.as_ref().and_then(|n| n.allow_internet_access),
         }
     }
 }
@@ -118,9 +174,19 @@ pub struct NewSandbox {
     pub auto_pause: Option<bool>,
     /// `{"enabled": bool}` or a bool: resume on activity while paused.
     pub auto_resume: Option<Toggle>,
-    /// `{"onTimeout": "pause"|"kill", "autoResume": …}` (snake_case accepted too).
+    /// `{"onTimeout": "pause"|"kill"|{"action", "mode"}, "autoResume": …}` (snake_case accepted too).
     #[schema(value_type = Option<Object>)]
     pub lifecycle: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `false`: a pause on timeout keeps the files only (resuming then cold-starts the template).
+    pub auto_pause_memory: Option<bool>,
+    /// Volumes to mount: `[{"name", "path"}]`.
+    #[serde(default)]
+    pub volume_mounts: Vec<VolumeMountJson>,
+    /// The network policy (stored and reported; not enforced by this server).
+    pub network: Option<NetworkJson>,
+    /// `false` denies all egress (stored and reported).
+    #[serde(rename = "allow_internet_access", alias = "allowInternetAccess")]
+    pub allow_internet_access: Option<bool>,
 }
 
 /// A setting the SDK families spell either as a bool or as `{"enabled": bool}`.
@@ -165,6 +231,29 @@ pub struct TimeoutBody {
     /// Seconds from now until the timeout applies; extends a running sandbox's end time only.
     #[serde(default, deserialize_with = "whole_number")]
     pub timeout: Option<u64>,
+    /// `false`: a paused sandbox cold-starts its template on its files, ignoring its memory (E2B's
+    /// `on_resume="reboot"`). A sandbox paused filesystem-only cold-starts whatever this says.
+    pub memory: Option<bool>,
+}
+
+/// Body of `POST /sandboxes/{id}/pause`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseBody {
+    /// `false`: keep the files only; the next resume cold-starts the template (E2B's
+    /// `mode="filesystem"`). Default `true`.
+    pub memory: Option<bool>,
+    /// E2B's `strict`: refuse the pause when the guest agent does not answer. The agent here is the
+    /// server itself, which always answers, so this never refuses.
+    pub require_healthy_guest: Option<bool>,
+}
+
+/// Body of `POST /sandboxes/{id}/refreshes`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct RefreshBody {
+    /// Seconds from now the sandbox is kept alive (its own timeout when absent).
+    #[serde(default, deserialize_with = "whole_number")]
+    pub duration: Option<u64>,
 }
 
 /// Body of `POST /sandboxes/{id}/timeout`, where the timeout is required.
@@ -176,78 +265,32 @@ pub struct SetTimeoutBody {
     pub timeout: Option<u64>,
 }
 
-/// Body of `POST /sandboxes/{id}/snapshots`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-pub struct NewSnapshot {
-    /// An optional name.
-    pub name: Option<String>,
-}
-
-/// Body of `POST /sandboxes/{id}/fork`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ForkBody {
-    /// How many sandboxes (default 1).
-    #[serde(default, deserialize_with = "whole_number")]
-    #[schema(minimum = 1, maximum = 100)]
-    pub count: Option<u64>,
-    /// Seconds until each new sandbox's timeout applies.
-    #[serde(default, deserialize_with = "whole_number")]
-    pub timeout: Option<u64>,
-    /// Metadata of the new sandboxes.
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-}
-
-/// A snapshot as reported.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SnapshotJson {
-    /// Its id (usable as a `templateID` to create from it).
-    #[serde(rename = "snapshotID")]
-    pub snapshot_id: String,
-    /// Its name, if given.
-    pub name: Option<String>,
-    /// The sandbox it was taken from.
-    #[serde(rename = "sandboxID")]
-    pub sandbox_id: String,
-    /// That sandbox's template.
-    #[serde(rename = "templateID")]
-    pub template_id: String,
-    /// That sandbox's metadata.
-    pub metadata: BTreeMap<String, String>,
-    /// When it was taken.
-    pub created_at: String,
-    /// Size of its blob in bytes.
-    pub size_bytes: u64,
-}
-
-impl From<SnapshotInfo> for SnapshotJson {
-    fn from(info: SnapshotInfo) -> Self {
-        Self {
-            snapshot_id: info.id,
-            name: info.name,
-            sandbox_id: info.source_sandbox,
-            template_id: info.template,
-            metadata: info.metadata,
-            created_at: rfc3339(stasis::lifecycle::record::from_ms(info.created_at_ms)),
-            size_bytes: info.size_bytes,
-        }
-    }
-}
-
-/// The lifecycle policy a create request asks for: `autoPause`, `autoResume` and `lifecycle` as the two
-/// SDK families spell them, read leniently because their shapes differ between SDK versions.
-fn policy(body: &NewSandbox) -> LifecyclePolicy {
+/// The lifecycle policy a create request asks for: `autoPause`, `autoPauseMemory`, `autoResume` and
+/// `lifecycle` as the two SDK families spell them, read leniently because their shapes differ between
+/// SDK versions. A filesystem-only pause on timeout with auto-resume is refused, as the E2B SDK documents:
+/// traffic cannot wake a sandbox whose memory is gone.
+fn policy(body: &NewSandbox) -> Result<LifecyclePolicy, ApiError> {
     let lifecycle = body.lifecycle.as_ref();
     let field =
         |camel: &str, snake: &str| lifecycle.and_then(|l| l.get(camel).or_else(|| l.get(snake)));
+    let on_timeout = field("onTimeout", "on_timeout");
+    // `"pause"`, or the object form `{"action": "pause", "mode": "filesystem"}`.
+    let action = on_timeout.and_then(|v| v.as_str().or_else(|| v.get("action")?.as_str()));
     let pause = body.auto_pause.unwrap_or(false)
-        || field("onTimeout", "on_timeout").and_then(|v| v.as_str()) == Some("pause")
+        || action == Some("pause")
         || enabled(field("autoPause", "auto_pause"));
+    let files_only = body.auto_pause_memory == Some(false)
+        || on_timeout.and_then(|v| v.get("mode")?.as_str()) == Some("filesystem")
+        || on_timeout.and_then(|v| v.get("keep_memory")?.as_bool()) == Some(false);
     let resume = body.auto_resume.as_ref().is_some_and(Toggle::enabled)
         || enabled(field("autoResume", "auto_resume"));
-    LifecyclePolicy {
+    if pause && files_only && resume {
+        return Err(ApiError::bad_request(
+            "autoResume cannot be combined with a filesystem-only pause on timeout \
+             (autoPauseMemory: false): a sandbox without its memory must be resumed with connect",
+        ));
+    }
+    Ok(LifecyclePolicy {
         on_timeout: if pause {
             OnTimeout::Pause
         } else {
@@ -255,7 +298,57 @@ fn policy(body: &NewSandbox) -> LifecyclePolicy {
         },
         auto_resume: resume,
         idle_timeout: None,
+        timeout_pause_mode: if pause && files_only {
+            PauseMode::Filesystem
+        } else {
+            PauseMode::Full
+        },
+    })
+}
+
+/// What `templateID` names: a registered template, a snapshot id (`snap_…`), or the name of one of the
+/// caller's snapshots (its newest), in that order. An unknown name is left for the manager to refuse.
+fn resolve_template(state: &AppState, caller: &Caller, name: &str) -> Result<String, ApiError> {
+    if name.starts_with(stasis::lifecycle::SNAPSHOT_PREFIX) {
+        owned_snapshot(state, caller, name)?;
+        return Ok(name.to_owned());
     }
+    if state.manager().template(name).is_some() {
+        return Ok(name.to_owned());
+    }
+    let newest =
+        state.manager().list_snapshots().into_iter().rfind(|s| {
+            s.owner.as_deref() == Some(caller.owner()) && s.name.as_deref() == Some(name)
+        });
+    Ok(newest.map_or_else(|| name.to_owned(), |s| s.id))
+}
+
+/// The volumes a create request mounts, found by name (or id) among the caller's.
+pub(crate) fn resolve_mounts(
+    state: &AppState,
+    caller: &Caller,
+    mounts: &[VolumeMountJson],
+) -> Result<Vec<VolumeMount>, ApiError> {
+    let volumes = state.manager().volumes();
+    mounts
+        .iter()
+        .map(|m| {
+            let volume = volumes
+                .by_name(Some(caller.owner()), &m.name)
+                .or_else(|_| {
+                    volumes
+                        .get(&m.name)
+                        .ok()
+                        .filter(|v| v.owner.as_deref() == Some(caller.owner()))
+                        .ok_or_else(|| VolumeError::NotFound(m.name.clone()))
+                })?;
+            Ok(VolumeMount {
+                volume_id: volume.id,
+                name: volume.name,
+                path: m.path.clone(),
+            })
+        })
+        .collect()
 }
 
 /// `POST /sandboxes`, `POST /v2/sandboxes`: 201 with the new sandbox.
@@ -270,17 +363,20 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: NewSandbox = json_body(body)?;
-    let template = body
-        .template_id
-        .clone()
-        .unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned());
-    if template.starts_with(stasis::lifecycle::SNAPSHOT_PREFIX) {
-        owned_snapshot(&state, &caller, &template)?;
+    let requested = body.template_id.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+    let template = resolve_template(&state, &caller, requested)?;
+    let mut network = body.network.clone().map(NetworkJson::into_policy);
+    if let Some(allow) = body.allow_internet_access {
+        network
+            .get_or_insert_with(Default::default)
+            .allow_internet_access = Some(allow);
     }
     let request = CreateRequest {
         template,
         timeout: body.timeout.map(Duration::from_secs),
-        lifecycle: policy(&body),
+        lifecycle: policy(&body)?,
+        mounts: resolve_mounts(&state, &caller, &body.volume_mounts)?,
+        network,
         metadata: body.metadata,
         envs: body.env_vars,
         owner: Some(caller.owner().to_owned()),
@@ -397,11 +493,13 @@ pub async fn kill(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /sandboxes/{id}/pause`: 204, 409 if already paused, 404 if unknown. The body, if any, is ignored
-/// (Python sends `{}`, JS nothing).
+/// `POST /sandboxes/{id}/pause {"memory"?, "requireHealthyGuest"?}`: 204, 409 if already paused, 404 if
+/// unknown. No body (as the JS SDK sends) is a full pause; `memory: false` keeps the files only.
 #[utoipa::path(post, path = "/sandboxes/{id}/pause", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
+    request_body(content = Option<PauseBody>, description = "Optional; an empty body is `{}`"),
     responses((status = 204, description = "Paused to its blob"),
         (status = 400, description = "Malformed id", body = ErrorJson),
+        (status = 400, description = "Malformed body", body = ErrorJson),
         (status = 404, description = "No such sandbox", body = ErrorJson),
         (status = 409, description = "Already paused, lost or busy", body = ErrorJson),
         (status = 429, description = "Too many paused sandboxes", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
@@ -409,12 +507,15 @@ pub async fn pause(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     owned_sandbox(&state, &caller, &id)?;
+    let body: PauseBody = json_body(body)?;
+    let mode = PauseMode::from_memory(body.memory.unwrap_or(true));
     let manager = state.manager().clone();
     let target = id.clone();
     let started = std::time::Instant::now();
-    if blocking(move || manager.pause(&target)).await?? {
+    if blocking(move || manager.pause_with(&target, mode)).await?? {
         let elapsed = started.elapsed();
         // The blob's size is read after the fact: the pause itself does not report it, and a stat is
         // cheap next to the pause. A sandbox resumed in between has no blob; its bytes go uncounted.
@@ -448,10 +549,20 @@ pub async fn connect(
 ) -> Result<Response, ApiError> {
     owned_sandbox(&state, &caller, &id)?;
     let body: TimeoutBody = json_body(body)?;
+    connect_sandbox(state, id, body).await
+}
+
+/// Connects to (and resumes, if paused) sandbox `id`, whose owner was checked.
+async fn connect_sandbox(
+    state: AppState,
+    id: String,
+    body: TimeoutBody,
+) -> Result<Response, ApiError> {
     let manager = state.manager().clone();
     let started = std::time::Instant::now();
-    let connected =
-        blocking(move || manager.connect(&id, body.timeout.map(Duration::from_secs))).await??;
+    let mode = PauseMode::from_memory(body.memory.unwrap_or(true));
+    let timeout = body.timeout.map(Duration::from_secs);
+    let connected = blocking(move || manager.connect_with(&id, timeout, mode)).await??;
     let status = if connected.resumed {
         state.metrics().observe_resume(started.elapsed());
         tracing::info!(sandbox = %connected.info.id, elapsed_ms = started.elapsed().as_millis() as u64, "resumed");
@@ -489,108 +600,58 @@ pub async fn set_timeout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /sandboxes/{id}/snapshots {"name"?}`: 201 with the snapshot.
-#[utoipa::path(post, path = "/sandboxes/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "The sandbox id")),
-    request_body(content = Option<NewSnapshot>, description = "Optional; an empty body is `{}`"),
-    responses((status = 201, description = "The snapshot", body = SnapshotJson),
+/// `POST /sandboxes/{id}/refreshes {"duration"?}`: 204; keeps a running sandbox alive `duration`
+/// seconds from now (its end time only moves later). A paused sandbox is 409: connect to it.
+#[utoipa::path(post, path = "/sandboxes/{id}/refreshes", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
+    request_body(content = Option<RefreshBody>, description = "Optional; an empty body is `{}`"),
+    responses((status = 204, description = "Kept alive"),
         (status = 400, description = "Malformed id or body", body = ErrorJson),
         (status = 404, description = "No such sandbox", body = ErrorJson),
-        (status = 409, description = "Lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
-pub async fn snapshot(
+        (status = 409, description = "Paused, lost or busy", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+pub async fn refresh(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    owned_sandbox(&state, &caller, &id)?;
-    let body: NewSnapshot = json_body(body)?;
-    let manager = state.manager().clone();
-    let info = blocking(move || manager.snapshot(&id, body.name)).await??;
-    state.metrics().observe_blob_written(info.size_bytes);
-    Ok((StatusCode::CREATED, Json(SnapshotJson::from(info))).into_response())
-}
-
-/// `GET /snapshots`: every snapshot, oldest first.
-#[utoipa::path(get, path = "/snapshots", tag = "snapshots",
-    responses((status = 200, description = "Every snapshot, oldest first", body = [SnapshotJson]), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
-pub async fn list_snapshots(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-) -> Json<Vec<SnapshotJson>> {
-    Json(
-        state
-            .manager()
-            .list_snapshots()
-            .into_iter()
-            .filter(|s| s.owner.as_deref() == Some(caller.owner()))
-            .map(SnapshotJson::from)
-            .collect(),
-    )
-}
-
-/// `DELETE /snapshots/{id}`: 204 or 404.
-#[utoipa::path(delete, path = "/snapshots/{id}", tag = "snapshots", params(("id" = String, Path, description = "The snapshot id")),
-    responses((status = 204, description = "Deleted"),
-        (status = 400, description = "Malformed id", body = ErrorJson),
-        (status = 404, description = "No such snapshot", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
-pub async fn delete_snapshot(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    owned_snapshot(&state, &caller, &id)?;
+    let info = owned_sandbox(&state, &caller, &id)?;
+    let body: RefreshBody = json_body(body)?;
     let manager = state.manager().clone();
-    blocking(move || manager.delete_snapshot(&id)).await??;
+    let duration = match body.duration {
+        Some(seconds) => Duration::from_secs(seconds),
+        None => info
+            .end_at
+            .duration_since(info.started_at)
+            .unwrap_or_default(),
+    };
+    blocking(move || manager.refresh(&id, duration)).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /sandboxes/{id}/fork {"count"?, "timeout"?, "metadata"?}`: 201 with the new sandboxes. One that
-/// failed to start fails the request only if none started; the others are still returned.
-#[utoipa::path(post, path = "/sandboxes/{id}/fork", tag = "snapshots", params(("id" = String, Path, description = "The sandbox id")),
-    request_body(content = Option<ForkBody>, description = "Optional; an empty body is `{}`"),
-    responses((status = 201, description = "The new sandboxes", body = [SandboxJson]),
-        (status = 400, description = "Malformed id or body, or count out of range", body = ErrorJson),
-        (status = 404, description = "No such sandbox or snapshot", body = ErrorJson),
-        (status = 409, description = "Lost or busy", body = ErrorJson),
+/// `POST /sandboxes/{id}/resume {"timeout"?}` (E2B's older call): 201 with the resumed sandbox; 409 if it
+/// is running already.
+#[utoipa::path(post, path = "/sandboxes/{id}/resume", tag = "sandboxes", params(("id" = String, Path, description = "The sandbox id")),
+    request_body(content = Option<TimeoutBody>, description = "Optional; an empty body is `{}`"),
+    responses((status = 201, description = "It was paused and is resumed", body = SandboxJson),
+        (status = 400, description = "Malformed id or body", body = ErrorJson),
+        (status = 404, description = "No such sandbox", body = ErrorJson),
+        (status = 409, description = "Running already, lost or busy", body = ErrorJson),
         (status = 429, description = "Too many running sandboxes", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
-pub async fn fork(
+pub async fn resume(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if id.starts_with(stasis::lifecycle::SNAPSHOT_PREFIX) {
-        owned_snapshot(&state, &caller, &id)?;
-    } else {
-        owned_sandbox(&state, &caller, &id)?;
+    let info = owned_sandbox(&state, &caller, &id)?;
+    let body: TimeoutBody = json_body(body)?;
+    if info.state != SandboxState::Paused {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("sandbox {id} is not paused"),
+        ));
     }
-    let body: ForkBody = json_body(body)?;
-    let manager = state.manager().clone();
-    let request = CreateRequest {
-        timeout: body.timeout.map(Duration::from_secs),
-        metadata: body.metadata,
-        owner: Some(caller.owner().to_owned()),
-        ..CreateRequest::default()
-    };
-    // Past usize (on 32-bit hosts) is as out of range as any count above the maximum.
-    let count = body
-        .count
-        .map_or(1, |c| usize::try_from(c).unwrap_or(usize::MAX));
-    let results = blocking(move || manager.fork(&id, count, request)).await??;
-    let mut created = Vec::new();
-    let mut first_error = None;
-    for result in results {
-        match result {
-            Ok(info) => created.push(SandboxJson::new(&state, &info, true)),
-            Err(error) => {
-                first_error.get_or_insert(error);
-            }
-        }
-    }
-    match first_error {
-        Some(error) if created.is_empty() => Err(error.into()),
-        _ => Ok((StatusCode::CREATED, Json(created)).into_response()),
-    }
+    connect_sandbox(state, id, body).await
 }
 
 /// `POST /v2/sandboxes`: [`create`] under the path the newer SDKs use.

@@ -40,6 +40,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 host: host.into(),
                 guest: guest.to_owned(),
                 read_only: false,
+                quota: None,
             }
         })
         .collect();

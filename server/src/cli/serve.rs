@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// call that needs one (which waits for it). For short-lived servers, such as tests restarting one.
     #[arg(long, env = "STASIS_NO_WARM_UP")]
     no_warm_up: bool,
+    /// Seconds between two usage samples of each running sandbox (`GET /sandboxes/{id}/metrics`).
+    #[arg(long, env = "STASIS_METRICS_INTERVAL", default_value_t = 5.0)]
+    metrics_interval: f64,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -56,6 +59,8 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         max_body_bytes: args.max_body_bytes,
         cache_dir: args.cache_dir,
         warm_up: !args.no_warm_up,
+        metrics_interval: std::time::Duration::try_from_secs_f64(args.metrics_interval)
+            .map_err(|e| anyhow::anyhow!("--metrics-interval: {e}"))?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -105,8 +105,17 @@ async fn unknown_ids_are_404_everywhere() -> anyhow::Result<()> {
         ("POST", format!("/v2/sandboxes/{id}/connect")),
         ("POST", format!("/sandboxes/{id}/snapshots")),
         ("POST", format!("/sandboxes/{id}/fork")),
+        ("POST", format!("/sandboxes/{id}/refreshes")),
+        ("POST", format!("/sandboxes/{id}/resume")),
+        ("PUT", format!("/sandboxes/{id}/network")),
+        ("GET", format!("/sandboxes/{id}/metrics")),
+        ("GET", format!("/sandboxes/{id}/logs")),
+        ("GET", format!("/v2/sandboxes/{id}/logs")),
         ("GET", "/sandboxes/..%2F..%2Fetc".to_owned()),
         ("DELETE", "/snapshots/snap_x".to_owned()),
+        ("DELETE", "/templates/snap_x".to_owned()),
+        ("GET", "/volumes/vol_x".to_owned()),
+        ("DELETE", "/volumes/vol_x".to_owned()),
     ] {
         let reply = server.api(method, &path, None).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {path}");
@@ -317,8 +326,14 @@ async fn snapshots_and_forks_start_new_sandboxes_with_the_files() -> anyhow::Res
     assert_eq!(reply.status, StatusCode::CREATED);
     let forks = reply.json();
     assert_eq!(forks.as_array().map(Vec::len), Some(2));
-    let fork = forks[0]["sandboxID"].as_str().unwrap_or("").to_owned();
-    assert_ne!(fork, forks[1]["sandboxID"].as_str().unwrap_or(""));
+    let fork = forks[0]["sandbox"]["sandboxID"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert_ne!(
+        fork,
+        forks[1]["sandbox"]["sandboxID"].as_str().unwrap_or("")
+    );
     assert_eq!(
         &server.download(&fork, "/data/a.txt").await.body[..],
         b"kept"

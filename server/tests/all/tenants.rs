@@ -65,6 +65,7 @@ async fn listed_ids(server: &Server, key: &str, uri: &str) -> Vec<String> {
             s["snapshotID"]
                 .as_str()
                 .or_else(|| s["sandboxID"].as_str())
+                .or_else(|| s["volumeID"].as_str())
                 .expect("an id")
                 .to_owned()
         })
@@ -482,5 +483,55 @@ fn serve_takes_repeated_and_comma_separated_keys() -> Result<()> {
     child.kill()?;
     child.wait()?;
     assert_eq!(status.map_err(|e| anyhow::anyhow!("{e}"))??, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn volumes_belong_to_the_key_that_made_them() -> Result<()> {
+    let server = two_tenants()?;
+    let made = as_key(
+        &server,
+        ALICE,
+        "POST",
+        "/volumes",
+        Some(json!({"name": "hers"})),
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED);
+    let volume = made.json()["volumeID"]
+        .as_str()
+        .context("volumeID")?
+        .to_owned();
+    assert_eq!(
+        listed_ids(&server, ALICE, "/volumes").await,
+        std::slice::from_ref(&volume)
+    );
+    assert!(listed_ids(&server, BOB, "/volumes").await.is_empty());
+    // Bob may use the same name for a volume of his own.
+    let his = as_key(
+        &server,
+        BOB,
+        "POST",
+        "/volumes",
+        Some(json!({"name": "hers"})),
+    )
+    .await;
+    assert_eq!(his.status, StatusCode::CREATED);
+    assert_eq!(listed_ids(&server, BOB, "/volumes").await.len(), 1);
+    for (method, uri) in [("GET", "/volumes/{id}"), ("DELETE", "/volumes/{id}")] {
+        let reply = as_key(&server, BOB, method, &uri.replace("{id}", &volume), None).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {uri}");
+    }
+    // Mounting her volume by id is what an unknown volume gets.
+    let mounted = as_key(
+        &server,
+        BOB,
+        "POST",
+        "/v2/sandboxes",
+        Some(json!({"volumeMounts": [{"name": volume, "path": "/data"}]})),
+    )
+    .await;
+    assert_eq!(mounted.status, StatusCode::NOT_FOUND);
+    assert!(listed_ids(&server, BOB, "/v2/sandboxes").await.is_empty());
     Ok(())
 }

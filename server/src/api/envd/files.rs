@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{guest_path, io_error, with_root};
+use super::{io_error, with_fs};
 use crate::api::blocking;
 use crate::auth::envd_sandbox;
 use crate::error::ApiError;
@@ -51,9 +51,12 @@ pub async fn download(
     let path = query
         .path
         .ok_or_else(|| ApiError::bad_request("the path query parameter is required"))?;
-    let bytes = with_root(&state, id, move |root| {
-        let (relative, shown) = guest_path(&path);
-        root.read(&relative).map_err(|e| io_error(e, &shown))
+    let bytes = with_fs(&state, id, move |fs| {
+        let place = fs.place(&path)?;
+        place
+            .dir
+            .read(&place.relative)
+            .map_err(|e| io_error(e, &place.shown))
     })
     .await?;
     Ok((
@@ -162,15 +165,16 @@ pub async fn upload(
             "no file part named \"file\" in the upload",
         ));
     }
-    let written = with_root(&state, id, move |root| {
+    let written = with_fs(&state, id, move |fs| {
         let mut written = Vec::with_capacity(files.len());
         for (path, bytes) in files {
-            let (relative, shown) = guest_path(&path);
+            let place = fs.place(&path)?;
+            let (root, relative, shown) = (&place.dir, &place.relative, place.shown.clone());
             if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
                 root.create_dir_all(parent)
                     .map_err(|e| io_error(e, &shown))?;
             }
-            root.write(&relative, &bytes)
+            root.write(relative, &bytes)
                 .map_err(|e| io_error(e, &shown))?;
             let name = Path::new(&shown)
                 .file_name()

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{guest_path, io_error, with_root};
+use super::{SandboxFs, io_error, with_fs};
 use crate::auth::envd_sandbox;
 use crate::connect::{self, Code, ConnectError};
 use crate::error::ApiError;
@@ -49,7 +49,7 @@ async fn call<T, R>(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    work: impl FnOnce(&Dir, T) -> Result<R, ConnectError> + Send + 'static,
+    work: impl FnOnce(&SandboxFs, T) -> Result<R, ConnectError> + Send + 'static,
 ) -> Result<R, ConnectError>
 where
     T: DeserializeOwned + Send + 'static,
@@ -58,11 +58,11 @@ where
     let id = envd_sandbox(state, headers)?;
     let body = body.map_err(|r| ConnectError::from(ApiError::new(r.status(), r.body_text())))?;
     let request: T = connect::decode(headers, &body)?;
-    with_root(state, id, move |root| work(root, request)).await
+    with_fs(state, id, move |fs| work(fs, request)).await
 }
 
 /// `EntryInfo` of `shown` (an absolute guest path), from its metadata (not following a final symlink).
-fn entry(root: &Dir, relative: &Path, shown: &str, meta: &Metadata) -> Value {
+pub fn entry(root: &Dir, relative: &Path, shown: &str, meta: &Metadata) -> Value {
     let kind = if meta.is_symlink() {
         "FILE_TYPE_SYMLINK"
     } else if meta.is_dir() {
@@ -115,12 +115,13 @@ fn permissions(mode: u32, kind: &str) -> String {
     text
 }
 
-fn stat(root: &Dir, path: &str) -> Result<Value, ConnectError> {
-    let (relative, shown) = guest_path(path);
-    let meta = root
-        .symlink_metadata(&relative)
-        .map_err(|e| io_error(e, &shown))?;
-    Ok(entry(root, &relative, &shown, &meta))
+fn stat(fs: &SandboxFs, path: &str) -> Result<Value, ConnectError> {
+    let place = fs.place(path)?;
+    let meta = place
+        .dir
+        .symlink_metadata(&place.relative)
+        .map_err(|e| io_error(e, &place.shown))?;
+    Ok(entry(&place.dir, &place.relative, &place.shown, &meta))
 }
 
 /// `POST /filesystem.Filesystem/Stat`: `{entry}`; `not_found` when missing.
@@ -129,8 +130,8 @@ pub async fn stat_handler(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ConnectError> {
-    call(&state, &headers, body, |root, request: PathRequest| {
-        Ok(json!({ "entry": stat(root, &request.path)? }))
+    call(&state, &headers, body, |fs, request: PathRequest| {
+        Ok(json!({ "entry": stat(fs, &request.path)? }))
     })
     .await
     .map(Json)
@@ -142,10 +143,11 @@ pub async fn list_dir(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ConnectError> {
-    call(&state, &headers, body, |root, request: PathRequest| {
+    call(&state, &headers, body, |fs, request: PathRequest| {
         let depth = request.depth.unwrap_or(1).clamp(1, MAX_DEPTH);
-        let (relative, shown) = guest_path(&request.path);
-        let meta = root.metadata(&relative).map_err(|e| io_error(e, &shown))?;
+        let place = fs.place(&request.path)?;
+        let (root, relative, shown) = (&place.dir, &place.relative, &place.shown);
+        let meta = root.metadata(relative).map_err(|e| io_error(e, shown))?;
         if !meta.is_dir() {
             return Err(ConnectError::new(
                 Code::InvalidArgument,
@@ -153,7 +155,7 @@ pub async fn list_dir(
             ));
         }
         let mut entries = Vec::new();
-        walk(root, &relative, &shown, depth, &mut entries)?;
+        walk(root, relative, shown, depth, &mut entries)?;
         Ok(json!({ "entries": entries }))
     })
     .await
@@ -196,17 +198,18 @@ pub async fn make_dir(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ConnectError> {
-    call(&state, &headers, body, |root, request: PathRequest| {
-        let (relative, shown) = guest_path(&request.path);
-        if root.symlink_metadata(&relative).is_ok() {
+    call(&state, &headers, body, |fs, request: PathRequest| {
+        let place = fs.place(&request.path)?;
+        let (root, relative, shown) = (&place.dir, &place.relative, &place.shown);
+        if root.symlink_metadata(relative).is_ok() {
             return Err(ConnectError::new(
                 Code::AlreadyExists,
                 format!("path already exists: {shown}"),
             ));
         }
-        root.create_dir_all(&relative)
-            .map_err(|e| io_error(e, &shown))?;
-        Ok(json!({ "entry": stat(root, &request.path)? }))
+        root.create_dir_all(relative)
+            .map_err(|e| io_error(e, shown))?;
+        Ok(json!({ "entry": stat(fs, &request.path)? }))
     })
     .await
     .map(Json)
@@ -218,23 +221,28 @@ pub async fn remove(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ConnectError> {
-    call(&state, &headers, body, |root, request: PathRequest| {
-        let (relative, shown) = guest_path(&request.path);
+    call(&state, &headers, body, |fs, request: PathRequest| {
+        let place = fs.place(&request.path)?;
+        let (root, relative, shown) = (&place.dir, &place.relative, &place.shown);
         if relative == Path::new(".") {
             return Err(ConnectError::new(
                 Code::PermissionDenied,
-                "the sandbox's root cannot be removed",
+                if place.area == 0 {
+                    "the sandbox's root cannot be removed".to_owned()
+                } else {
+                    format!("{shown} is a volume's mount point; it cannot be removed")
+                },
             ));
         }
         let meta = root
-            .symlink_metadata(&relative)
-            .map_err(|e| io_error(e, &shown))?;
+            .symlink_metadata(relative)
+            .map_err(|e| io_error(e, shown))?;
         if meta.is_dir() {
-            root.remove_dir_all(&relative)
+            root.remove_dir_all(relative)
         } else {
-            root.remove_file(&relative)
+            root.remove_file(relative)
         }
-        .map_err(|e| io_error(e, &shown))?;
+        .map_err(|e| io_error(e, shown))?;
         Ok(json!({}))
     })
     .await
@@ -247,12 +255,20 @@ pub async fn move_handler(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ConnectError> {
-    call(&state, &headers, body, |root, request: MoveRequest| {
-        let (from, from_shown) = guest_path(&request.source);
-        let (to, to_shown) = guest_path(&request.destination);
-        root.rename(&from, root, &to)
-            .map_err(|e| io_error(e, &format!("{from_shown} -> {to_shown}")))?;
-        Ok(json!({ "entry": stat(root, &request.destination)? }))
+    call(&state, &headers, body, |fs, request: MoveRequest| {
+        let from = fs.place(&request.source)?;
+        let to = fs.place(&request.destination)?;
+        let shown = format!("{} -> {}", from.shown, to.shown);
+        if from.area != to.area {
+            return Err(ConnectError::new(
+                Code::InvalidArgument,
+                format!("{shown}: a path cannot be moved into or out of a volume"),
+            ));
+        }
+        from.dir
+            .rename(&from.relative, &to.dir, &to.relative)
+            .map_err(|e| io_error(e, &shown))?;
+        Ok(json!({ "entry": stat(fs, &request.destination)? }))
     })
     .await
     .map(Json)

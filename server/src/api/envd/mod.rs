@@ -6,6 +6,7 @@
 pub mod files;
 pub mod filesystem;
 pub mod process;
+pub mod watch;
 
 use std::path::PathBuf;
 
@@ -30,23 +31,93 @@ pub fn guest_path(path: &str) -> (PathBuf, String) {
     (relative, format!("/{}", trimmed.trim_end_matches('/')))
 }
 
-/// Runs `work` on a capability for sandbox `id`'s directory (the guest's `/`), off the async workers and
+/// A sandbox's filesystem as its guest sees it: its root, with its volumes mounted over it. Guest paths
+/// are found in the root or in the volume whose mount path is their longest prefix, as wasi-libc
+/// resolves them against the preopens.
+pub struct SandboxFs {
+    root: Dir,
+    /// Each mount's guest path and host directory.
+    mounts: Vec<(String, PathBuf)>,
+}
+
+/// Where one guest path lies.
+pub struct Place {
+    /// A capability on the directory it lies under (the root, or a volume's).
+    pub dir: Dir,
+    /// The path relative to `dir`.
+    pub relative: PathBuf,
+    /// The absolute guest path, to report back.
+    pub shown: String,
+    /// Which directory: 0 for the root, `i + 1` for the `i`th mount (paths in different ones cannot be
+    /// renamed into each other).
+    pub area: usize,
+}
+
+impl SandboxFs {
+    /// The filesystem of `sandbox`.
+    pub fn of(sandbox: &stasis::Sandbox) -> Result<Self, ConnectError> {
+        let root = Dir::open_ambient_dir(sandbox.dir(), cap_std::ambient_authority())
+            .map_err(|e| ConnectError::from(ApiError::internal(&e)))?;
+        let mounts = sandbox
+            .mounts()
+            .iter()
+            .map(|m| (m.guest.clone(), m.host.clone()))
+            .collect();
+        Ok(Self { root, mounts })
+    }
+
+    /// Where guest path `path` lies.
+    pub fn place(&self, path: &str) -> Result<Place, ConnectError> {
+        let (relative, shown) = guest_path(path);
+        let mount = self
+            .mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, (guest, _))| {
+                shown == *guest
+                    || shown
+                        .strip_prefix(guest.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|(_, (guest, _))| guest.len());
+        let internal = |e: std::io::Error| ConnectError::from(ApiError::internal(&e));
+        Ok(match mount {
+            None => Place {
+                dir: self.root.try_clone().map_err(internal)?,
+                relative,
+                shown,
+                area: 0,
+            },
+            Some((index, (guest, host))) => {
+                let rest = shown[guest.len()..].trim_start_matches('/');
+                Place {
+                    dir: Dir::open_ambient_dir(host, cap_std::ambient_authority())
+                        .map_err(internal)?,
+                    relative: if rest.is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        PathBuf::from(rest)
+                    },
+                    shown,
+                    area: index + 1,
+                }
+            }
+        })
+    }
+}
+
+/// Runs `work` on sandbox `id`'s filesystem (its root and mounted volumes), off the async workers and
 /// under the sandbox's lock, so a pause cannot archive the directory half-way through a write.
-pub async fn with_root<R: Send + 'static>(
+pub async fn with_fs<R: Send + 'static>(
     state: &AppState,
     id: String,
-    work: impl FnOnce(&Dir) -> Result<R, ConnectError> + Send + 'static,
+    work: impl FnOnce(&SandboxFs) -> Result<R, ConnectError> + Send + 'static,
 ) -> Result<R, ConnectError> {
     let manager = state.manager().clone();
-    let outcome = blocking(move || {
-        manager.with_sandbox(&id, |sandbox| {
-            let root = Dir::open_ambient_dir(sandbox.dir(), cap_std::ambient_authority())
-                .map_err(|e| ConnectError::from(ApiError::internal(&e)))?;
-            work(&root)
-        })
-    })
-    .await
-    .map_err(ConnectError::from)?;
+    let outcome =
+        blocking(move || manager.with_sandbox(&id, |sandbox| work(&SandboxFs::of(sandbox)?)))
+            .await
+            .map_err(ConnectError::from)?;
     outcome.map_err(lifecycle_error)?
 }
 

@@ -28,6 +28,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use stasis::lifecycle::events::SandboxLog;
+use stasis::lifecycle::{Event as LogEvent, Level};
 use stasis::wasi::{OutputSink, PipeError, Stdin, StdinPipe, StopReason};
 use stasis::{CommandIo, ModuleKind};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -189,7 +191,14 @@ async fn start_command(
             hub: hub.clone(),
         },
     );
-    if let Err(error) = run_in_background(state.processes().clone(), &id, pid, command, hub) {
+    state.manager().log(
+        &id,
+        LogEvent::now(Level::Info, "command_started", "Command started")
+            .with("pid", pid)
+            .with("cmd", process.args.last().map_or("", String::as_str)),
+    );
+    let log = state.manager().event_log(&id);
+    if let Err(error) = run_in_background(state.processes().clone(), &id, pid, command, hub, log) {
         // The command was never run; dropping it (with the closure) marks it ended for the sandbox.
         state.processes().remove(&id, pid);
         return Err(ConnectError::from(ApiError::internal(&error)));
@@ -240,6 +249,7 @@ fn run_in_background(
     pid: u32,
     command: stasis::Command,
     hub: Arc<Hub>,
+    log: SandboxLog,
 ) -> std::io::Result<()> {
     let sandbox = id.to_owned();
     std::thread::Builder::new()
@@ -253,6 +263,16 @@ fn run_in_background(
                 return;
             }
             tracing::debug!(sandbox = %sandbox, pid, exit_code = output.exit_code, "command ended");
+            let level = if output.exit_code == 0 {
+                Level::Info
+            } else {
+                Level::Warn
+            };
+            log.append(
+                &LogEvent::now(level, "command_ended", "Command ended")
+                    .with("pid", pid)
+                    .with("exitCode", output.exit_code),
+            );
             let mut end = json!({
                 "exitCode": output.exit_code,
                 "exited": true,
@@ -269,7 +289,12 @@ fn run_in_background(
 /// The resume hook of the server ([`stasis::lifecycle::ResumeHook`]): the commands a pause suspended in
 /// sandbox `id` continue, under their old pids, tags and configurations (so `List` shows them and `Connect`
 /// re-attaches), and a code-interpreter cell that was running finishes in the background.
-pub fn continue_suspended(table: &ProcessTable, id: &str, sandbox: &mut stasis::Sandbox) {
+pub fn continue_suspended(
+    table: &ProcessTable,
+    id: &str,
+    sandbox: &mut stasis::Sandbox,
+    log: &SandboxLog,
+) {
     for info in sandbox.suspended() {
         match info.kind {
             stasis::ProcessKind::Command => {
@@ -304,7 +329,9 @@ pub fn continue_suspended(table: &ProcessTable, id: &str, sandbox: &mut stasis::
                         hub: hub.clone(),
                     },
                 );
-                if let Err(error) = run_in_background(table.clone(), id, saved.pid, command, hub) {
+                let run =
+                    run_in_background(table.clone(), id, saved.pid, command, hub, log.clone());
+                if let Err(error) = run {
                     table.remove(id, saved.pid);
                     tracing::warn!(sandbox = %id, pid = saved.pid, %error, "a suspended command could not be started again");
                 } else {
