@@ -53,6 +53,17 @@ impl ProcessCall {
         self.control.clone()
     }
 
+    /// Makes the call unwind at its `n`-th unwind point, as if its sandbox were being paused there, and
+    /// wait (parked, [`crate::Control::is_parked`]) for a pause or snapshot to take it: what deterministic
+    /// tests pause with. Needs a runtime instrumenting with
+    /// [`crate::instrument::InstrumentOptions::countdown`].
+    pub fn set_unwind_countdown(&mut self, n: u32) -> Result<(), crate::CallError> {
+        match self.process.as_mut() {
+            Some(process) => process.set_countdown(n),
+            None => Err(crate::CallError::NoMainProcess),
+        }
+    }
+
     /// Runs the call (first finishing the call the process is suspended in, if it is) and gives the process
     /// back to its sandbox. Blocking: call it off any async runtime.
     pub fn run(mut self) -> CallOutput {

@@ -87,6 +87,17 @@ impl Command {
         self.control.clone()
     }
 
+    /// Makes the command unwind at its `n`-th unwind point, as if its sandbox were being paused there, and
+    /// wait (parked, [`crate::Control::is_parked`]) for a pause or snapshot to take it: what deterministic
+    /// tests pause with. Needs a runtime instrumenting with
+    /// [`crate::instrument::InstrumentOptions::countdown`].
+    pub fn set_unwind_countdown(&mut self, n: u32) -> Result<(), crate::CallError> {
+        match self.process.as_mut() {
+            Some(process) => process.set_countdown(n),
+            None => Err(crate::CallError::NoMainProcess),
+        }
+    }
+
     /// Runs the command to completion — or to its suspension by a pause — and reports how it ended
     /// (blocking: call it off any async runtime).
     pub fn run(mut self) -> CommandOutput {

@@ -199,6 +199,22 @@ pub(crate) fn state_to_val(value: &GlobalValue) -> Val {
 }
 
 impl Process {
+    /// Loads the unwind stage's countdown (see [`crate::instrument::InstrumentOptions::countdown`]): the
+    /// process unwinds at its `n`-th unwind point from now, as if a pause had been asked for there.
+    /// Fails for a module instrumented without a countdown.
+    pub(crate) fn set_countdown(&mut self, n: u32) -> Result<(), CallError> {
+        let countdown = self
+            .store
+            .data()
+            .wasi
+            .unwind_globals()
+            .and_then(|g| g.countdown)
+            .ok_or_else(|| CallError::MissingExport("the unwind countdown".into()))?;
+        countdown
+            .set(&mut self.store, Val::I32(n as i32))
+            .map_err(CallError::Trap)
+    }
+
     /// The unwind stage's state global, for modules that have one.
     fn unwind_state(&mut self) -> Option<i32> {
         let globals = self.store.data().wasi.unwind_globals()?;

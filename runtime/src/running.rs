@@ -162,6 +162,11 @@ impl Control {
         self.shared.stdin.as_ref()
     }
 
+    /// Whether the process has unwound and waits for its sandbox to take it (a pause or snapshot).
+    pub fn is_parked(&self) -> bool {
+        matches!(*self.slot(), Slot::Parked(_))
+    }
+
     /// Whether its thread is done with it (or it was dropped without running).
     pub fn is_finished(&self) -> bool {
         *self.shared.done.lock().unwrap_or_else(|e| e.into_inner())

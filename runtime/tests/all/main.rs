@@ -5,6 +5,7 @@ mod command;
 mod common;
 mod containment;
 mod cross_process;
+mod differential;
 mod engine;
 mod instrument;
 mod javascript;
