@@ -11,6 +11,7 @@ mod reference;
 mod report;
 mod scenarios;
 mod stats;
+mod unwind;
 
 use std::path::PathBuf;
 
@@ -62,6 +63,9 @@ struct Args {
     /// Run only the Python code-interpreter scenario.
     #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only"])]
     python_only: bool,
+    /// Run only the unwind stage's scenarios (its overhead; pausing and resuming a running command).
+    #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only"])]
+    unwind_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -95,6 +99,11 @@ fn main() -> Result<()> {
         record(&mut results, scenarios::python(&bench)?);
         return finish(&args, &results, 0);
     }
+    if args.unwind_only {
+        record(&mut results, unwind::suspended_command(&bench)?);
+        record(&mut results, unwind::overhead(&bench, args.quick)?);
+        return finish(&args, &results, 0);
+    }
     for contents in ["typical", "random"] {
         for &mib in sizes {
             record(
@@ -123,6 +132,8 @@ fn main() -> Result<()> {
     }
     record(&mut results, scenarios::create(&bench)?);
     record(&mut results, scenarios::command_round_trip(&bench)?);
+    record(&mut results, unwind::suspended_command(&bench)?);
+    record(&mut results, unwind::overhead(&bench, args.quick)?);
     record(
         &mut results,
         scenarios::density(&bench, if args.quick { 50 } else { 500 })?,
