@@ -2,16 +2,20 @@
 //! filters and cursors, timeouts — the semantics of the E2B/Novita platforms' sandbox persistence, for
 //! embedders and for the server, which only exposes it.
 
+mod catalog;
 pub mod id;
+mod index;
+mod journal;
 mod manager;
 pub mod query;
 mod reaper;
 pub mod record;
 pub mod store;
 
+pub use catalog::{IndexReport, MIN_COMPACTION};
 pub use manager::{
-    Connected, CreateRequest, LifecycleError, MAX_FORK, Manager, ManagerConfig, Page, Recovery,
-    SKELETON_DIRS, SNAPSHOT_PREFIX, Shutdown,
+    Connected, CreateRequest, DEFAULT_MAX_PAUSED, DEFAULT_MIN_FREE_DISK, LifecycleError, MAX_FORK,
+    Manager, ManagerConfig, Page, Recovery, SKELETON_DIRS, SNAPSHOT_PREFIX, Shutdown,
 };
 pub use query::{ListQuery, QueryError};
 pub use record::{LifecyclePolicy, OnTimeout, SandboxInfo, SandboxRecord, SandboxState};
