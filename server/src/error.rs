@@ -86,6 +86,9 @@ impl From<LifecycleError> for ApiError {
             }
             E::Busy(_) | E::Paused(_) | E::Lost(_) | E::Running(_) => StatusCode::CONFLICT,
             E::Limit { .. } => StatusCode::TOO_MANY_REQUESTS,
+            // What E2B answers when a sandbox's disk is full (its SDKs raise NotEnoughSpace on it);
+            // not 429, which SDK clients retry and report as a rate limit.
+            E::InsufficientDisk { .. } => StatusCode::INSUFFICIENT_STORAGE,
             E::Template(_) | E::Create(_) | E::Pause(_) | E::Resume(_) | E::Store(_) => {
                 return Self::internal(&error);
             }
@@ -126,6 +129,13 @@ mod tests {
                     limit: 1,
                 },
                 429,
+            ),
+            (
+                LifecycleError::InsufficientDisk {
+                    available: 1,
+                    floor: 2,
+                },
+                507,
             ),
         ];
         for (error, status) in cases {
