@@ -200,7 +200,8 @@ fn write_fresh(dir: &Path, index: &Index) -> std::io::Result<JournalWriter> {
     // The journal first: a crash before the snapshot is renamed into place leaves the old (missing or
     // damaged) snapshot, so the next start rebuilds again.
     let writer = JournalWriter::create(dir, generation)?;
-    let entries = index.entries();
+    let mut entries = index.entries();
+    Index::sort(&mut entries);
     journal::write_snapshot(dir, generation, entries.iter().map(|e| e.record()))?;
     for old in journal_generations(dir)? {
         if old != generation {
@@ -371,6 +372,8 @@ impl Catalog {
             let previous = std::mem::replace(&mut *journal, next);
             (generation, entries, previous.changes())
         };
+        let mut entries = entries;
+        Index::sort(&mut entries);
         let written =
             journal::write_snapshot(&self.dir, generation, entries.iter().map(|e| e.record()));
         let count = match written {

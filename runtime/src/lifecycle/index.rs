@@ -320,6 +320,14 @@ impl Index {
         self.entries.values().cloned().collect()
     }
 
+    /// Sorts entries in the listing's order: a snapshot written so loads into the ordered sets by
+    /// appending at their ends, several times faster than in a hash map's order.
+    pub(crate) fn sort(entries: &mut [Arc<Entry>]) {
+        entries.sort_unstable_by(|a, b| {
+            (a.created_at_ms, a.sequence, &a.id).cmp(&(b.created_at_ms, b.sequence, &b.id))
+        });
+    }
+
     /// The ids of the sandboxes in any of `states`, in the listing's order.
     pub(crate) fn ids_in(&self, states: &[SandboxState]) -> Vec<String> {
         Merge::new(states.iter().map(|&s| self.by_state.set(s).range(..)))
