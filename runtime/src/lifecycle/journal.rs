@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::id::is_valid;
 use super::record::SandboxRecord;
 
 /// The first bytes of every index file.
@@ -196,6 +197,26 @@ pub enum IndexError {
     /// A journal the snapshot needs is not there (deleted, or lost with a half-restored backup).
     #[error("journal {0} is missing")]
     MissingJournal(u64),
+    /// A record's id is not one Stasis makes: it names the sandbox's files, so it is never used.
+    #[error("the frame at byte {offset} holds a record whose id {id:?} is not a sandbox id")]
+    InvalidId {
+        /// Where the frame starts.
+        offset: u64,
+        /// The id.
+        id: String,
+    },
+}
+
+/// The record of a `Put` frame, refused if its id could name a path outside its directory.
+fn checked(record: Box<SandboxRecord>, offset: u64) -> Result<SandboxRecord, IndexError> {
+    if is_valid(&record.id, "") {
+        Ok(*record)
+    } else {
+        Err(IndexError::InvalidId {
+            offset,
+            id: record.id,
+        })
+    }
 }
 
 /// The path of journal `generation` in `dir`.
@@ -420,7 +441,7 @@ pub fn read_snapshot(path: &Path, mut each: impl FnMut(SandboxRecord)) -> Result
         match reader.next().map_err(|bad| bad.error)? {
             Some(Frame::Put(record)) => {
                 found += 1;
-                each(*record);
+                each(checked(record, offset)?);
             }
             Some(Frame::End { count }) => {
                 if count != found {
@@ -481,7 +502,7 @@ pub fn read_journal(
     loop {
         let offset = reader.offset;
         match reader.next() {
-            Ok(Some(Frame::Put(record))) => each(Change::Put(*record)),
+            Ok(Some(Frame::Put(record))) => each(Change::Put(checked(record, offset)?)),
             Ok(Some(Frame::Remove { id })) => each(Change::Remove(id)),
             Ok(Some(_)) => {
                 return Err(IndexError::Unexpected {
@@ -647,9 +668,10 @@ mod tests {
     use super::*;
     use crate::lifecycle::record::{LifecyclePolicy, SandboxState};
 
-    fn record(id: &str) -> SandboxRecord {
+    /// A record with a valid id made from `name` (padded to an id's length).
+    fn record(name: &str) -> SandboxRecord {
         SandboxRecord {
-            id: id.to_owned(),
+            id: format!("{name:0>25}"),
             template: "base".into(),
             template_sha256: "00".repeat(32),
             metadata: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
@@ -725,13 +747,13 @@ mod tests {
         let path = snapshot(dir.path(), &["a", "b"]);
         let mut ids = Vec::new();
         assert_eq!(read_snapshot(&path, |r| ids.push(r.id)).expect("read"), 3);
-        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(ids, [record("a").id, record("b").id]);
         let ids: Vec<String> = read_all(&path)
             .expect("read")
             .into_iter()
             .map(|r| r.id)
             .collect();
-        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(ids, [record("a").id, record("b").id]);
         assert_eq!(read_all(&path).expect("read")[0], record("a"));
     }
 
@@ -1035,6 +1057,26 @@ mod tests {
             [Change::Put(record("a")), Change::Put(record("b"))]
         );
         assert!(read.torn.is_none());
+    }
+
+    #[test]
+    fn test_invalid_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut escape = record("a");
+        escape.id = "../../etc".into();
+        let path = journal(
+            dir.path(),
+            &[put("a"), Frame::Put(Box::new(escape.clone()))],
+        );
+        assert!(matches!(
+            replay(&path, true),
+            Err(IndexError::InvalidId { id, .. }) if id == "../../etc"
+        ));
+        write_snapshot(dir.path(), 1, [escape].into_iter()).expect("write");
+        assert!(matches!(
+            read_all(&dir.path().join(SNAPSHOT_FILE)),
+            Err(IndexError::InvalidId { .. })
+        ));
     }
 
     #[test]
