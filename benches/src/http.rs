@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail};
 use stasis::lifecycle::ManagerConfig;
 use stasis_server::{AppState, app};
 
-const API_KEY: &str = "bench-key";
+/// The API key of the servers the bench starts.
+pub const API_KEY: &str = "bench-key";
 
 /// How long a client waits for a reply before counting the request as failed (a stalled server).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -142,6 +143,23 @@ impl Server {
         self.expect("DELETE", &format!("/sandboxes/{id}"), 204)
     }
 
+    /// `GET path` with the API key: the status, the `x-next-token` header if any, and the body.
+    pub fn get(&self, path: &str) -> Result<(u16, Option<String>, Vec<u8>)> {
+        let (status, head, body) = self.exchange(
+            "GET",
+            path,
+            &[("X-API-KEY", &self.api_key)],
+            "application/json",
+            b"",
+        )?;
+        let token = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("x-next-token")
+                .then(|| value.trim().to_owned())
+        });
+        Ok((status, token, body))
+    }
+
     /// A control-plane call without a body that must answer `expected`.
     fn expect(&self, method: &str, path: &str, expected: u16) -> Result<()> {
         let (status, body) = self.request(
@@ -169,6 +187,19 @@ impl Server {
         content_type: &str,
         body: &[u8],
     ) -> Result<(u16, Vec<u8>)> {
+        let (status, _, body) = self.exchange(method, path, headers, content_type, body)?;
+        Ok((status, body))
+    }
+
+    /// [`Server::request`], the response's head too.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(u16, String, Vec<u8>)> {
         let mut stream = TcpStream::connect(self.addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
@@ -202,7 +233,7 @@ impl Server {
         {
             body = dechunk(&body)?;
         }
-        Ok((status, body))
+        Ok((status, head, body))
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release -p stasis-bench -- [--quick] [--out DIR]`
 //! `cargo run --release -p stasis-bench -- --load-only [--load-secs 20] [--url http://HOST:PORT --api-key KEY]`
+//! `cargo run --release -p stasis-bench -- --store-only [--store-count 100000]`
 
 mod http;
 mod load;
@@ -12,6 +13,7 @@ mod report;
 mod scenarios;
 mod stats;
 mod unwind;
+mod store;
 
 use std::path::PathBuf;
 
@@ -64,12 +66,31 @@ struct Args {
     #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only"])]
     python_only: bool,
     /// Run only the unwind stage's scenarios (its overhead; pausing and resuming a running command).
-    #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only"])]
+    #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only", "store_only"])]
     unwind_only: bool,
+    /// Run only the store-at-scale scenario (many paused sandboxes in one data directory).
+    #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only"])]
+    store_only: bool,
+    /// Paused sandboxes of the store scenario (default: 2,000 quick, 100,000 full).
+    #[arg(long)]
+    store_count: Option<usize>,
+    /// Make the store scenario's data directories in this directory and keep them (to look at, or to
+    /// serve with `stasis serve --data-dir DIR/store-COUNT`; its API key is `bench-key`).
+    #[arg(long)]
+    store_dir: Option<PathBuf>,
+    /// Internal: serve this data directory as `stasis serve` does (the store scenario's server process).
+    #[arg(long, hide = true)]
+    serve_child: Option<PathBuf>,
+    /// Internal: the compiled-module cache of `--serve-child`.
+    #[arg(long, hide = true, requires = "serve_child")]
+    serve_cache: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(data_dir) = args.serve_child {
+        return store::serve_child(data_dir, args.serve_cache);
+    }
     let repeats = args.repeats.unwrap_or(if args.quick { 3 } else { 7 });
     let work = tempfile::Builder::new()
         .prefix("stasis-bench-")
@@ -102,6 +123,21 @@ fn main() -> Result<()> {
     if args.unwind_only {
         record(&mut results, unwind::suspended_command(&bench)?);
         record(&mut results, unwind::overhead(&bench, args.quick)?);
+        return finish(&args, &results, 0);
+    }
+    let store = store::StoreOptions {
+        count: args
+            .store_count
+            .unwrap_or(if args.quick { 2_000 } else { 100_000 }),
+        due: if args.quick { 100 } else { 1_000 },
+        repeats,
+    };
+    let store_work = args
+        .store_dir
+        .clone()
+        .unwrap_or_else(|| work.path().to_owned());
+    if args.store_only {
+        record(&mut results, store::run(&store_work, &store)?);
         return finish(&args, &results, 0);
     }
     for contents in ["typical", "random"] {
@@ -139,6 +175,7 @@ fn main() -> Result<()> {
         scenarios::density(&bench, if args.quick { 50 } else { 500 })?,
     );
     record(&mut results, scenarios::python(&bench)?);
+    record(&mut results, store::run(&store_work, &store)?);
     let errors = record_load(&mut results, &args, work.path())?;
     finish(&args, &results, errors)
 }

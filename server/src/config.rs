@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use stasis::lifecycle::ManagerConfig;
+
 /// File in the data directory holding the generated API key.
 pub const API_KEY_FILE: &str = "api-key";
 /// File in the data directory holding the secret from which envd access tokens are derived.
@@ -33,6 +35,32 @@ pub struct ServerConfig {
     pub warm_up: bool,
     /// Time between two usage samples of each running sandbox.
     pub metrics_interval: std::time::Duration,
+    /// The lifecycle's limits (running and paused sandboxes, the disk floor) and timings.
+    pub manager: ManagerConfig,
+}
+
+/// Parses a size in bytes: a number with an optional binary unit, `K`, `M`, `G` or `T` (`KiB`, `MiB`,
+/// … and `KB`, `MB`, … mean the same; any case), e.g. `256MiB`, `1G`, `4096`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (a number of bytes, or e.g. 256MiB, 1G)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("unknown size unit {other:?} (K, M, G or T)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// A secret read from the data directory, or created there (mode 0600) on first use.
@@ -87,6 +115,25 @@ mod tests {
     #[test]
     fn the_default_body_limit_is_64_mib() {
         assert_eq!(DEFAULT_MAX_BODY_BYTES, 64 << 20);
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units_and_junk_is_refused() {
+        for (text, bytes) in [
+            ("0", 0),
+            ("4096", 4096),
+            ("256MiB", 256 << 20),
+            ("256m", 256 << 20),
+            ("1G", 1 << 30),
+            ("2 GB", 2 << 30),
+            ("1TiB", 1 << 40),
+            ("7b", 7),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        for junk in ["", "MiB", "-1", "1.5G", "12 furlongs", "99999999999T"] {
+            assert!(parse_size(junk).is_err(), "{junk}");
+        }
     }
 
     #[test]

@@ -94,6 +94,9 @@ impl From<LifecycleError> for ApiError {
                 Some(status) => status,
                 None => return Self::internal(&error),
             },
+            // What E2B answers when a sandbox's disk is full (its SDKs raise NotEnoughSpace on it);
+            // not 429, which SDK clients retry and report as a rate limit.
+            E::InsufficientDisk { .. } => StatusCode::INSUFFICIENT_STORAGE,
             E::Template(_)
             | E::Create(_)
             | E::Pause(_)
@@ -159,6 +162,13 @@ mod tests {
                     limit: 1,
                 },
                 429,
+            ),
+            (
+                LifecycleError::InsufficientDisk {
+                    available: 1,
+                    floor: 2,
+                },
+                507,
             ),
         ];
         for (error, status) in cases {

@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use stasis::lifecycle::{LifecycleError, ListQuery, Manager, SandboxState};
+use stasis::lifecycle::{LifecycleError, Manager, SandboxState};
 
 use crate::state::AppState;
 
@@ -153,22 +153,9 @@ impl Metrics {
     }
 }
 
-/// How many sandboxes are in each of [`STATES`], page by page through the manager's index.
+/// How many sandboxes are in each of [`STATES`], as the manager's index counts them (no sandbox visited).
 fn count_by_state(manager: &Manager) -> Result<[i64; STATES.len()], LifecycleError> {
-    let mut counts = [0i64; STATES.len()];
-    let mut query = ListQuery::default();
-    loop {
-        let page = manager.list(&query)?;
-        for info in &page.items {
-            if let Some(i) = STATES.iter().position(|s| *s == info.state) {
-                counts[i] += 1;
-            }
-        }
-        match page.next_token {
-            Some(token) => query.next_token = Some(token),
-            None => return Ok(counts),
-        }
-    }
+    Ok(STATES.map(|state| i64::try_from(manager.count(state)).unwrap_or(i64::MAX)))
 }
 
 /// Middleware: counts every request by its matched route (`unmatched` for the fallback) and status.

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use stasis::RuntimeConfig;
-use stasis::lifecycle::ManagerConfig;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::app::app;
@@ -34,8 +33,9 @@ pub async fn serve(
     let mut runtime = RuntimeConfig::new(&config.data_dir);
     runtime.cache_dir = config.cache_dir.clone();
     let max_body = config.max_body_bytes;
+    let manager = config.manager.clone();
     let (state, recovery) = tokio::task::spawn_blocking(move || {
-        AppState::open_runtime(runtime, api_keys, max_body, ManagerConfig::default())
+        AppState::open_runtime(runtime, api_keys, max_body, manager)
     })
     .await??;
     state.samples().set_interval(config.metrics_interval);
@@ -51,8 +51,16 @@ pub async fn serve(
         paused = recovery.paused.len(),
         lost = recovery.lost.len(),
         snapshots = recovery.snapshots,
+        index_loaded = recovery.index.loaded,
+        index_replayed = recovery.index.replayed,
         "data directory opened"
     );
+    if let Some(why) = &recovery.index.rebuilt {
+        tracing::info!(%why, "the sandbox index was rebuilt from the record files");
+    }
+    for (path, why) in &recovery.unreadable {
+        tracing::warn!(path = %path.display(), %why, "could not be read");
+    }
     for id in &recovery.lost {
         tracing::warn!(sandbox = %id, "sandbox was running when the previous server stopped; it is lost");
     }

@@ -5,15 +5,18 @@
 //! operations on one sandbox are serialized. Waiting for a sandbox's lock is bounded by
 //! [`ManagerConfig::busy_deadline`]; past it the operation fails with [`LifecycleError::Busy`] and nothing
 //! is changed. Reads (`info`, `list`) never wait for a sandbox: they read an index of records updated at
-//! every transition.
+//! every transition (see [`super::catalog`]: a journal makes it durable, so a start reads it rather
+//! than every sandbox's files, and a listing, a limit or the reaper visits only what it needs).
 //!
 //! Durability: a pause writes the blob atomically, *then* records the sandbox as paused; a resume records
 //! the sandbox as running, *then* deletes the blob. So after a crash, a record saying "running" with a
 //! blob beside it means a pause that completed but was not yet recorded (it is recovered as paused), and
 //! "running" without a blob means the sandbox's memory is gone (it is reported as [`SandboxState::Lost`]).
+//! Only the few sandboxes the index has as running (or mid-transition) are checked so at a start; a
+//! paused one was recorded paused after its blob was written.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,7 @@ mod persistence;
 mod settings;
 
 use super::events::{Event, Level};
+use super::catalog::{Catalog, IndexReport};
 use super::id::{is_valid, new_id};
 use super::mode::PauseMode;
 use super::network::NetworkPolicy;
@@ -53,11 +57,26 @@ pub struct ManagerConfig {
     pub busy_deadline: Duration,
     /// Most sandboxes running at once.
     pub max_running: usize,
-    /// Most sandboxes paused at once.
+    /// Most sandboxes paused at once. A paused sandbox costs disk (its blob) and a few hundred bytes of
+    /// the in-memory index, not memory of its own.
     pub max_paused: usize,
+    /// Bytes that must stay free on the data directory's file system: a pause (or a blob import) that
+    /// finds less refuses with [`LifecycleError::InsufficientDisk`] before it writes anything, rather
+    /// than failing half-way; the sandbox keeps running. `0` disables the check. A graceful shutdown's
+    /// pauses ignore it: pausing then is the only way not to lose a sandbox.
+    pub min_free_disk: u64,
     /// How often timeouts are checked.
     pub reaper_interval: Duration,
+    /// Compact the index's journal into a snapshot after this many changes; `None` (the default) does
+    /// it once the journal holds as many changes as there are sandboxes, and at least
+    /// [`MIN_COMPACTION`](super::MIN_COMPACTION).
+    pub compact_journal_after: Option<usize>,
 }
+
+/// The default of [`ManagerConfig::max_paused`].
+pub const DEFAULT_MAX_PAUSED: usize = 100_000;
+/// The default of [`ManagerConfig::min_free_disk`]: 256 MiB.
+pub const DEFAULT_MIN_FREE_DISK: u64 = 256 << 20;
 
 impl Default for ManagerConfig {
     fn default() -> Self {
@@ -65,8 +84,10 @@ impl Default for ManagerConfig {
             default_timeout: Duration::from_secs(300),
             busy_deadline: Duration::from_secs(30),
             max_running: 256,
-            max_paused: 10_000,
+            max_paused: DEFAULT_MAX_PAUSED,
+            min_free_disk: DEFAULT_MIN_FREE_DISK,
             reaper_interval: Duration::from_millis(100),
+            compact_journal_after: None,
         }
     }
 }
@@ -123,6 +144,8 @@ pub struct Recovery {
     pub snapshots: usize,
     /// Files that could not be read, with why.
     pub unreadable: Unreadable,
+    /// How the index of the records was opened: loaded, or rebuilt from the record files and why.
+    pub index: IndexReport,
 }
 
 /// What a graceful shutdown did.
@@ -178,6 +201,17 @@ pub enum LifecycleError {
         what: &'static str,
         /// The limit.
         limit: usize,
+    },
+    /// The data directory's file system has less free space than [`ManagerConfig::min_free_disk`], so
+    /// a pause (or an import) was refused before anything was written.
+    #[error(
+        "not enough free disk space to store a paused sandbox: {available} bytes free, at least {floor} must stay free"
+    )]
+    InsufficientDisk {
+        /// Bytes free.
+        available: u64,
+        /// The floor.
+        floor: u64,
     },
     /// A fork asked for no sandboxes or for too many.
     #[error("a fork creates 1 to {MAX_FORK} sandboxes, not {0}")]
@@ -244,8 +278,10 @@ pub(crate) struct Inner {
     store: DurableStore,
     config: ManagerConfig,
     templates: RwLock<HashMap<String, Template>>,
-    /// Every sandbox's current record, for reads that must not wait for a busy sandbox.
-    index: RwLock<BTreeMap<String, SandboxRecord>>,
+    /// Every sandbox's current record, durably, for reads that must not wait for a busy sandbox.
+    catalog: Catalog,
+    /// The live part of the sandboxes an operation has touched since the start (created on first use:
+    /// a paused sandbox no one asks about costs nothing here).
     slots: RwLock<HashMap<String, Arc<Mutex<Slot>>>>,
     snapshots: RwLock<BTreeMap<String, SnapshotInfo>>,
     /// The volumes sandboxes mount.
@@ -253,6 +289,8 @@ pub(crate) struct Inner {
     sequence: AtomicU64,
     /// Called with every resumed sandbox (see [`ResumeHook`]).
     resume_hook: RwLock<Option<ResumeHook>>,
+    /// Set by a graceful shutdown, whose pauses ignore the disk floor.
+    shutting_down: AtomicBool,
     /// Tells the reaper thread to stop.
     stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
@@ -276,61 +314,48 @@ impl Manager {
         config: ManagerConfig,
     ) -> Result<(Self, Recovery), LifecycleError> {
         let store = DurableStore::open(&runtime.config().data_dir)?;
-        let (records, mut unreadable) = store.load_records()?;
+        let (catalog, index, mut unreadable) =
+            Catalog::open(store.clone(), config.compact_journal_after)?;
         let (snapshots, bad_snapshots) = store.load_snapshots()?;
         unreadable.extend(bad_snapshots);
         let (volumes, bad_volumes) = Volumes::open(&runtime.config().data_dir)?;
         unreadable.extend(bad_volumes);
-        let mut recovery = Recovery {
-            snapshots: snapshots.len(),
-            unreadable,
-            ..Recovery::default()
-        };
-        let mut index = BTreeMap::new();
-        let mut slots = HashMap::new();
-        let mut sequence = 0;
-        for mut record in records {
-            let has_blob = store.blob_path(&record.id).is_file();
-            record.state = match record.state {
+        // Sandboxes the index has running or mid-transition (at most the running ones of the previous
+        // process, never the paused ones): a blob means the pause completed, none means the memory is gone.
+        for mut record in catalog.records_in(&[
+            SandboxState::Running,
+            SandboxState::Pausing,
+            SandboxState::Resuming,
+        ]) {
+            record.state = if store.blob_path(&record.id).is_file() {
                 SandboxState::Paused
-                | SandboxState::Pausing
-                | SandboxState::Running
-                | SandboxState::Resuming
-                    if has_blob =>
-                {
-                    SandboxState::Paused
-                }
-                _ => SandboxState::Lost,
+            } else {
+                SandboxState::Lost
             };
             // The half-written files of a sandbox that is not running are garbage: its blob has them all.
             remove_dir_if_present(&store.fs_dir(&record.id))?;
-            store.save_record(&record)?;
-            match record.state {
-                SandboxState::Paused => recovery.paused.push(record.id.clone()),
-                _ => recovery.lost.push(record.id.clone()),
-            }
-            sequence = sequence.max(record.sequence + 1);
-            slots.insert(
-                record.id.clone(),
-                Arc::new(Mutex::new(Slot {
-                    live: None,
-                    last_activity: Instant::now(),
-                    killed: false,
-                })),
-            );
-            index.insert(record.id.clone(), record);
+            catalog.put(&record)?;
         }
+        let recovery = Recovery {
+            paused: catalog.ids_in(&[SandboxState::Paused]),
+            lost: catalog.ids_in(&[SandboxState::Lost]),
+            snapshots: snapshots.len(),
+            unreadable,
+            index,
+        };
+        let sequence = catalog.next_sequence();
         let inner = Arc::new(Inner {
             runtime,
             store,
             config,
             templates: RwLock::new(HashMap::new()),
-            index: RwLock::new(index),
-            slots: RwLock::new(slots),
+            catalog,
+            slots: RwLock::new(HashMap::new()),
             snapshots: RwLock::new(snapshots.into_iter().map(|s| (s.id.clone(), s)).collect()),
             volumes,
             sequence: AtomicU64::new(sequence),
             resume_hook: RwLock::new(None),
+            shutting_down: AtomicBool::new(false),
             stop: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
         });
         super::reaper::start(
@@ -448,7 +473,7 @@ impl Manager {
             pause_mode: PauseMode::Full,
             network: request.network,
         };
-        if let Err(error) = self.inner.store.save_record(&record) {
+        if let Err(error) = self.inner.catalog.put(&record) {
             drop(sandbox);
             remove_dir_if_present(&self.inner.store.sandbox_dir(&id))?;
             return Err(error.into());
@@ -458,7 +483,6 @@ impl Manager {
             // The processes the snapshot suspended continue in the new sandbox.
             self.resumed(&id, &mut sandbox);
         }
-        write(&self.inner.index).insert(id.clone(), record);
         write(&self.inner.slots).insert(
             id,
             Arc::new(Mutex::new(Slot {
@@ -509,9 +533,10 @@ impl Manager {
     /// Kills a sandbox, running, paused or lost, deleting everything stored of it.
     pub fn kill(&self, id: &str) -> Result<(), LifecycleError> {
         let mut slot = self.lock(id)?;
+        // Durably gone first: if that fails, the sandbox is untouched.
+        self.inner.catalog.remove(id)?;
         slot.killed = true;
         slot.live = None;
-        write(&self.inner.index).remove(id);
         write(&self.inner.slots).remove(id);
         // Its commands are ending and log that they ended: the directory goes between two appends.
         super::events::exclusive(|| self.inner.store.delete_sandbox(id))?;
@@ -520,7 +545,22 @@ impl Manager {
 
     /// The sandbox's current description.
     pub fn info(&self, id: &str) -> Result<SandboxInfo, LifecycleError> {
-        Ok(self.record(id)?.info())
+        self.inner
+            .catalog
+            .info(id)
+            .ok_or_else(|| LifecycleError::NotFound(id.to_owned()))
+    }
+
+    /// How many sandboxes are in `state`, without visiting them.
+    pub fn count(&self, state: SandboxState) -> usize {
+        self.inner.catalog.count(state)
+    }
+
+    /// Compacts the index's journal into a new snapshot now (it is also done automatically, see
+    /// [`ManagerConfig::compact_journal_after`]), so that the next start replays nothing. Returns how
+    /// many records the snapshot holds.
+    pub fn compact_index(&self) -> Result<u64, LifecycleError> {
+        Ok(self.inner.catalog.compact()?)
     }
 
     /// One page of the sandboxes matching `query`, oldest first.
@@ -531,22 +571,10 @@ impl Manager {
             .as_deref()
             .map(query::decode_token)
             .transpose()?;
-        let index = read(&self.inner.index);
-        let mut matching: Vec<&SandboxRecord> = index
-            .values()
-            .filter(|r| after.is_none_or(|after| query::key(r) > after) && query::matches(query, r))
-            .collect();
-        matching.sort_by_key(|r| query::key(r));
-        let more = matching.len() > limit;
-        matching.truncate(limit);
-        let next_token = if more {
-            matching.last().map(|r| query::encode_token(query::key(r)))
-        } else {
-            None
-        };
+        let page = self.inner.catalog.list(query, after, limit);
         Ok(Page {
-            items: matching.into_iter().map(SandboxRecord::info).collect(),
-            next_token,
+            items: page.items,
+            next_token: page.next.map(query::encode_token),
         })
     }
 
@@ -697,22 +725,12 @@ impl Manager {
         // one lists, rather than a record of a paused sandbox without its blob.
         let stored = std::fs::create_dir_all(self.inner.store.sandbox_dir(&id))
             .and_then(|()| write_atomic(&self.inner.store.blob_path(&id), blob))
-            .and_then(|()| self.inner.store.save_record(&record));
+            .and_then(|()| self.inner.catalog.put(&record));
         if let Err(error) = stored {
             remove_dir_if_present(&self.inner.store.sandbox_dir(&id))?;
             return Err(error.into());
         }
-        let info = record.info();
-        write(&self.inner.index).insert(id.clone(), record);
-        write(&self.inner.slots).insert(
-            id,
-            Arc::new(Mutex::new(Slot {
-                live: None,
-                last_activity: Instant::now(),
-                killed: false,
-            })),
-        );
-        Ok(info)
+        Ok(record.info())
     }
 
     /// Gives every sandbox and snapshot without an owner (records written before owners existed) to
@@ -720,12 +738,7 @@ impl Manager {
     /// primary key's identifier, so that what one key created before keys were told apart stays that key's.
     pub fn adopt_unowned(&self, owner: &str) -> Result<usize, LifecycleError> {
         let mut adopted = 0;
-        let ids: Vec<String> = read(&self.inner.index)
-            .values()
-            .filter(|r| r.owner.is_none())
-            .map(|r| r.id.clone())
-            .collect();
-        for id in ids {
+        for id in self.inner.catalog.unowned() {
             // Under the sandbox's lock, so no transition writes an older copy of the record over this one.
             let _slot = match self.lock(&id) {
                 Ok(slot) => slot,
@@ -808,8 +821,15 @@ impl Manager {
     /// paused are listed; the next start reports them as lost.
     pub fn shutdown(&self) -> Shutdown {
         self.inner.stop_reaper();
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
         let mut report = Shutdown::default();
-        let ids: Vec<String> = read(&self.inner.index).keys().cloned().collect();
+        // Only the sandboxes that may be running: the paused ones (nearly all, on a busy node) have
+        // nothing to pause.
+        let ids = self.inner.catalog.ids_in(&[
+            SandboxState::Running,
+            SandboxState::Pausing,
+            SandboxState::Resuming,
+        ]);
         for id in ids {
             match self.pause(&id) {
                 Ok(true) => report.paused.push(id),
@@ -823,13 +843,10 @@ impl Manager {
     /// Applies timeouts: called by the reaper thread, and usable directly (tests, a custom scheduler).
     pub fn reap(&self) {
         let now = now_ms();
-        let candidates: Vec<SandboxRecord> = read(&self.inner.index)
-            .values()
-            .filter(|r| r.state == SandboxState::Running)
-            .cloned()
-            .collect();
-        for record in candidates {
-            let Some(slot) = read(&self.inner.slots).get(&record.id).cloned() else {
+        // Only the running sandboxes past their end time, and those with an idle timeout: a pass costs
+        // what is due, not what exists.
+        for id in self.inner.catalog.due(now) {
+            let Some(slot) = read(&self.inner.slots).get(&id).cloned() else {
                 continue;
             };
             // Queue for the lock briefly (so a guest called in a tight loop cannot starve the timeout, as
@@ -840,7 +857,7 @@ impl Manager {
             if slot.killed {
                 continue;
             }
-            let Ok(current) = self.record(&record.id) else {
+            let Ok(current) = self.record(&id) else {
                 continue;
             };
             let idle = current
@@ -851,21 +868,21 @@ impl Manager {
                 continue;
             }
             self.log(
-                &record.id,
+                &id,
                 Event::now(Level::Info, "timeout", "Sandbox timed out"),
             );
             let outcome = match current.lifecycle.on_timeout {
                 super::record::OnTimeout::Pause => {
                     let mode = current.lifecycle.timeout_pause_mode;
-                    self.pause_mode_locked(&record.id, &mut slot, mode)
+                    self.pause_mode_locked(&id, &mut slot, mode)
                 }
                 super::record::OnTimeout::Kill => {
                     drop(slot);
-                    self.kill(&record.id)
+                    self.kill(&id)
                 }
             };
             if let Err(error) = outcome {
-                tracing::warn!(sandbox = %record.id, %error, "timeout could not be applied");
+                tracing::warn!(sandbox = %id, %error, "timeout could not be applied");
             }
         }
     }
@@ -930,10 +947,12 @@ impl Manager {
         if !is_valid(id, "") {
             return Err(LifecycleError::NotFound(id.to_owned()));
         }
-        let slot = read(&self.inner.slots)
-            .get(id)
-            .cloned()
-            .ok_or_else(|| LifecycleError::NotFound(id.to_owned()))?;
+        // Bound first: a guard in the `match` would be held through `slot_of_stored`'s write lock.
+        let existing = read(&self.inner.slots).get(id).cloned();
+        let slot = match existing {
+            Some(slot) => slot,
+            None => self.slot_of_stored(id)?,
+        };
         let guard = slot
             .try_lock_arc_for(self.inner.config.busy_deadline)
             .ok_or_else(|| LifecycleError::Busy(id.to_owned()))?;
@@ -943,17 +962,36 @@ impl Manager {
         Ok(guard)
     }
 
+    /// The slot of a sandbox no operation has touched since the start, made on first use. Checked
+    /// against the index under the slots' lock: a kill removes the sandbox from the index before it
+    /// removes its slot, so a sandbox killed meanwhile is not given a new one.
+    fn slot_of_stored(&self, id: &str) -> Result<Arc<Mutex<Slot>>, LifecycleError> {
+        let mut slots = write(&self.inner.slots);
+        if let Some(slot) = slots.get(id) {
+            return Ok(slot.clone());
+        }
+        if !self.inner.catalog.contains(id) {
+            return Err(LifecycleError::NotFound(id.to_owned()));
+        }
+        let slot = Arc::new(Mutex::new(Slot {
+            live: None,
+            last_activity: Instant::now(),
+            killed: false,
+        }));
+        slots.insert(id.to_owned(), slot.clone());
+        Ok(slot)
+    }
+
     fn record(&self, id: &str) -> Result<SandboxRecord, LifecycleError> {
-        read(&self.inner.index)
+        self.inner
+            .catalog
             .get(id)
-            .cloned()
             .ok_or_else(|| LifecycleError::NotFound(id.to_owned()))
     }
 
-    /// Writes a record durably, then publishes it to readers.
+    /// Writes a record durably (the journal, then its file), then publishes it to readers.
     fn save(&self, record: SandboxRecord) -> Result<(), LifecycleError> {
-        self.inner.store.save_record(&record)?;
-        write(&self.inner.index).insert(record.id.clone(), record);
+        self.inner.catalog.put(&record)?;
         Ok(())
     }
 
@@ -969,12 +1007,19 @@ impl Manager {
             SandboxState::Paused => ("paused sandboxes", self.inner.config.max_paused),
             _ => ("running sandboxes", self.inner.config.max_running),
         };
-        let count = read(&self.inner.index)
-            .values()
-            .filter(|r| r.state == state)
-            .count();
-        if count >= limit {
+        // Counted by the index, not by visiting the sandboxes.
+        if self.inner.catalog.count(state) >= limit {
             return Err(LifecycleError::Limit { what, limit });
+        }
+        let floor = self.inner.config.min_free_disk;
+        if state == SandboxState::Paused
+            && floor > 0
+            && !self.inner.shutting_down.load(Ordering::SeqCst)
+        {
+            let available = self.inner.store.free_bytes()?;
+            if available < floor {
+                return Err(LifecycleError::InsufficientDisk { available, floor });
+            }
         }
         Ok(())
     }

@@ -3,7 +3,10 @@
 //! embedders and for the server, which only exposes it.
 
 pub mod events;
+mod catalog;
 pub mod id;
+mod index;
+mod journal;
 mod manager;
 pub mod mode;
 pub mod network;
@@ -13,10 +16,11 @@ pub mod record;
 pub mod store;
 pub mod volumes;
 
+pub use catalog::{IndexReport, MIN_COMPACTION};
 pub use events::{Event, Level};
 pub use manager::{
-    Connected, CreateRequest, LifecycleError, MAX_FORK, Manager, ManagerConfig, Page, Recovery,
-    ResumeHook, SKELETON_DIRS, SNAPSHOT_PREFIX, Shutdown,
+    Connected, CreateRequest, DEFAULT_MAX_PAUSED, DEFAULT_MIN_FREE_DISK, LifecycleError, MAX_FORK,
+    Manager, ManagerConfig, Page, Recovery, ResumeHook, SKELETON_DIRS, SNAPSHOT_PREFIX, Shutdown,
 };
 pub use mode::PauseMode;
 pub use network::{EgressProxy, NetworkError, NetworkPolicy};

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::record::{SandboxRecord, SandboxState};
+use super::record::SandboxState;
 
 /// The largest page.
 pub const MAX_LIMIT: u32 = 100;
@@ -41,7 +41,9 @@ pub enum QueryError {
 /// The sort key of a record; a cursor is the key of the last item of a page.
 pub(crate) type Key = (u64, u64);
 
-pub(crate) fn key(record: &SandboxRecord) -> Key {
+/// The key of `record` (the index keeps it in its ordered sets; the tests compare against it).
+#[cfg(test)]
+pub(crate) fn key(record: &super::record::SandboxRecord) -> Key {
     (record.created_at_ms, record.sequence)
 }
 
@@ -61,25 +63,30 @@ pub(crate) fn decode_token(token: &str) -> Result<Key, QueryError> {
     ))
 }
 
-/// Whether a record passes the query's filters.
-pub(crate) fn matches(query: &ListQuery, record: &SandboxRecord) -> bool {
-    let state_ok = if query.states.is_empty() {
-        matches!(record.state, SandboxState::Running | SandboxState::Paused)
+/// Whether a sandbox in `state` passes the query's state filter: running and paused when it lists no
+/// state; a sandbox in transition is listed under the state it is heading from.
+pub(crate) fn state_matches(query: &ListQuery, state: SandboxState) -> bool {
+    if query.states.is_empty() {
+        matches!(state, SandboxState::Running | SandboxState::Paused)
     } else {
-        query.states.contains(&record.state)
-            // A sandbox in transition is listed under the state it is heading from.
-            || (record.state == SandboxState::Pausing && query.states.contains(&SandboxState::Running))
-            || (record.state == SandboxState::Resuming && query.states.contains(&SandboxState::Paused))
-    };
-    state_ok
-        && query
-            .owner
-            .as_ref()
-            .is_none_or(|owner| record.owner.as_ref() == Some(owner))
-        && query
-            .metadata
-            .iter()
-            .all(|(k, v)| record.metadata.get(k) == Some(v))
+        query.states.contains(&state)
+            || (state == SandboxState::Pausing && query.states.contains(&SandboxState::Running))
+            || (state == SandboxState::Resuming && query.states.contains(&SandboxState::Paused))
+    }
+}
+
+/// Every state a sandbox listed by `query` can be in (what [`state_matches`] accepts), each once.
+pub(crate) fn listed_states(query: &ListQuery) -> Vec<SandboxState> {
+    [
+        SandboxState::Running,
+        SandboxState::Pausing,
+        SandboxState::Paused,
+        SandboxState::Resuming,
+        SandboxState::Lost,
+    ]
+    .into_iter()
+    .filter(|&state| state_matches(query, state))
+    .collect()
 }
 
 /// The effective page size.

@@ -6,10 +6,14 @@
 //! boxes/<id>/fs/             its directory while it runs (the guest's `/`)
 //! snapshots/<id>/meta.json   a snapshot's description
 //! snapshots/<id>/state.blob  the snapshot's blob, immutable
+//! index/snapshot             every record at one point in time       } the index of the records, so a
+//! index/journal-<generation> every record change since, appended     } start reads two files, not one
+//!                                                                      per sandbox (see `catalog`)
 //! ```
 //!
-//! Every file is written atomically (a temp file in the same directory, `sync_all`, rename, then the
-//! directory synced), so after a crash a file is either the old version or the new one, never half of each.
+//! Every file but the journal is written atomically (a temp file in the same directory, `sync_all`,
+//! rename, then the directory synced), so after a crash a file is either the old version or the new
+//! one, never half of each; the journal's frames are checksummed, so a cut-short append is recognised.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::mode::PauseMode;
+use super::id::is_valid;
 use super::record::SandboxRecord;
 use super::volumes::VolumeMount;
 
@@ -85,6 +90,22 @@ impl DurableStore {
         self.sandbox_dir(id).join("state.blob")
     }
 
+    /// The directory of the index of the records (see [`super::catalog`]).
+    pub fn index_dir(&self) -> PathBuf {
+        self.root.join("index")
+    }
+
+    /// The record file of sandbox `id`.
+    pub fn record_path(&self, id: &str) -> PathBuf {
+        self.sandbox_dir(id).join("record.json")
+    }
+
+    /// Bytes free for an unprivileged writer on the data directory's file system.
+    pub fn free_bytes(&self) -> std::io::Result<u64> {
+        let stat = rustix::fs::statvfs(&self.root)?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     /// The directory of snapshot `id`.
     pub fn snapshot_dir(&self, id: &str) -> PathBuf {
         self.root.join("snapshots").join(id)
@@ -105,17 +126,34 @@ impl DurableStore {
         )
     }
 
-    /// Every sandbox record on disk, and the ones that could not be read.
+    /// Deletes the record file of sandbox `id` (durably: its directory is synced), the first step of a
+    /// kill, so that a rebuilt index never finds a killed sandbox. One already gone is fine.
+    pub fn remove_record(&self, id: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.record_path(id)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+            Ok(()) => std::fs::File::open(self.sandbox_dir(id))?.sync_all(),
+        }
+    }
+
+    /// Every sandbox record on disk, and the ones that could not be read: one file per sandbox, so only
+    /// for rebuilding the index (see [`super::catalog`]).
     pub fn load_records(&self) -> std::io::Result<(Vec<SandboxRecord>, Unreadable)> {
         let mut records = Vec::new();
         let mut unreadable = Vec::new();
         for entry in std::fs::read_dir(self.root.join("boxes"))? {
-            let path = entry?.path().join("record.json");
+            let entry = entry?;
+            let path = entry.path().join("record.json");
             match std::fs::read(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| {
                     serde_json::from_slice::<SandboxRecord>(&bytes).map_err(|e| e.to_string())
                 }) {
+                // Its id names its files: one that is not its directory's name (a directory copied
+                // under another name, a crafted `../x`) would point elsewhere.
+                Ok(record) if !is_valid(&record.id, "") || entry.file_name() != *record.id => {
+                    unreadable.push((path, "its id is not its directory's name".to_owned()))
+                }
                 Ok(record) => records.push(record),
                 Err(why) => unreadable.push((path, why)),
             }

@@ -548,7 +548,8 @@ fn the_defaults_are_those_the_readme_states() {
     let manager = ManagerConfig::default();
     assert_eq!(manager.default_timeout, Duration::from_secs(300));
     assert_eq!(manager.max_running, 256);
-    assert_eq!(manager.max_paused, 10_000);
+    assert_eq!(manager.max_paused, 100_000);
+    assert_eq!(manager.min_free_disk, 256 << 20);
     assert_eq!(MAX_FORK, 100);
 }
 

@@ -782,3 +782,481 @@ fn owners_filter_listings_and_adoption_survives_a_restart() -> Result<()> {
     );
     Ok(())
 }
+
+// The index of the records (`lifecycle::catalog`): a start reads a snapshot and a journal, not every
+// sandbox's files; it is rebuilt from the record files when missing or damaged, and never trusted when
+// damaged.
+
+/// A manager on `tmp`'s data directory with its recovery report: what a restart after a crash finds
+/// when the previous manager was dropped without a shutdown.
+fn open_in(tmp: &TempDir, config: ManagerConfig) -> Result<(Manager, stasis::lifecycle::Recovery)> {
+    let runtime = Runtime::new(RuntimeConfig::new(tmp.path().join("data")))?;
+    let (manager, recovery) = Manager::open(runtime, config)?;
+    manager.register_template("stateful", &stasis_guests::bytes(stasis_guests::STATEFUL))?;
+    Ok((manager, recovery))
+}
+
+fn index_dir(tmp: &TempDir) -> std::path::PathBuf {
+    tmp.path().join("data/index")
+}
+
+/// The journal files, oldest first.
+fn journals(tmp: &TempDir) -> Result<Vec<std::path::PathBuf>> {
+    let mut found: Vec<_> = std::fs::read_dir(index_dir(tmp))?
+        .map(|e| Ok(e?.path()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("journal-"))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+fn ids(manager: &Manager, states: &[SandboxState]) -> Result<Vec<String>> {
+    let mut query = ListQuery {
+        states: states.to_vec(),
+        ..Default::default()
+    };
+    let mut all = Vec::new();
+    loop {
+        let page = manager.list(&query)?;
+        all.extend(page.items.into_iter().map(|i| i.id));
+        match page.next_token {
+            Some(token) => query.next_token = Some(token),
+            None => break,
+        }
+    }
+    all.sort();
+    Ok(all)
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+/// What the tests of the index set up: two paused sandboxes (one with a bumped counter), one that was
+/// running at the "crash", one killed, and changes after the last snapshot.
+struct Scene {
+    paused: Vec<String>,
+    running: String,
+    killed: String,
+}
+
+fn scene(tmp: &TempDir) -> Result<Scene> {
+    let manager = manager_in(tmp, ManagerConfig::default())?;
+    let first = create(&manager, &[("k", "a")])?;
+    call(&manager, &first, "bump", "")?;
+    manager.pause(&first)?;
+    let second = create(&manager, &[("k", "b")])?;
+    manager.pause(&second)?;
+    let killed = create(&manager, &[])?;
+    manager.pause(&killed)?;
+    // Everything so far in the snapshot; what follows only in the journal.
+    manager.compact_index()?;
+    manager.connect(&second, None)?;
+    manager.pause(&second)?;
+    manager.kill(&killed)?;
+    let running = create(&manager, &[])?;
+    // Dropped without a shutdown: a crash.
+    Ok(Scene {
+        paused: sorted(vec![first, second]),
+        running,
+        killed,
+    })
+}
+
+/// After a start on `tmp`: every sandbox of the scene is where it was, and the paused ones resume with
+/// their memory.
+fn check_scene(manager: &Manager, scene: &Scene) -> Result<()> {
+    assert_eq!(ids(manager, &[SandboxState::Paused])?, scene.paused);
+    assert_eq!(
+        ids(manager, &[SandboxState::Lost])?,
+        std::slice::from_ref(&scene.running)
+    );
+    assert!(matches!(
+        manager.info(&scene.killed),
+        Err(LifecycleError::NotFound(_))
+    ));
+    let first = manager
+        .list(&ListQuery {
+            metadata: BTreeMap::from([("k".to_owned(), "a".to_owned())]),
+            ..Default::default()
+        })?
+        .items;
+    assert_eq!(first.len(), 1);
+    manager.connect(&first[0].id, None)?;
+    assert_eq!(call(manager, &first[0].id, "bump", "")?, "2 2");
+    Ok(())
+}
+
+#[test]
+fn a_start_finds_changes_written_after_the_snapshot_in_the_journal() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let scene = scene(&tmp)?;
+    let (manager, recovery) = open_in(&tmp, ManagerConfig::default())?;
+    assert_eq!(recovery.index.rebuilt, None);
+    assert_eq!(recovery.index.loaded, 3, "the snapshot: three paused");
+    // A resume, a pause, a kill and a create.
+    assert_eq!(recovery.index.replayed, 4, "{:?}", recovery.index);
+    assert_eq!(sorted(recovery.paused), scene.paused);
+    assert_eq!(recovery.lost, std::slice::from_ref(&scene.running));
+    check_scene(&manager, &scene)
+}
+
+#[test]
+fn the_index_is_rebuilt_from_the_record_files_when_it_is_deleted() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let scene = scene(&tmp)?;
+    std::fs::remove_dir_all(index_dir(&tmp))?;
+    let (manager, recovery) = open_in(&tmp, ManagerConfig::default())?;
+    assert_eq!(recovery.index.rebuilt.as_deref(), Some("there is no index"));
+    assert!(recovery.unreadable.is_empty(), "{:?}", recovery.unreadable);
+    check_scene(&manager, &scene)?;
+    drop(manager);
+    // Rebuilt once: the next start loads it.
+    let (_manager, recovery) = open_in(&tmp, ManagerConfig::default())?;
+    assert_eq!(recovery.index.rebuilt, None);
+    Ok(())
+}
+
+/// Replaces the byte `at` bytes into `path` (from its end when negative) with its complement.
+fn flip(path: &std::path::Path, at: i64) -> Result<()> {
+    let mut bytes = std::fs::read(path)?;
+    let at = if at < 0 { bytes.len() as i64 + at } else { at } as usize;
+    bytes[at] = !bytes[at];
+    std::fs::write(path, bytes)?;
+    Ok(())
+}
+
+#[test]
+fn a_damaged_index_is_detected_and_rebuilt_losing_nothing() -> Result<()> {
+    type Damage = fn(&TempDir) -> Result<()>;
+    let cases: [(&str, &str, Damage); 5] = [
+        ("snapshot byte", "checksum", |tmp| {
+            flip(&index_dir(tmp).join("snapshot"), 200)
+        }),
+        ("snapshot cut", "cut short", |tmp| {
+            let path = index_dir(tmp).join("snapshot");
+            let len = std::fs::metadata(&path)?.len();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)?
+                .set_len(len / 2)?;
+            Ok(())
+        }),
+        ("journal byte", "checksum", |tmp| {
+            // Inside the first change, with more after it: damage, not a torn append.
+            flip(&journals(tmp)?[0], 60)
+        }),
+        ("journal deleted", "missing", |tmp| {
+            std::fs::remove_file(&journals(tmp)?[0])?;
+            Ok(())
+        }),
+        ("not an index", "not an index file", |tmp| {
+            std::fs::write(index_dir(tmp).join("snapshot"), b"{\"records\": []}")?;
+            Ok(())
+        }),
+    ];
+    for (name, why, damage) in cases {
+        let tmp = tempfile::tempdir()?;
+        let scene = scene(&tmp)?;
+        damage(&tmp)?;
+        let (manager, recovery) = open_in(&tmp, ManagerConfig::default())?;
+        let rebuilt = recovery
+            .index
+            .rebuilt
+            .with_context(|| format!("{name}: the damage went unnoticed"))?;
+        assert!(rebuilt.contains(why), "{name}: {rebuilt}");
+        check_scene(&manager, &scene).with_context(|| name.to_owned())?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_torn_journal_tail_is_dropped_and_appends_continue_after_it() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let scene = scene(&tmp)?;
+    // An append a crash cut short: a valid frame header claiming 100 bytes, and only 10 of them.
+    let mut torn = 100u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&0u32.to_le_bytes());
+    let header_crc = crc32fast::hash(&torn);
+    torn.extend_from_slice(&header_crc.to_le_bytes());
+    torn.extend_from_slice(&[b'{'; 10]);
+    let journal = journals(&tmp)?.pop().context("a journal")?;
+    std::io::Write::write_all(
+        &mut std::fs::File::options().append(true).open(&journal)?,
+        &torn,
+    )?;
+    let (manager, recovery) = open_in(&tmp, ManagerConfig::default())?;
+    assert_eq!(recovery.index.rebuilt, None);
+    assert!(
+        recovery
+            .index
+            .torn_tail
+            .as_deref()
+            .is_some_and(|t| t.contains("cut short")),
+        "{:?}",
+        recovery.index
+    );
+    check_scene(&manager, &scene)?;
+    // The torn bytes were cut off before the next append, so what follows is read back.
+    let later = create(&manager, &[])?;
+    manager.pause(&later)?;
+    drop(manager);
+    let (manager, recovery) = open_in(&tmp, ManagerConfig::default())?;
+    assert_eq!(
+        (recovery.index.rebuilt, recovery.index.torn_tail),
+        (None, None)
+    );
+    assert!(ids(&manager, &[SandboxState::Paused])?.contains(&later));
+    Ok(())
+}
+
+#[test]
+fn the_journal_wins_over_a_record_file_a_crash_left_behind_it() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let id = {
+        let manager = manager_in(&tmp, ManagerConfig::default())?;
+        let id = create(&manager, &[])?;
+        manager.pause(&id)?;
+        let record = tmp.path().join("data/boxes").join(&id).join("record.json");
+        let before = std::fs::read(&record)?;
+        manager.set_timeout(&id, Duration::from_secs(4242))?;
+        // A crash after the journal's append and before the record file was rewritten.
+        std::fs::write(&record, before)?;
+        id
+    };
+    let (manager, _) = open_in(&tmp, ManagerConfig::default())?;
+    let info = manager.connect(&id, None)?.info;
+    assert_eq!(
+        info.end_at.duration_since(info.started_at)?,
+        Duration::from_secs(4242)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_start_reads_no_record_file_of_a_paused_sandbox() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let paused = {
+        let manager = manager_in(&tmp, ManagerConfig::default())?;
+        let mut paused = Vec::new();
+        for _ in 0..3 {
+            let id = create(&manager, &[("n", "1")])?;
+            call(&manager, &id, "bump", "")?;
+            manager.pause(&id)?;
+            paused.push(id);
+        }
+        paused
+    };
+    // Were a start to read them, these would be reported unreadable (as a rebuild does below).
+    for id in &paused {
+        std::fs::write(
+            tmp.path().join("data/boxes").join(id).join("record.json"),
+            b"garbage",
+        )?;
+    }
+    let (manager, recovery) = open_in(&tmp, ManagerConfig::default())?;
+    assert!(recovery.unreadable.is_empty(), "{:?}", recovery.unreadable);
+    assert_eq!(
+        ids(&manager, &[SandboxState::Paused])?,
+        sorted(paused.clone())
+    );
+    // A resume needs only the index's record, and rewrites the file.
+    manager.connect(&paused[0], None)?;
+    assert_eq!(call(&manager, &paused[0], "bump", "")?, "2 2");
+    drop(manager);
+    std::fs::remove_dir_all(index_dir(&tmp))?;
+    let (_manager, recovery) = open_in(&tmp, ManagerConfig::default())?;
+    assert_eq!(recovery.unreadable.len(), 2, "{:?}", recovery.unreadable);
+    Ok(())
+}
+
+#[test]
+fn a_rebuild_refuses_a_record_whose_id_is_not_its_directory() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let id = {
+        let manager = manager_in(&tmp, ManagerConfig::default())?;
+        let id = create(&manager, &[])?;
+        manager.pause(&id)?;
+        id
+    };
+    let boxes = tmp.path().join("data/boxes");
+    // A directory copied under another name: its record's id would name the other one's files.
+    let copy = stasis::lifecycle::id::new_id("");
+    std::fs::create_dir(boxes.join(&copy))?;
+    std::fs::copy(
+        boxes.join(&id).join("record.json"),
+        boxes.join(&copy).join("record.json"),
+    )?;
+    std::fs::remove_dir_all(index_dir(&tmp))?;
+    let (manager, recovery) = open_in(&tmp, ManagerConfig::default())?;
+    assert_eq!(recovery.unreadable.len(), 1, "{:?}", recovery.unreadable);
+    assert!(
+        recovery.unreadable[0]
+            .1
+            .contains("not its directory's name")
+    );
+    assert_eq!(ids(&manager, &[SandboxState::Paused])?, [id]);
+    Ok(())
+}
+
+#[test]
+fn frequent_compactions_under_concurrent_changes_lose_nothing() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let config = ManagerConfig {
+        compact_journal_after: Some(3),
+        ..ManagerConfig::default()
+    };
+    let expected = {
+        let manager = manager_in(&tmp, config.clone())?;
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let manager = manager.clone();
+                std::thread::spawn(move || -> Result<Vec<String>> {
+                    let mut kept = Vec::new();
+                    for i in 0..6 {
+                        let id = create(&manager, &[("thread", &t.to_string())])?;
+                        manager.pause(&id)?;
+                        if i % 3 == 0 {
+                            manager.kill(&id)?;
+                        } else {
+                            manager.connect(&id, None)?;
+                            manager.pause(&id)?;
+                            kept.push(id);
+                        }
+                    }
+                    Ok(kept)
+                })
+            })
+            .collect();
+        let mut kept = Vec::new();
+        for thread in threads {
+            kept.extend(
+                thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("thread panicked"))??,
+            );
+        }
+        assert_eq!(
+            ids(&manager, &[SandboxState::Paused])?,
+            sorted(kept.clone())
+        );
+        sorted(kept)
+    };
+    let (manager, recovery) = open_in(&tmp, config)?;
+    assert_eq!(recovery.index.rebuilt, None);
+    assert!(recovery.index.replayed <= 3, "{:?}", recovery.index);
+    assert_eq!(ids(&manager, &[SandboxState::Paused])?, expected);
+    assert!(journals(&tmp)?.len() <= 2);
+    Ok(())
+}
+
+#[test]
+fn the_disk_floor_refuses_a_pause_before_writing_anything() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let manager = manager_in(
+        &tmp,
+        ManagerConfig {
+            min_free_disk: u64::MAX,
+            ..ManagerConfig::default()
+        },
+    )?;
+    let id = create(&manager, &[])?;
+    call(&manager, &id, "bump", "")?;
+    let error = manager.pause(&id).expect_err("no disk left");
+    assert!(
+        matches!(
+            error,
+            LifecycleError::InsufficientDisk {
+                floor: u64::MAX,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("not enough free disk space"));
+    // Nothing was written, and the sandbox runs on.
+    assert!(
+        !tmp.path()
+            .join("data/boxes")
+            .join(&id)
+            .join("state.blob")
+            .exists()
+    );
+    assert_eq!(manager.info(&id)?.state, SandboxState::Running);
+    assert_eq!(call(&manager, &id, "bump", "")?, "2 2");
+    // A shutdown pauses anyway: the sandbox would be lost otherwise.
+    let report = manager.shutdown();
+    assert_eq!(report.paused, std::slice::from_ref(&id));
+    drop(manager);
+    let manager = manager_in(&tmp, ManagerConfig::default())?;
+    assert_eq!(manager.info(&id)?.state, SandboxState::Paused);
+    let mut blob = Vec::new();
+    std::io::Read::read_to_end(&mut manager.export_blob(&id)?, &mut blob)?;
+    drop(manager);
+    // An import is a pause too.
+    let manager = manager_in(
+        &tmp,
+        ManagerConfig {
+            min_free_disk: u64::MAX,
+            ..ManagerConfig::default()
+        },
+    )?;
+    assert!(matches!(
+        manager.import_blob(&blob),
+        Err(LifecycleError::InsufficientDisk { .. })
+    ));
+    Ok(())
+}
+
+#[test]
+fn the_paused_limit_is_counted_by_the_index() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let manager = manager_in(
+        &tmp,
+        ManagerConfig {
+            max_paused: 1,
+            ..ManagerConfig::default()
+        },
+    )?;
+    let (a, b) = (create(&manager, &[])?, create(&manager, &[])?);
+    manager.pause(&a)?;
+    assert_eq!(manager.count(SandboxState::Paused), 1);
+    assert!(matches!(
+        manager.pause(&b),
+        Err(LifecycleError::Limit {
+            what: "paused sandboxes",
+            limit: 1
+        })
+    ));
+    assert_eq!(manager.info(&b)?.state, SandboxState::Running);
+    manager.kill(&a)?;
+    assert_eq!(manager.count(SandboxState::Paused), 0);
+    manager.pause(&b)?;
+    Ok(())
+}
+
+#[test]
+fn a_timeout_moved_later_is_not_applied_at_the_earlier_time() -> Result<()> {
+    let (_tmp, manager) = manager()?;
+    let id = manager
+        .create(CreateRequest {
+            template: "stateful".into(),
+            timeout: Some(Duration::from_millis(200)),
+            ..CreateRequest::default()
+        })?
+        .id;
+    manager.set_timeout(&id, Duration::from_secs(60))?;
+    std::thread::sleep(Duration::from_millis(500));
+    manager.reap();
+    assert_eq!(manager.info(&id)?.state, SandboxState::Running);
+    // Moved earlier again, it is applied.
+    manager.set_timeout(&id, Duration::ZERO)?;
+    wait_until(Duration::from_secs(5), || manager.info(&id).is_err())?;
+    Ok(())
+}

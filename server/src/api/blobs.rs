@@ -56,6 +56,7 @@ pub async fn export(
         (status = 404, description = "The blob's template is not registered here", body = ErrorJson),
         (status = 413, description = "The blob is larger than the body limit", body = ErrorJson),
         (status = 429, description = "Too many paused sandboxes", body = ErrorJson),
+        (status = 507, description = "Less free disk than the server's floor (`--min-free-disk`)", body = ErrorJson),
         (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn import(
     State(state): State<AppState>,

@@ -502,7 +502,9 @@ pub async fn kill(
         (status = 400, description = "Malformed body", body = ErrorJson),
         (status = 404, description = "No such sandbox", body = ErrorJson),
         (status = 409, description = "Already paused, lost or busy", body = ErrorJson),
-        (status = 429, description = "Too many paused sandboxes", body = ErrorJson), (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+        (status = 429, description = "Too many paused sandboxes", body = ErrorJson),
+        (status = 507, description = "Less free disk than the server's floor (`--min-free-disk`): nothing was written, the sandbox keeps running", body = ErrorJson),
+        (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
 pub async fn pause(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use stasis_server::config::{DEFAULT_MAX_BODY_BYTES, ServerConfig};
+use stasis::lifecycle::{DEFAULT_MAX_PAUSED, DEFAULT_MIN_FREE_DISK, ManagerConfig};
+use stasis_server::config::{DEFAULT_MAX_BODY_BYTES, ServerConfig, parse_size};
 
 /// Arguments of `stasis serve`.
 #[derive(Args, Debug)]
@@ -41,6 +42,22 @@ pub struct ServeArgs {
     /// Seconds between two usage samples of each running sandbox (`GET /sandboxes/{id}/metrics`).
     #[arg(long, env = "STASIS_METRICS_INTERVAL", default_value_t = 5.0)]
     metrics_interval: f64,
+    /// Most sandboxes running at once; creating or resuming one more answers 429.
+    #[arg(long, env = "STASIS_MAX_RUNNING", default_value_t = ManagerConfig::default().max_running)]
+    max_running: usize,
+    /// Most sandboxes paused at once (they cost disk, not memory); pausing one more answers 429.
+    #[arg(long, env = "STASIS_MAX_PAUSED", default_value_t = DEFAULT_MAX_PAUSED)]
+    max_paused: usize,
+    /// Free space to keep on the data directory's file system (bytes, or e.g. 256MiB, 1G; 0 for no
+    /// floor): a pause that finds less is refused with 507 before it writes anything, and the sandbox
+    /// keeps running.
+    #[arg(long, env = "STASIS_MIN_FREE_DISK", value_parser = parse_size,
+        default_value_t = DEFAULT_MIN_FREE_DISK)]
+    min_free_disk: u64,
+    /// Compact the sandbox index's journal after this many changes (default: as many as there are
+    /// sandboxes, at least 4096). For tests that want compactions to happen often.
+    #[arg(long, env = "STASIS_COMPACT_JOURNAL_AFTER", hide = true)]
+    compact_journal_after: Option<usize>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -61,6 +78,13 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         warm_up: !args.no_warm_up,
         metrics_interval: std::time::Duration::try_from_secs_f64(args.metrics_interval)
             .map_err(|e| anyhow::anyhow!("--metrics-interval: {e}"))?,
+        manager: ManagerConfig {
+            max_running: args.max_running,
+            max_paused: args.max_paused,
+            min_free_disk: args.min_free_disk,
+            compact_journal_after: args.compact_journal_after,
+            ..ManagerConfig::default()
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,12 +7,18 @@
 //! - a sandbox caught mid-pause or mid-resume is either paused with every acknowledged write or reported
 //!   `lost`; a sandbox that was running is `lost`; none is ever silently dropped (404 only once killed);
 //! - a resumed sandbox never shows data that was not written (a half-written blob is never accepted);
-//! - nothing outside the data directory is touched.
+//! - nothing outside the data directory is touched;
+//! - the store is large: before the first crash point it gets `STASIS_CRASH_BYSTANDERS` (2,000 by
+//!   default) paused bystanders, copies of one real paused sandbox made cheaply (its blob hard-linked,
+//!   its record rewritten with a new id) and found by the index's rebuild at the first start; every
+//!   tenth restart, and the last, must list every one of them, paused, and some resume at the end with
+//!   their files. The servers compact the index's journal every few changes, so kills land in
+//!   compactions too.
 //!
 //! `STASIS_CRASH_POINTS` sets how many kills (100 by default, about 35 s: the CI budget; see `docs/reliability.md` for
 //! the ≥ 1,000-point run), `STASIS_CRASH_SEED` replays a failing run: the seed is in every failure message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -29,6 +35,9 @@ use crate::common::envelope;
 const KEY: &str = "k";
 /// Most sandboxes alive at once: enough to have bystanders of every kill, few enough to keep restarts fast.
 const MAX_LIVE: usize = 3;
+/// How often the servers compact the index's journal: every few changes, so that some kills land in a
+/// compaction (with the bystanders, each one writes a snapshot of thousands of records).
+const COMPACT_EVERY: &str = "8";
 
 /// A small deterministic generator (splitmix64), so a failing seed replays the same schedule without a
 /// dependency.
@@ -69,6 +78,7 @@ impl Server {
             .arg(data_dir)
             // Anything the server puts in the temp dir lands here, where the test can see it.
             .env("TMPDIR", tmp_dir)
+            .env("STASIS_COMPACT_JOURNAL_AFTER", COMPACT_EVERY)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
@@ -117,6 +127,23 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(u16, Vec<u8>)> {
+        let (status, _, body) = self.exchange(method, path, headers, body)?;
+        Ok((status, body))
+    }
+
+    /// A control-plane request without a body: the status, the response's head and its body.
+    fn request_with_head(&self, method: &str, path: &str) -> Result<(u16, String, Vec<u8>)> {
+        self.exchange(method, path, &[("X-API-KEY", KEY)], b"")
+    }
+
+    /// [`Server::request`], the response's head too.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, String, Vec<u8>)> {
         let mut stream = TcpStream::connect(&self.address)?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         let mut head = format!(
@@ -132,7 +159,16 @@ impl Server {
         stream.write_all(body)?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response)?;
-        parse_response(&response)
+        let (status, body) = parse_response(&response)?;
+        let head_end = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(0);
+        Ok((
+            status,
+            String::from_utf8_lossy(&response[..head_end]).into_owned(),
+            body,
+        ))
     }
 
     fn api(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>)> {
@@ -202,6 +238,29 @@ fn parse_response(bytes: &[u8]) -> Result<(u16, Vec<u8>)> {
     Ok((status, body.to_vec()))
 }
 
+/// The sandboxes listed: the first page only when `first_page`, else every page.
+fn list(server: &Server, first_page: bool) -> Result<Vec<Value>> {
+    let mut listed = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let path = match &token {
+            Some(t) => format!("/v2/sandboxes?state=running,paused,lost&limit=100&nextToken={t}"),
+            None => "/v2/sandboxes?state=running,paused,lost&limit=100".to_owned(),
+        };
+        let (status, head, body) = server.request_with_head("GET", &path)?;
+        ensure!(status == 200, "list: {status}");
+        listed.extend(serde_json::from_slice::<Vec<Value>>(&body)?);
+        token = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("x-next-token")
+                .then(|| value.trim().to_owned())
+        });
+        if token.is_none() || first_page {
+            return Ok(listed);
+        }
+    }
+}
+
 /// Splits a Connect stream into (flags, JSON) envelopes; `Err` if truncated.
 fn envelopes(mut body: &[u8]) -> Result<Vec<(u8, Value)>> {
     let mut out = Vec::new();
@@ -249,6 +308,10 @@ struct Run {
     pause_ms: f64,
     /// What happened, for the summary.
     stats: Stats,
+    /// Paused sandboxes made before the first crash point, never touched until the end.
+    bystanders: BTreeSet<String>,
+    /// What `/tmp/log` of every bystander holds.
+    bystander_log: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -418,14 +481,24 @@ impl Run {
 
     /// After a restart: every sandbox of the model is where its acknowledgements say, and paused ones come
     /// back with exactly their acknowledged files. Leaves every surviving sandbox running.
-    fn verify(&mut self, server: &Server) -> Result<()> {
-        let (status, body) = server.api(
-            "GET",
-            "/v2/sandboxes?state=running,paused,lost&limit=100",
-            None,
-        )?;
-        ensure!(status == 200, "list: {status}");
-        let listed: Vec<Value> = serde_json::from_slice(&body)?;
+    fn verify(&mut self, server: &Server, all_bystanders: bool) -> Result<()> {
+        // The model's sandboxes sort before the bystanders, on the first page.
+        let listed = list(server, !all_bystanders)?;
+        if all_bystanders {
+            let bystanders: BTreeSet<String> = listed
+                .iter()
+                .filter(|s| s["metadata"]["bystander"] == "yes")
+                .map(|s| {
+                    ensure!(s["state"] == "paused", "bystander {s} is not paused");
+                    Ok(s["sandboxID"].as_str().context("sandboxID")?.to_owned())
+                })
+                .collect::<Result<_>>()?;
+            if bystanders != self.bystanders {
+                let lost: Vec<_> = self.bystanders.difference(&bystanders).collect();
+                let extra: Vec<_> = bystanders.difference(&self.bystanders).collect();
+                bail!("LOSS: bystanders missing {lost:?}, unknown {extra:?}");
+            }
+        }
         let ids: Vec<String> = self.boxes.keys().cloned().collect();
         for id in ids {
             let model = &self.boxes[&id];
@@ -542,6 +615,77 @@ impl Run {
         Ok(())
     }
 
+    /// Makes `count` paused bystanders: one real sandbox with a line in `/tmp/log`, paused, copied
+    /// `count` times (see the module doc), then the index deleted, so that the next start rebuilds it
+    /// from the record files — as it must after sandboxes are added to a data directory by hand.
+    fn add_bystanders(&mut self, count: usize) -> Result<()> {
+        let server = Server::start(&self.data_dir, &self.tmp_dir)?;
+        let seed = self.create(&server)?.context("create the seed")?;
+        ensure!(self.write(&server, &seed)?, "write to the seed");
+        ensure!(self.pause(&server, &seed)?, "pause the seed");
+        drop(server);
+        self.bystander_log = self.boxes[&seed].log.clone();
+        let boxes = self.data_dir.join("boxes");
+        let record: stasis::lifecycle::SandboxRecord =
+            serde_json::from_slice(&std::fs::read(boxes.join(&seed).join("record.json"))?)?;
+        for i in 0..count {
+            let id = stasis::lifecycle::id::new_id("");
+            let dir = boxes.join(&id);
+            std::fs::create_dir(&dir)?;
+            std::fs::hard_link(boxes.join(&seed).join("state.blob"), dir.join("state.blob"))?;
+            let mut copy = record.clone();
+            copy.id = id.clone();
+            copy.sequence = record.sequence + 1 + i as u64;
+            // Created "later" than any sandbox of the run, so the model's sandboxes come first in a
+            // listing and one page shows them all.
+            copy.created_at_ms = record.created_at_ms + 10 * 365 * 24 * 3600 * 1000;
+            copy.metadata = [("bystander".to_owned(), "yes".to_owned())].into();
+            std::fs::write(dir.join("record.json"), serde_json::to_vec(&copy)?)?;
+            self.bystanders.insert(id);
+        }
+        std::fs::remove_dir_all(self.data_dir.join("index"))?;
+        Ok(())
+    }
+
+    /// Resumes a few bystanders: each comes back with the seed's files.
+    fn resume_bystanders(&mut self, server: &Server, count: usize) -> Result<()> {
+        let ids: Vec<String> = self.bystanders.iter().take(count).cloned().collect();
+        for id in ids {
+            let (status, body) = server.api(
+                "POST",
+                &format!("/sandboxes/{id}/connect"),
+                Some(&json!({})),
+            )?;
+            ensure!(
+                status == 201,
+                "bystander {id} does not resume: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+            let json: Value = serde_json::from_slice(&body)?;
+            let token = json["envdAccessToken"]
+                .as_str()
+                .context("envdAccessToken")?
+                .to_owned();
+            self.bystanders.remove(&id);
+            self.boxes.insert(
+                id.clone(),
+                Model {
+                    token,
+                    log: self.bystander_log.clone(),
+                    paused: false,
+                    in_flight: InFlight::None,
+                },
+            );
+            let found = self.read_log(server, &id)?;
+            ensure!(
+                found == self.bystander_log,
+                "bystander {id} resumed with /tmp/log {found:?}, expected {:?}",
+                self.bystander_log
+            );
+        }
+        Ok(())
+    }
+
     /// Temp files (`.tmp*`, as `tempfile` names them) anywhere in the data dir.
     fn stray_temp_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         for entry in std::fs::read_dir(dir)? {
@@ -600,12 +744,20 @@ fn sigkill_at_random_instants_never_loses_an_acknowledged_pause() -> Result<()> 
         next_line: 0,
         pause_ms: 50.0,
         stats: Stats::default(),
+        bystanders: BTreeSet::new(),
+        bystander_log: Vec::new(),
     };
     let started = Instant::now();
+    let bystanders: usize = match std::env::var("STASIS_CRASH_BYSTANDERS") {
+        Ok(v) => v.parse().context("STASIS_CRASH_BYSTANDERS")?,
+        Err(_) => 2_000,
+    };
+    run.add_bystanders(bystanders)
+        .with_context(|| format!("making the bystanders; replay with STASIS_CRASH_SEED={seed}"))?;
     for point in 0..points {
         let result = (|| -> Result<()> {
             let server = Server::start(&run.data_dir, &run.tmp_dir)?;
-            run.verify(&server)?;
+            run.verify(&server, point % 10 == 0)?;
             run.crash_point(&server)
         })();
         result.with_context(|| {
@@ -617,8 +769,10 @@ fn sigkill_at_random_instants_never_loses_an_acknowledged_pause() -> Result<()> 
     }
     // The last crash is checked too, then the server stops for good.
     let server = Server::start(&run.data_dir, &run.tmp_dir)?;
-    run.verify(&server)
+    run.verify(&server, true)
         .with_context(|| format!("after the last crash; replay with STASIS_CRASH_SEED={seed}"))?;
+    run.resume_bystanders(&server, 3)
+        .with_context(|| format!("replay with STASIS_CRASH_SEED={seed}"))?;
     drop(server);
     Run::stray_temp_files(&run.data_dir, &mut run.stats.stray_temp_files)?;
     run.check_nothing_outside()

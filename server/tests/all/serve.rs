@@ -21,9 +21,20 @@ pub struct Serve {
 impl Serve {
     /// Starts `stasis serve` on port 0 over `data_dir`, and waits until it listens.
     pub fn start(data_dir: &std::path::Path) -> Result<Self> {
+        Self::start_with(data_dir, &[], &[])
+    }
+
+    /// [`Serve::start`] with more arguments and environment variables.
+    pub fn start_with(
+        data_dir: &std::path::Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self> {
         let mut child = crate::common::stasis_command()
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
+            .envs(envs.iter().copied())
             .env("STASIS_API_KEY", KEY)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -142,5 +153,68 @@ fn serve_over_http_and_sigterm_pauses_running_sandboxes() -> Result<()> {
         201
     );
     server.terminate()?;
+    Ok(())
+}
+
+#[test]
+fn limits_and_the_disk_floor_come_from_the_command_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Serve::start_with(
+        dir.path(),
+        &["--max-running", "2", "--max-paused", "1"],
+        &[],
+    )?;
+    let create = || -> Result<(u16, String)> {
+        server.request("POST", "/v2/sandboxes", Some(r#"{"templateID":"base"}"#))
+    };
+    let first = sandbox_id(&create()?.1)?;
+    let second = sandbox_id(&create()?.1)?;
+    let (status, body) = create()?;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("at most 2 running sandboxes"), "{body}");
+    let pause = |id: &str| server.request("POST", &format!("/sandboxes/{id}/pause"), None);
+    assert_eq!(pause(&first)?.0, 204);
+    let (status, body) = pause(&second)?;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("at most 1 paused sandboxes"), "{body}");
+    drop(server);
+
+    // A floor above any disk: every pause is refused with 507, before anything is written, and the
+    // sandbox runs on. Set through the environment, as the other flags can be.
+    let dir = tempfile::tempdir()?;
+    let server = Serve::start_with(dir.path(), &[], &[("STASIS_MIN_FREE_DISK", "1000000T")])?;
+    let (_, body) = server.request("POST", "/v2/sandboxes", Some(r#"{"templateID":"base"}"#))?;
+    let id = sandbox_id(&body)?;
+    let (status, body) = server.request("POST", &format!("/sandboxes/{id}/pause"), None)?;
+    assert_eq!(status, 507, "{body}");
+    let error: Value = serde_json::from_str(&body)?;
+    assert_eq!(error["code"], 507);
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not enough free disk space")),
+        "{body}"
+    );
+    let (_, body) = server.request("GET", &format!("/sandboxes/{id}"), None)?;
+    assert_eq!(serde_json::from_str::<Value>(&body)?["state"], "running");
+    assert!(
+        !dir.path()
+            .join("boxes")
+            .join(&id)
+            .join("state.blob")
+            .exists()
+    );
+    drop(server);
+
+    // A size that is not one is refused at the start, saying why.
+    let output = crate::common::stasis_command()
+        .args(["serve", "--min-free-disk", "12 furlongs", "--data-dir"])
+        .arg(dir.path())
+        .env("STASIS_API_KEY", KEY)
+        .output()?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--min-free-disk"), "{stderr}");
+    assert!(stderr.contains("unknown size unit"), "{stderr}");
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{CreateRequest, LifecycleError, Manager, read};
+use super::{CreateRequest, LifecycleError, Manager};
 use crate::lifecycle::mode::PauseMode;
 use crate::lifecycle::network::NetworkPolicy;
 use crate::lifecycle::record::{SandboxInfo, SandboxState, now_ms, to_ms};
@@ -52,10 +52,7 @@ impl Manager {
     /// Destroys volume `id` and its files, unless a sandbox (running or paused) mounts it.
     pub fn destroy_volume(&self, id: &str) -> Result<(), LifecycleError> {
         self.inner.volumes.get(id)?;
-        let user = read(&self.inner.index)
-            .values()
-            .find(|r| r.mounts.iter().any(|m| m.volume_id == id))
-            .map(|r| r.id.clone());
+        let user = self.inner.catalog.mounting(id);
         if let Some(sandbox) = user {
             return Err(VolumeError::InUse {
                 volume: id.to_owned(),
