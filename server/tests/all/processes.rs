@@ -427,6 +427,93 @@ async fn pausing_suspends_a_running_command_which_continues_after_the_resume() -
     Ok(())
 }
 
+/// A command suspended by a pause travels with its sandbox's blob: exported from this server, imported
+/// into a `stasis serve` of its own (a new OS process, its own data directory), it continues there under
+/// its pid and finishes, its output in order.
+#[tokio::test]
+async fn a_suspended_command_moves_to_a_new_server_process_and_finishes_there() -> anyhow::Result<()> {
+    let source = Server::new()?;
+    let id = source.create(json!({})).await;
+    let (mut events, pid) = start(
+        &source,
+        &id,
+        "i=0; while [ $i -lt 8 ]; do i=$((i+1)); echo $i >> /tmp/tick; echo $i; sleep 0.2; done; \
+         echo finished > /tmp/done",
+        false,
+        Some("mover"),
+    )
+    .await?;
+    // Paused mid-loop: after its second tick, long before its last.
+    assert_eq!(events.stdout().await?, "1\n");
+    assert_eq!(events.stdout().await?, "2\n");
+    let paused = source
+        .api("POST", &format!("/sandboxes/{id}/pause"), Some(json!({})))
+        .await;
+    assert_eq!(paused.status, StatusCode::NO_CONTENT);
+    let blob = source
+        .api("GET", &format!("/sandboxes/{id}/blob"), None)
+        .await;
+    assert_eq!(blob.status, StatusCode::OK);
+    drop(source);
+
+    let dir = tempfile::tempdir()?;
+    let target = crate::serve::Serve::start(dir.path())?;
+    let (status, body) = target.send(
+        "POST",
+        "/sandboxes/import",
+        &[("Content-Type", "application/octet-stream")],
+        &blob.body,
+    )?;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let imported: Value = serde_json::from_slice(&body)?;
+    let new_id = imported["sandboxID"].as_str().unwrap_or_default().to_owned();
+    let (status, body) = target.send(
+        "POST",
+        &format!("/sandboxes/{new_id}/connect"),
+        &[("Content-Type", "application/json")],
+        b"{}",
+    )?;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let connected: Value = serde_json::from_slice(&body)?;
+    let token = connected["envdAccessToken"].as_str().unwrap_or_default().to_owned();
+    let envd = |method: &str, path: &str, content_type: &str, body: &[u8]| {
+        target.send(
+            method,
+            path,
+            &[
+                ("E2b-Sandbox-Id", new_id.as_str()),
+                ("X-Access-Token", token.as_str()),
+                ("Content-Type", content_type),
+            ],
+            body,
+        )
+    };
+    // Listed there under its pid and tag while it runs (it has ≥ 1 s of ticks left)…
+    let (status, body) = envd("POST", "/process.Process/List", "application/json", b"{}")?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let listed: Value = serde_json::from_slice(&body)?;
+    assert_eq!(listed["processes"][0]["pid"], json!(pid), "{listed}");
+    assert_eq!(listed["processes"][0]["tag"], "mover", "{listed}");
+    // …and it finishes there: every tick once, in order.
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = envd("GET", "/files?path=/tmp/done", "application/json", b"")?;
+        if status == 200 {
+            assert_eq!(body, b"finished\n");
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the moved command did not finish (last answer {status})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, ticks) = envd("GET", "/files?path=/tmp/tick", "application/json", b"")?;
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8(ticks)?, "1\n2\n3\n4\n5\n6\n7\n8\n");
+    Ok(())
+}
+
 #[tokio::test]
 async fn killing_the_sandbox_ends_its_commands() -> anyhow::Result<()> {
     let server = Server::new()?;

@@ -52,28 +52,55 @@ impl Serve {
         Ok(Self { child, address })
     }
 
-    /// One HTTP/1.1 request; returns the status and the body.
+    /// One HTTP/1.1 request with a JSON body; returns the status and the body.
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+        let (status, body) = self.send(
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            body.unwrap_or("").as_bytes(),
+        )?;
+        Ok((status, String::from_utf8(body)?))
+    }
+
+    /// One HTTP/1.1 request with the API key, `headers` and `body`; returns the status and the body
+    /// (de-chunked when the server streamed it).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>)> {
         let mut stream = TcpStream::connect(&self.address)?;
-        let body = body.unwrap_or("");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nX-API-KEY: {KEY}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nX-API-KEY: {KEY}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n",
             self.address,
             body.len()
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let status = response
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(body)?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .context("no end of the response's head")?;
+        let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
+        let status = head
             .split(' ')
             .nth(1)
             .and_then(|s| s.parse().ok())
             .context("status line")?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
+        let mut body = response[split + 4..].to_vec();
+        if head.contains("transfer-encoding: chunked") {
+            body = dechunk(&body)?;
+        }
         Ok((status, body))
     }
 
@@ -91,6 +118,24 @@ impl Drop for Serve {
         // A test that failed half-way must not leave its server behind.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The body of a `Transfer-Encoding: chunked` response.
+fn dechunk(mut chunked: &[u8]) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line = chunked
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("a chunk without its size line")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&chunked[..line])?.trim(), 16)?;
+        chunked = &chunked[line + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(chunked.get(..size).context("a truncated chunk")?);
+        chunked = chunked.get(size + 2..).context("a chunk without its end")?;
     }
 }
 
