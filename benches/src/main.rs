@@ -12,8 +12,8 @@ mod reference;
 mod report;
 mod scenarios;
 mod stats;
-mod unwind;
 mod store;
+mod unwind;
 
 use std::path::PathBuf;
 

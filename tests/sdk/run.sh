@@ -35,7 +35,20 @@ export STASIS_CACHE_DIR="${STASIS_CACHE_DIR:-${CARGO_TARGET_DIR:-$repo/target}/t
 "$STASIS" serve --listen 127.0.0.1:0 --data-dir "$data/stasis-data" --api-key "$key" --metrics-interval 1 \
     >"$log" 2>&1 &
 server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
+# On a failure, what the server said besides its routine INFO lines goes to the output before the log
+# goes with its directory: the SDK only sees "500 Internal Server Error".
+finish() {
+    local status=$?
+    kill -TERM $server 2>/dev/null
+    wait $server 2>/dev/null
+    if [[ $status -ne 0 ]]; then
+        echo "--- the server's warnings and errors:"
+        grep -v ' INFO ' "$log" | tail -n 50 || true
+    fi
+    rm -rf "$data"
+    exit $status
+}
+trap finish EXIT
 
 url=""
 for _ in $(seq 1 100); do

@@ -25,8 +25,8 @@ use parking_lot::{Mutex, RawMutex, lock_api::ArcMutexGuard};
 mod persistence;
 mod settings;
 
-use super::events::{Event, Level};
 use super::catalog::{Catalog, IndexReport};
+use super::events::{Event, Level};
 use super::id::{is_valid, new_id};
 use super::mode::PauseMode;
 use super::network::NetworkPolicy;
@@ -867,10 +867,7 @@ impl Manager {
             if current.state != SandboxState::Running || (now < current.end_at_ms && !idle) {
                 continue;
             }
-            self.log(
-                &id,
-                Event::now(Level::Info, "timeout", "Sandbox timed out"),
-            );
+            self.log(&id, Event::now(Level::Info, "timeout", "Sandbox timed out"));
             let outcome = match current.lifecycle.on_timeout {
                 super::record::OnTimeout::Pause => {
                     let mode = current.lifecycle.timeout_pause_mode;

@@ -2,8 +2,8 @@
 //! filters and cursors, timeouts — the semantics of the E2B/Novita platforms' sandbox persistence, for
 //! embedders and for the server, which only exposes it.
 
-pub mod events;
 mod catalog;
+pub mod events;
 pub mod id;
 mod index;
 mod journal;

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::mode::PauseMode;
 use super::id::is_valid;
+use super::mode::PauseMode;
 use super::record::SandboxRecord;
 use super::volumes::VolumeMount;
 

@@ -178,6 +178,15 @@ fn refusal(error: ContextError) -> ApiError {
             StatusCode::TOO_MANY_REQUESTS,
             format!("{error}: {}", crate::error::chain(&error)),
         ),
+        // Killed under the cell (by a client, or by its timeout while the cell ran): what the proxy in front
+        // of E2B's envd answers for a sandbox that is gone, which the SDKs turn into their timeout or
+        // "not running" exception rather than an internal error.
+        ContextError::Call(stasis::CallError::Stopped(stasis::wasi::StopReason::SandboxGone)) => {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "the sandbox was not found: it was killed or reached its timeout while the cell ran",
+            )
+        }
         ContextError::Spawn(_)
         | ContextError::Call(_)
         | ContextError::BadResponse(_)

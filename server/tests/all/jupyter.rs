@@ -387,6 +387,44 @@ async fn every_error_path_has_its_status() -> Result<()> {
     Ok(())
 }
 
+/// A sandbox killed while a cell runs (by a client, or its timeout) answers the cell as E2B's proxy answers
+/// for a sandbox that is gone: 502 "… was not found", which the SDK raises as its timeout exception, not a
+/// 500.
+#[tokio::test]
+async fn a_cell_running_when_the_sandbox_is_killed_answers_502_not_found() -> Result<()> {
+    let server = Server::new()?;
+    let id = interpreter_sandbox(&server).await;
+    let cell = "open('/tmp/started', 'w').write('yes')\nimport time\nfor i in range(600):\n    time.sleep(0.1)\n";
+    let kill = async {
+        // Killed once the cell is known to run (it wrote its file), not after a guessed delay.
+        for _ in 0..600 {
+            if server.download(&id, "/tmp/started").await.status == StatusCode::OK {
+                let reply = server
+                    .api("DELETE", &format!("/sandboxes/{id}"), None)
+                    .await;
+                return Ok(reply.status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("the cell never started")
+    };
+    let (reply, killed) = tokio::join!(
+        server.send(jupyter(
+            &server,
+            &id,
+            "POST",
+            "/execute",
+            Some(json!({ "code": cell }))
+        )),
+        kill
+    );
+    assert_eq!(killed?, StatusCode::NO_CONTENT);
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{:?}", reply.body);
+    let message = String::from_utf8_lossy(&reply.body).into_owned();
+    ensure!(message.contains("was not found"), "{message}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_cell_running_when_the_pause_comes_finishes_after_the_resume() -> Result<()> {
     let server = Server::new()?;
