@@ -74,6 +74,7 @@ pub enum Frame {
         generation: u64,
     },
     /// A sandbox's record as of this frame.
+    /// (Boxed: a record is large, a removal small.)
     Put(Box<SandboxRecord>),
     /// The sandbox with this id is gone.
     Remove {
@@ -91,7 +92,8 @@ pub enum Frame {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// The record of a sandbox, new or replacing its previous one.
-    Put(SandboxRecord),
+    /// (Boxed: a record is large, a removal small.)
+    Put(Box<SandboxRecord>),
     /// A sandbox was killed.
     Remove(String),
 }
@@ -502,7 +504,7 @@ pub fn read_journal(
     loop {
         let offset = reader.offset;
         match reader.next() {
-            Ok(Some(Frame::Put(record))) => each(Change::Put(checked(record, offset)?)),
+            Ok(Some(Frame::Put(record))) => each(Change::Put(Box::new(checked(record, offset)?))),
             Ok(Some(Frame::Remove { id })) => each(Change::Remove(id)),
             Ok(Some(_)) => {
                 return Err(IndexError::Unexpected {
@@ -767,7 +769,10 @@ mod tests {
         let (changes, read) = replay(&path, true).expect("replay");
         assert_eq!(
             changes,
-            [Change::Put(record("a")), Change::Remove("a".into())]
+            [
+                Change::Put(Box::new(record("a"))),
+                Change::Remove("a".into())
+            ]
         );
         assert!(read.torn.is_none());
         assert_eq!(read.good_len, std::fs::metadata(&path).expect("meta").len());
@@ -996,7 +1001,11 @@ mod tests {
                 .expect("truncate");
             let mut changes = Vec::new();
             let read = read_journal(&copy, 5, true, |c| changes.push(c)).expect("replay");
-            assert_eq!(changes, [Change::Put(record("a"))], "cut at {cut}");
+            assert_eq!(
+                changes,
+                [Change::Put(Box::new(record("a")))],
+                "cut at {cut}"
+            );
             assert_eq!(read.good_len, second);
             assert!(read.torn.is_some());
             // In a journal that is not the last one, the same cut is damage.
@@ -1005,7 +1014,7 @@ mod tests {
         // The last frame's payload damaged in place (its blocks partly written).
         flip(&path, -2);
         let (changes, read) = replay(&path, true).expect("replay");
-        assert_eq!(changes, [Change::Put(record("a"))]);
+        assert_eq!(changes, [Change::Put(Box::new(record("a")))]);
         assert!(matches!(read.torn, Some(IndexError::Checksum { .. })));
         // Zeros after the last frame: space allocated for an append that never reached the disk.
         let path = journal(dir.path(), &[put("a")]);
@@ -1057,7 +1066,10 @@ mod tests {
         let (changes, read) = replay(&path, true).expect("replay");
         assert_eq!(
             changes,
-            [Change::Put(record("a")), Change::Put(record("b"))]
+            [
+                Change::Put(Box::new(record("a"))),
+                Change::Put(Box::new(record("b")))
+            ]
         );
         assert!(read.torn.is_none());
     }
