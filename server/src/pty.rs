@@ -293,7 +293,12 @@ mod tests {
         assert_eq!(ld.pending(), b"echo hi");
         assert_eq!(
             ld.feed(b"\rls\n"),
-            vec![echo("\r\n"), input("echo hi\n"), echo("ls\r\n"), input("ls\n")]
+            vec![
+                echo("\r\n"),
+                input("echo hi\n"),
+                echo("ls\r\n"),
+                input("ls\n")
+            ]
         );
         assert!(ld.pending().is_empty());
     }
@@ -310,7 +315,10 @@ mod tests {
         // Backspace on an empty line does nothing.
         let mut empty = LineDiscipline::new();
         assert!(empty.feed(b"\x7f").is_empty());
-        assert_eq!(ld.feed(b" a b \x17"), vec![echo(&format!(" a b {erase}{erase}"))]);
+        assert_eq!(
+            ld.feed(b" a b \x17"),
+            vec![echo(&format!(" a b {erase}{erase}"))]
+        );
         assert_eq!(ld.pending(), b"echo a ");
         assert_eq!(ld.feed(b"\x15"), vec![echo(&erase.repeat(7))]);
         assert!(ld.pending().is_empty());
@@ -328,10 +336,7 @@ mod tests {
     fn control_characters_show_as_carets_and_erase_two_columns() {
         let mut ld = LineDiscipline::new();
         assert_eq!(ld.feed(b"\x1b[A"), vec![echo("^[[A")]);
-        assert_eq!(
-            ld.feed(b"\x7f\x7f\x7f"),
-            vec![echo(&"\x08 \x08".repeat(4))]
-        );
+        assert_eq!(ld.feed(b"\x7f\x7f\x7f"), vec![echo(&"\x08 \x08".repeat(4))]);
         assert!(ld.pending().is_empty());
         assert_eq!(ld.feed(b"\t"), vec![echo("\t")]);
     }
@@ -395,7 +400,11 @@ mod tests {
                 "{bad}"
             );
         }
-        for bad in [json!({}), json!({"size": {"cols": -1, "rows": 2}}), json!(null)] {
+        for bad in [
+            json!({}),
+            json!({"size": {"cols": -1, "rows": 2}}),
+            json!(null),
+        ] {
             assert_eq!(
                 PtySize::from_pty_json(&bad),
                 Err(SizeError::Missing),
@@ -415,7 +424,16 @@ mod tests {
         .expect("no failure");
         assert_eq!(seen, vec![echo("a\r\n"), input("a\n")]);
         assert_eq!(pty.feed(b"b", |_| Err("refused")), Err("refused"));
-        pty.resize(PtySize { cols: 100, rows: 30 });
-        assert_eq!(pty.size(), PtySize { cols: 100, rows: 30 });
+        pty.resize(PtySize {
+            cols: 100,
+            rows: 30,
+        });
+        assert_eq!(
+            pty.size(),
+            PtySize {
+                cols: 100,
+                rows: 30
+            }
+        );
     }
 }

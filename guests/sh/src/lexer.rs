@@ -13,7 +13,13 @@ impl SyntaxError {
     /// Whether the input merely stopped too early (an open quote, `if` without `fi`, `$((` without `))`):
     /// what an interactive shell answers with its continuation prompt rather than an error.
     pub fn incomplete(&self) -> bool {
-        [UNTERMINATED, "unexpected end of file", "missing `))'", "missing `)'"].contains(&self.0.as_str())
+        [
+            UNTERMINATED,
+            "unexpected end of file",
+            "missing `))'",
+            "missing `)'",
+        ]
+        .contains(&self.0.as_str())
     }
 }
 

@@ -9,8 +9,6 @@ mod brace;
 mod builtins;
 #[cfg(test)]
 mod cases;
-#[cfg(test)]
-mod table;
 mod exec;
 mod expand;
 mod glob;
@@ -18,9 +16,11 @@ mod io;
 mod lexer;
 mod parser;
 mod regex;
+#[cfg(test)]
+mod table;
 mod tty;
 
-use std::io::{BufWriter, Read};
+use std::io::{BufRead, BufWriter, Read};
 use std::path::PathBuf;
 
 use exec::Shell;
@@ -66,25 +66,34 @@ enum LineRead {
     Interrupted,
 }
 
-/// Reads the next line of the session from stdin, keeping what follows it in `ahead`.
-fn read_line(ahead: &mut Vec<u8>) -> LineRead {
+/// Reads the next line of the session from stdin. Through the process's own buffered stdin, which the
+/// commands read too, so a line typed ahead for a command (`cat`) stays for it.
+fn read_line() -> LineRead {
+    let stdin = std::io::stdin();
+    let mut stdin = stdin.lock();
+    let mut line = Vec::new();
     loop {
-        if let Some(n) = ahead.iter().position(|&b| b == b'\n') {
-            let rest = ahead.split_off(n + 1);
-            return LineRead::Line(std::mem::replace(ahead, rest));
+        let (used, done) = match stdin.fill_buf() {
+            Ok([]) => return LineRead::Eof(line),
+            Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                Some(n) => {
+                    line.extend_from_slice(&buf[..=n]);
+                    (n + 1, true)
+                }
+                None => {
+                    line.extend_from_slice(buf);
+                    (buf.len(), false)
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return LineRead::Interrupted,
+            Err(_) => return LineRead::Eof(line),
+        };
+        stdin.consume(used);
+        if done {
+            return LineRead::Line(line);
         }
-        let mut chunk = [0u8; 4096];
-        match std::io::stdin().read(&mut chunk) {
-            Ok(0) => return LineRead::Eof(std::mem::take(ahead)),
-            Ok(n) => ahead.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                ahead.clear();
-                return LineRead::Interrupted;
-            }
-            Err(_) => return LineRead::Eof(std::mem::take(ahead)),
-        }
-        if ahead.len() > MAX_PENDING {
-            ahead.clear();
+        if line.len() > MAX_PENDING {
+            line.clear();
         }
     }
 }
@@ -107,12 +116,11 @@ fn prompt(sh: &Shell, continuing: bool) -> String {
 /// see [`tty`]) and prompts again; it never ends the shell.
 fn interactive(sh: &mut Shell) -> i32 {
     let mut pending = String::new();
-    let mut ahead = Vec::new();
     loop {
         sh.out.flush();
         // To stderr, as bash does: unbuffered, so it is shown before the read blocks.
         sh.err.put(prompt(sh, !pending.is_empty()).as_bytes());
-        let line = match read_line(&mut ahead) {
+        let line = match read_line() {
             LineRead::Line(line) => line,
             LineRead::Interrupted => {
                 tty::take();

@@ -131,7 +131,10 @@ mod tests {
         assert!(!take());
         note();
         assert!(interrupted());
-        assert!(sleep(Duration::from_secs(3600)), "an interrupted sleep does not start");
+        assert!(
+            sleep(Duration::from_secs(3600)),
+            "an interrupted sleep does not start"
+        );
         assert!(take());
         assert!(!interrupted());
         assert!(!sleep(Duration::from_millis(1)));

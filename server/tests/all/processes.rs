@@ -446,7 +446,8 @@ async fn pausing_suspends_a_running_command_which_continues_after_the_resume() -
 /// into a `stasis serve` of its own (a new OS process, its own data directory), it continues there under
 /// its pid and finishes, its output in order.
 #[tokio::test]
-async fn a_suspended_command_moves_to_a_new_server_process_and_finishes_there() -> anyhow::Result<()> {
+async fn a_suspended_command_moves_to_a_new_server_process_and_finishes_there() -> anyhow::Result<()>
+{
     let source = Server::new()?;
     let id = source.create(json!({})).await;
     let (mut events, pid) = start(
@@ -481,7 +482,10 @@ async fn a_suspended_command_moves_to_a_new_server_process_and_finishes_there() 
     )?;
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
     let imported: Value = serde_json::from_slice(&body)?;
-    let new_id = imported["sandboxID"].as_str().unwrap_or_default().to_owned();
+    let new_id = imported["sandboxID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let (status, body) = target.send(
         "POST",
         &format!("/sandboxes/{new_id}/connect"),
@@ -490,7 +494,10 @@ async fn a_suspended_command_moves_to_a_new_server_process_and_finishes_there() 
     )?;
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
     let connected: Value = serde_json::from_slice(&body)?;
-    let token = connected["envdAccessToken"].as_str().unwrap_or_default().to_owned();
+    let token = connected["envdAccessToken"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let envd = |method: &str, path: &str, content_type: &str, body: &[u8]| {
         target.send(
             method,

@@ -71,7 +71,10 @@ impl Terminal {
             if let Some(end) = event.get("end") {
                 return Ok(end.clone());
             }
-            anyhow::ensure!(event["data"].get("pty").is_some(), "not terminal output: {event}");
+            anyhow::ensure!(
+                event["data"].get("pty").is_some(),
+                "not terminal output: {event}"
+            );
         }
     }
 }
@@ -124,9 +127,7 @@ async fn pty_session_echoes_edits_runs_and_prompts_again() -> anyhow::Result<()>
     term.until(PROMPT).await?;
 
     // Listed like any command, with the SDK's config.
-    let reply = server
-        .unary(&id, "/process.Process/List", json!({}))
-        .await;
+    let reply = server.unary(&id, "/process.Process/List", json!({})).await;
     let processes = reply.json()["processes"].clone();
     assert_eq!(processes[0]["pid"], json!(pid), "{processes}");
     assert_eq!(processes[0]["config"]["args"], json!(["-i", "-l"]));
@@ -214,7 +215,11 @@ async fn pty_resize_kill_and_errors() -> anyhow::Result<()> {
         assert_eq!(reply.json()["code"], "invalid_argument", "{pty}");
     }
     let reply = server
-        .unary(&id, "/process.Process/Update", json!({"process": {"pid": pid}}))
+        .unary(
+            &id,
+            "/process.Process/Update",
+            json!({"process": {"pid": pid}}),
+        )
         .await;
     assert_eq!(reply.json()["code"], "invalid_argument");
     let unknown = json!({"process": {"pid": 999_999}, "pty": {"size": {"cols": 1, "rows": 1}}});
@@ -269,7 +274,10 @@ async fn pty_session_survives_a_pause() -> anyhow::Result<()> {
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     let (flags, end) = term.events.next().await?;
-    assert_eq!((flags, end["error"]["code"].clone()), (2, json!("unavailable")));
+    assert_eq!(
+        (flags, end["error"]["code"].clone()),
+        (2, json!("unavailable"))
+    );
     let reply = server
         .api("POST", &format!("/sandboxes/{id}/connect"), Some(json!({})))
         .await;

@@ -158,8 +158,8 @@ async fn start_command(
         .subscribe()
         .ok_or_else(|| ConnectError::new(Code::Internal, "the process ended before it started"))?;
     // A terminal's input is the process's stdin.
-    let pipe = (request.stdin.unwrap_or(false) || size.is_some())
-        .then(|| StdinPipe::new(STDIN_CAPACITY));
+    let pipe =
+        (request.stdin.unwrap_or(false) || size.is_some()).then(|| StdinPipe::new(STDIN_CAPACITY));
     let manager = state.manager().clone();
     let shell = state.shell().clone();
     let sandbox = id.clone();
@@ -602,7 +602,10 @@ fn write_input(entry: &Entry, input: &serde_json::Value) -> Result<(), ConnectEr
             return Ok(None);
         };
         let data = data.as_str().ok_or_else(|| {
-            ConnectError::new(Code::InvalidArgument, format!("input.{name} must be base64"))
+            ConnectError::new(
+                Code::InvalidArgument,
+                format!("input.{name} must be base64"),
+            )
         })?;
         BASE64
             .decode(data)
