@@ -142,6 +142,15 @@ impl Control {
         self.shared.suspendable
     }
 
+    /// Interrupts the process (Ctrl-C): its next blocking or polling host call answers `EINTR` — a sleep or
+    /// a wait for stdin at once — and it carries on running; see [`crate::wasi::Interrupt::request_sigint`].
+    pub fn interrupt(&self) {
+        self.shared.interrupt.request_sigint();
+        if let Some(stdin) = &self.shared.stdin {
+            stdin.wake();
+        }
+    }
+
     /// Asks the process to stop for `reason`; returns whether this was the first stop request. It ends
     /// within an epoch tick of running wasm, or as soon as the host call it is blocked in returns.
     pub fn stop(&self, reason: StopReason) -> bool {

@@ -19,6 +19,14 @@ pub fn shell_args(cmd: &str, args: &[String]) -> Vec<String> {
     vec!["-c".to_owned(), command_line(cmd, args)]
 }
 
+/// Whether a process request started with a PTY asks for an interactive shell: `bash`/`sh` (any path)
+/// with only flags (`-i -l`, what `sandbox.pty.create` sends), no `-c` and no script. The shell then runs
+/// as `sh -i`.
+pub fn interactive_shell(cmd: &str, args: &[String]) -> bool {
+    let program = cmd.rsplit('/').next().unwrap_or(cmd);
+    matches!(program, "bash" | "sh") && args.iter().all(|a| a.starts_with('-') && a != "-c")
+}
+
 /// Whether a process request for `cmd` runs the module of the sandbox's own template `template` (with the
 /// request's `args` as its arguments) rather than the shell: when `template` is a user template and `cmd`
 /// is its name, bare or as `/bin/NAME` or `/usr/bin/NAME`, the way an installed program is called. The
@@ -89,6 +97,15 @@ mod tests {
         assert_eq!(command_line("/bin/bash", &words(&["-l", "-c", line])), line);
         assert_eq!(command_line("sh", &words(&["-c", line])), line);
         assert_eq!(command_line("bash", &words(&["-c", line, "arg0"])), line);
+    }
+
+    #[test]
+    fn a_bare_shell_is_interactive_on_a_pty() {
+        assert!(interactive_shell("/bin/bash", &words(&["-i", "-l"])));
+        assert!(interactive_shell("sh", &[]));
+        assert!(!interactive_shell("/bin/bash", &words(&["-l", "-c", "ls"])));
+        assert!(!interactive_shell("bash", &words(&["x.sh"])));
+        assert!(!interactive_shell("python", &words(&["-i"])));
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum Event {
     Stdout(Vec<u8>),
     /// Bytes written to stderr.
     Stderr(Vec<u8>),
+    /// Bytes shown on the process's terminal (its output and the echo of what was typed), for a process
+    /// started with a PTY.
+    Pty(Vec<u8>),
     /// The command ended: the `end` event's JSON body.
     End(serde_json::Value),
     /// The stream ends without the command having ended (its sandbox was paused: the command was saved
@@ -95,6 +98,8 @@ pub struct Entry {
     pub control: CommandControl,
     /// Its attached streams.
     pub hub: Arc<Hub>,
+    /// Its terminal, when it was started with a PTY (its stdin is then the terminal's input).
+    pub pty: Option<Arc<crate::pty::Pty>>,
 }
 
 /// How a client names a process: `{"pid": N}` or `{"tag": "…"}`.

@@ -306,10 +306,15 @@ impl Shell {
         let io = self.io();
         let status = self.run_str(src, &io);
         let status = self.exit.unwrap_or(status);
-        // `trap CMD EXIT` runs once when the command line is done; its own status does not count.
+        self.finish(status)
+    }
+
+    /// Ends the shell with `status`: `trap CMD EXIT` runs once, and its own status does not count.
+    pub fn finish(&mut self, status: i32) -> i32 {
         if let Some(trap) = self.exit_trap.take() {
             self.exit = None;
             self.flow = None;
+            let io = self.io();
             self.run_str(&trap, &io);
         }
         status
@@ -318,6 +323,9 @@ impl Shell {
     fn run_list(&mut self, list: &List, io: &Io) -> i32 {
         for ao in list {
             if self.stopped() {
+                if crate::tty::interrupted() {
+                    self.status = crate::tty::INTERRUPT_STATUS;
+                }
                 break;
             }
             let (status, exempt) = self.run_and_or(ao, io);
@@ -509,14 +517,15 @@ impl Shell {
         status
     }
 
-    /// Whether execution of the current list must stop (`exit`, `break`, `continue`, `return`).
+    /// Whether execution of the current list must stop (`exit`, `break`, `continue`, `return`, or an
+    /// interrupt, which unwinds every loop and function up to whoever takes it).
     fn stopped(&self) -> bool {
-        self.exit.is_some() || self.flow.is_some()
+        self.exit.is_some() || self.flow.is_some() || crate::tty::interrupted()
     }
 
     /// Consumes a pending `break`/`continue` aimed at the innermost loop; true when the loop must end.
     fn loop_done(&mut self) -> bool {
-        if self.exit.is_some() {
+        if self.exit.is_some() || crate::tty::interrupted() {
             return true;
         }
         match self.flow {

@@ -9,6 +9,20 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError(pub String);
 
+impl SyntaxError {
+    /// Whether the input merely stopped too early (an open quote, `if` without `fi`, `$((` without `))`):
+    /// what an interactive shell answers with its continuation prompt rather than an error.
+    pub fn incomplete(&self) -> bool {
+        [
+            UNTERMINATED,
+            "unexpected end of file",
+            "missing `))'",
+            "missing `)'",
+        ]
+        .contains(&self.0.as_str())
+    }
+}
+
 impl fmt::Display for SyntaxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "syntax error: {}", self.0)

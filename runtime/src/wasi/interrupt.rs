@@ -5,6 +5,11 @@
 //! A *suspend* request ([`Interrupt::request_suspend`]) asks a guest whose module the unwind stage rewrote
 //! to unwind instead (see [`crate::instrument::unwind`]): the epoch callback turns it into the guest's
 //! `REQUESTED` state, and a blocking host call that is woken by it unwinds rather than returns.
+//!
+//! An *interrupt* ([`Interrupt::request_sigint`], what Ctrl-C on a PTY sends) does not stop the guest: it is
+//! a pending flag that the guest's next blocking or polling host call (`poll_oneoff`, a read waiting for
+//! stdin) consumes and answers with `EINTR`, so a guest that cares (the `sh` guest's interactive mode) can
+//! abandon the running command and carry on, and a guest that does not sees a call it may retry.
 
 use std::fmt;
 use std::sync::{Condvar, Mutex};
@@ -63,6 +68,7 @@ pub struct Interrupt {
 struct Requests {
     stop: Option<StopReason>,
     suspend: bool,
+    sigint: bool,
 }
 
 /// How an interruptible sleep ended.
@@ -72,6 +78,8 @@ pub(crate) enum Woken {
     Elapsed,
     /// A suspend was asked for before the time was up.
     Suspend,
+    /// An interrupt is pending (the caller consumes it with [`Interrupt::take_sigint`]).
+    Sigint,
 }
 
 impl Interrupt {
@@ -116,6 +124,17 @@ impl Interrupt {
         self.lock().suspend
     }
 
+    /// Makes an interrupt pending (Ctrl-C) and wakes the guest if it sleeps in a host call.
+    pub fn request_sigint(&self) {
+        self.lock().sigint = true;
+        self.wake.notify_all();
+    }
+
+    /// Consumes a pending interrupt: whether there was one.
+    pub fn take_sigint(&self) -> bool {
+        std::mem::take(&mut self.lock().sigint)
+    }
+
     /// Sleeps for `duration`, or less if the guest is asked to stop meanwhile, or — when `suspendable` —
     /// to suspend.
     pub(crate) fn sleep(&self, duration: Duration, suspendable: bool) -> Woken {
@@ -127,6 +146,9 @@ impl Interrupt {
             }
             if suspendable && state.suspend {
                 return Woken::Suspend;
+            }
+            if state.sigint {
+                return Woken::Sigint;
             }
             let wait = match deadline {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
@@ -176,5 +198,17 @@ mod tests {
         );
         interrupt.clear_suspend();
         assert!(!interrupt.suspend_requested());
+    }
+
+    #[test]
+    fn an_interrupt_wakes_a_sleeper_once_and_does_not_stop() {
+        let interrupt = Arc::new(Interrupt::new());
+        let sleeper = interrupt.clone();
+        let thread = std::thread::spawn(move || sleeper.sleep(Duration::from_secs(3600), false));
+        interrupt.request_sigint();
+        assert_eq!(thread.join().expect("the sleeper woke"), Woken::Sigint);
+        assert!(interrupt.take_sigint());
+        assert!(!interrupt.take_sigint(), "an interrupt is consumed once");
+        assert_eq!(interrupt.stopped(), None);
     }
 }

@@ -63,6 +63,9 @@ struct PipeShared {
 #[derive(Default)]
 struct PipeState {
     buf: VecDeque<u8>,
+    /// One-shot ends of file ([`StdinPipe::write_eof`]), as the number of bytes of `buf` before each, in
+    /// order: a read stops at the first, and a read at it returns 0 and drops it.
+    eofs: VecDeque<usize>,
     closed: bool,
 }
 
@@ -108,6 +111,34 @@ impl StdinPipe {
         Ok(())
     }
 
+    /// Queues a one-shot end of file after what was written so far: the read that reaches it returns 0,
+    /// and reads after it go on with what is written next (what Ctrl-D does on a terminal). Counted
+    /// against the capacity like a byte, so a flood of them is refused too.
+    pub fn write_eof(&self) -> Result<(), PipeError> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(PipeError::Closed);
+        }
+        let pending = state.buf.len() + state.eofs.len();
+        if pending >= self.shared.capacity {
+            return Err(PipeError::Full {
+                pending,
+                capacity: self.shared.capacity,
+            });
+        }
+        let at = state.buf.len();
+        state.eofs.push_back(at);
+        self.shared.readable.notify_all();
+        Ok(())
+    }
+
+    /// Drops what the guest has not read yet (a terminal's Ctrl-C flushes typed-ahead input).
+    pub fn discard(&self) {
+        let mut state = self.state();
+        state.buf.clear();
+        state.eofs.clear();
+    }
+
     /// Closes the pipe: the guest reads what is left, then end-of-file. Closing twice is harmless.
     pub fn close(&self) {
         self.state().closed = true;
@@ -125,25 +156,27 @@ impl StdinPipe {
         self.shared.readable.notify_all();
     }
 
-    /// What the guest has not read yet, and whether the pipe is closed: what a pause saves of it.
+    /// What the guest has not read yet, and whether the pipe is closed: what a pause saves of it (pending
+    /// one-shot ends of file are not kept).
     pub fn snapshot(&self) -> (Vec<u8>, bool) {
         let state = self.state();
         (state.buf.iter().copied().collect(), state.closed)
     }
 
-    /// Reads what is there into `out`. With `block`, waits until something is, the pipe is closed, or
-    /// `suspend` says the reader is to suspend.
-    fn read(&self, out: &mut [u8], block: bool, suspend: &dyn Fn() -> bool) -> StdinRead {
+    /// Reads what is there into `out`, up to the next one-shot end of file. With `block`, waits until
+    /// something is, the pipe is closed, or `wake` gives a reason to stop waiting
+    /// ([`StdinRead::Suspend`] or [`StdinRead::Interrupted`]).
+    fn read(&self, out: &mut [u8], block: bool, wake: &dyn Fn() -> Option<StdinRead>) -> StdinRead {
         if out.is_empty() {
             return StdinRead::Data(0);
         }
         let mut state = self.state();
-        while state.buf.is_empty() && !state.closed {
+        while state.buf.is_empty() && state.eofs.is_empty() && !state.closed {
             if !block {
                 return StdinRead::WouldBlock;
             }
-            if suspend() {
-                return StdinRead::Suspend;
+            if let Some(why) = wake() {
+                return why;
             }
             state = self
                 .shared
@@ -151,9 +184,17 @@ impl StdinPipe {
                 .wait(state)
                 .unwrap_or_else(|e| e.into_inner());
         }
-        let n = state.buf.len().min(out.len());
+        if state.eofs.front() == Some(&0) {
+            state.eofs.pop_front();
+            return StdinRead::Data(0);
+        }
+        let before_eof = state.eofs.front().copied().unwrap_or(usize::MAX);
+        let n = state.buf.len().min(out.len()).min(before_eof);
         for (slot, byte) in out.iter_mut().zip(state.buf.drain(..n)) {
             *slot = byte;
+        }
+        for at in state.eofs.iter_mut() {
+            *at -= n;
         }
         StdinRead::Data(n)
     }
@@ -168,6 +209,8 @@ pub(crate) enum StdinRead {
     WouldBlock,
     /// The reader was asked to suspend while it waited: nothing was read.
     Suspend,
+    /// An interrupt (Ctrl-C) came while it waited: nothing was read, and the guest is told `EINTR`.
+    Interrupted,
 }
 
 /// A callback receiving output bytes as the guest writes them.
@@ -247,13 +290,13 @@ impl StdinState {
     }
 
     /// Reads into `buf`: 0 at end of input. A pipe with nothing in it blocks when `block` (until
-    /// something arrives, it closes, or `suspend` says to suspend) and is [`StdinRead::WouldBlock`]
-    /// otherwise; the other sources never block.
+    /// something arrives, it closes, or `wake` gives a reason to stop waiting) and is
+    /// [`StdinRead::WouldBlock`] otherwise; the other sources never block.
     pub(crate) fn read(
         &mut self,
         buf: &mut [u8],
         block: bool,
-        suspend: &dyn Fn() -> bool,
+        wake: &dyn Fn() -> Option<StdinRead>,
     ) -> std::io::Result<StdinRead> {
         match &mut self.source {
             Stdin::Empty => Ok(StdinRead::Data(0)),
@@ -265,7 +308,7 @@ impl StdinState {
                 Ok(StdinRead::Data(n))
             }
             Stdin::Reader(r) => r.read(buf).map(StdinRead::Data),
-            Stdin::Pipe(pipe) => Ok(pipe.read(buf, block, suspend)),
+            Stdin::Pipe(pipe) => Ok(pipe.read(buf, block, wake)),
         }
     }
 
@@ -387,7 +430,7 @@ mod tests {
         let mut got = Vec::new();
         let mut b = [0u8; 4];
         loop {
-            let n = match s.read(&mut b, true, &|| false).expect("read") {
+            let n = match s.read(&mut b, true, &|| None).expect("read") {
                 StdinRead::Data(n) => n,
                 other => panic!("a blocking read gave {other:?}"),
             };
@@ -418,7 +461,7 @@ mod tests {
     fn stdin_bytes_then_eof() {
         let mut s = StdinState::new(Stdin::Bytes(b"xyz".to_vec()));
         let mut b = [0u8; 2];
-        let never = || false;
+        let never = || None;
         assert_eq!(s.read(&mut b, true, &never).ok(), Some(StdinRead::Data(2)));
         assert_eq!(s.read(&mut b, true, &never).ok(), Some(StdinRead::Data(1)));
         assert_eq!(s.read(&mut b, true, &never).ok(), Some(StdinRead::Data(0)));
@@ -430,19 +473,41 @@ mod tests {
         let mut s = StdinState::new(Stdin::Pipe(pipe.clone()));
         let mut b = [0u8; 4];
         assert_eq!(
-            s.read(&mut b, false, &|| false).ok(),
+            s.read(&mut b, false, &|| None).ok(),
             Some(StdinRead::WouldBlock)
         );
         assert_eq!(
-            s.read(&mut b, true, &|| true).ok(),
+            s.read(&mut b, true, &|| Some(StdinRead::Suspend)).ok(),
             Some(StdinRead::Suspend)
         );
         pipe.write(b"ab").expect("room");
         assert_eq!(pipe.snapshot(), (b"ab".to_vec(), false));
         assert_eq!(
-            s.read(&mut b, true, &|| true).ok(),
+            s.read(&mut b, true, &|| Some(StdinRead::Suspend)).ok(),
             Some(StdinRead::Data(2)),
             "data is read even when a suspend is asked for"
+        );
+    }
+
+    #[test]
+    fn a_one_shot_eof_ends_one_read_and_input_goes_on() {
+        let pipe = StdinPipe::new(8);
+        let mut s = StdinState::new(Stdin::Pipe(pipe.clone()));
+        let mut b = [0u8; 8];
+        let never = || None;
+        pipe.write(b"ab").expect("room");
+        pipe.write_eof().expect("room");
+        pipe.write(b"c").expect("room");
+        assert_eq!(s.read(&mut b, true, &never).ok(), Some(StdinRead::Data(2)));
+        assert_eq!(s.read(&mut b, true, &never).ok(), Some(StdinRead::Data(0)));
+        assert_eq!(s.read(&mut b, true, &never).ok(), Some(StdinRead::Data(1)));
+        assert_eq!(b[0], b'c');
+        pipe.write_eof().expect("room");
+        pipe.discard();
+        assert_eq!(
+            s.read(&mut b, true, &|| Some(StdinRead::Interrupted)).ok(),
+            Some(StdinRead::Interrupted),
+            "a discarded end of file is gone, and an interrupt ends the wait"
         );
     }
 }

@@ -12,6 +12,7 @@ mod jupyter;
 mod observe;
 mod persistence;
 mod processes;
+mod pty;
 mod run;
 mod serve;
 mod templates;

@@ -16,14 +16,14 @@ use tower::ServiceExt;
 use crate::common::{LIMIT, Server, envelope};
 
 /// A streaming response read envelope by envelope, as a client sees it arrive.
-struct Events {
+pub(crate) struct Events {
     body: Body,
     buf: Vec<u8>,
 }
 
 impl Events {
     /// The next envelope; fails after a minute without one (a hang, not a timing assertion).
-    async fn next(&mut self) -> anyhow::Result<(u8, Value)> {
+    pub(crate) async fn next(&mut self) -> anyhow::Result<(u8, Value)> {
         loop {
             if self.buf.len() >= 5 {
                 let length = u32::from_be_bytes(self.buf[1..5].try_into()?) as usize;
@@ -44,7 +44,7 @@ impl Events {
     }
 
     /// The next event that is not a keepalive.
-    async fn event(&mut self) -> anyhow::Result<Value> {
+    pub(crate) async fn event(&mut self) -> anyhow::Result<Value> {
         loop {
             let (flags, message) = self.next().await?;
             anyhow::ensure!(flags == 0, "end of stream before an event: {message}");
@@ -79,7 +79,12 @@ impl Events {
 }
 
 /// Opens a streaming call and returns its events once the response has started.
-async fn stream(server: &Server, id: &str, method: &str, message: Value) -> anyhow::Result<Events> {
+pub(crate) async fn stream(
+    server: &Server,
+    id: &str,
+    method: &str,
+    message: Value,
+) -> anyhow::Result<Events> {
     let request = server
         .envd(id, "POST", &format!("/process.Process/{method}"))
         .header("content-type", "application/connect+json")
@@ -191,7 +196,8 @@ async fn stdin_errors_are_clear() -> anyhow::Result<()> {
     assert_eq!(reply.json()["code"], "failed_precondition");
     let bad = [
         json!({"process": {"pid": pid}, "input": {"stdin": "***"}}),
-        json!({"process": {"pid": pid}, "input": {"pty": "eA=="}}),
+        json!({"process": {"pid": pid}, "input": {"stdin": 7}}),
+        json!({"process": {"pid": pid}, "input": {}}),
         json!({"process": {"pid": pid}}),
         json!({"process": {}, "input": {"stdin": "eA=="}}),
     ];
@@ -206,14 +212,23 @@ async fn stdin_errors_are_clear() -> anyhow::Result<()> {
         .unary(&id, "/process.Process/SendSignal", signal)
         .await;
     assert_eq!(reply.json()["code"], "invalid_argument");
-    let reply = server
-        .unary(
-            &id,
-            "/process.Process/Update",
-            json!({"process": {"pid": pid}}),
-        )
-        .await;
-    assert_eq!(reply.json()["code"], "unimplemented");
+    // It has no terminal: typing into it or resizing it is refused as such.
+    let no_pty = [
+        (
+            "SendInput",
+            json!({"process": {"pid": pid}, "input": {"pty": "eA=="}}),
+        ),
+        (
+            "Update",
+            json!({"process": {"pid": pid}, "pty": {"size": {"cols": 80, "rows": 24}}}),
+        ),
+    ];
+    for (method, body) in no_pty {
+        let reply = server
+            .unary(&id, &format!("/process.Process/{method}"), body)
+            .await;
+        assert_eq!(reply.json()["code"], "failed_precondition", "{method}");
+    }
     let kill = json!({"process": {"pid": pid}, "signal": 9});
     let reply = server.unary(&id, "/process.Process/SendSignal", kill).await;
     assert_eq!(reply.status, StatusCode::OK);

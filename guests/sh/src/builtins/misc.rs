@@ -32,7 +32,7 @@ pub fn exit(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     status
 }
 
-/// `sleep N[smhd]...`: `std::thread::sleep` becomes a WASI `poll_oneoff` clock wait.
+/// `sleep N[smhd]...`: a WASI `poll_oneoff` clock wait, cut short by an interrupt (status 130).
 pub fn sleep(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     if argv.len() < 2 {
         io.eprintln("sleep: missing operand");
@@ -60,7 +60,9 @@ pub fn sleep(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     // What was printed before the pause is seen before it, as from a terminal or a streaming client.
     io.out.flush();
     sh.out.flush();
-    std::thread::sleep(Duration::from_secs_f64(total.min(1e9)));
+    if crate::tty::sleep(Duration::from_secs_f64(total.min(1e9))) {
+        return crate::tty::INTERRUPT_STATUS;
+    }
     0
 }
 

@@ -565,15 +565,24 @@ fn read_file(
         Handle::Stdin if at.is_none() => {
             let interrupt = ctx.interrupt.clone();
             let suspendable = ctx.suspendable();
-            let suspend =
-                || suspendable && interrupt.as_ref().is_some_and(|i| i.suspend_requested());
+            // A suspend request wins over an interrupt: the interrupt stays pending through the pause.
+            let wake = || {
+                let i = interrupt.as_ref()?;
+                if suspendable && i.suspend_requested() {
+                    Some(StdinRead::Suspend)
+                } else if i.take_sigint() {
+                    Some(StdinRead::Interrupted)
+                } else {
+                    None
+                }
+            };
             for iov in iovs {
                 // Only the first buffer waits: once something was read the call returns, so a suspend
                 // request never finds a read half-done (the rewind re-issues it from nothing).
                 let block = total == 0;
                 match ctx
                     .stdin
-                    .read(m.slice_mut(iov.ptr, iov.len)?, block, &suspend)?
+                    .read(m.slice_mut(iov.ptr, iov.len)?, block, &wake)?
                 {
                     StdinRead::Data(got) => {
                         total = total.saturating_add(got as u32);
@@ -583,6 +592,7 @@ fn read_file(
                     }
                     StdinRead::WouldBlock => break,
                     StdinRead::Suspend => return Ok(None),
+                    StdinRead::Interrupted => return Err(Errno::Intr),
                 }
             }
         }

@@ -4,6 +4,10 @@
 //! It is an unwind point: a sleep cut short by a suspend request unwinds, and the rewind re-issues it with
 //! the monotonic time it began at, so relative timeouts count from the original start — a `sleep 3` paused
 //! after 1 s sleeps 2 s more after the resume (the virtual monotonic clock does not advance while paused).
+//!
+//! A pending interrupt (Ctrl-C on a PTY, see [`crate::wasi::Interrupt::request_sigint`]) is consumed by the
+//! next call, which answers `EINTR` — at once, or when it comes during the sleep — so a guest can poll for
+//! one cheaply with a zero timeout.
 
 use std::time::{Duration, Instant};
 
@@ -113,6 +117,9 @@ fn poll_oneoff(
     m.slice(subs, in_len)?;
     m.slice(events, out_len)?;
     let started_ns = started.unwrap_or_else(|| ctx.clock.now());
+    if ctx.interrupt.as_ref().is_some_and(|i| i.take_sigint()) {
+        return Err(Errno::Intr);
+    }
 
     let mut ready = Vec::new();
     let mut timers: Vec<(Due, u64)> = Vec::new();
@@ -183,14 +190,17 @@ fn poll_oneoff(
             if let Some(deadline) = ctx.deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left < nap {
-                    if ctx.sleep(left) == Woken::Suspend {
-                        return Ok(Polled::Suspended { started_ns });
+                    match ctx.sleep(left) {
+                        Woken::Suspend => return Ok(Polled::Suspended { started_ns }),
+                        Woken::Sigint => return interrupted(ctx),
+                        Woken::Elapsed => return Ok(Polled::DeadlinePassed),
                     }
-                    return Ok(Polled::DeadlinePassed);
                 }
             }
-            if ctx.sleep(nap) == Woken::Suspend {
-                return Ok(Polled::Suspended { started_ns });
+            match ctx.sleep(nap) {
+                Woken::Suspend => return Ok(Polled::Suspended { started_ns }),
+                Woken::Sigint => return interrupted(ctx),
+                Woken::Elapsed => {}
             }
         }
     }
@@ -204,6 +214,14 @@ fn poll_oneoff(
         m.write(events + (i * EVENT_SIZE) as u32, &b)?;
     }
     Ok(Polled::Ready(ready.len() as u32))
+}
+
+/// A sleep cut short by an interrupt: it is consumed, and the call answers `EINTR`.
+fn interrupted(ctx: &WasiCtx) -> GuestResult<Polled> {
+    if let Some(i) = &ctx.interrupt {
+        i.take_sigint();
+    }
+    Err(Errno::Intr)
 }
 
 /// Readiness of an fd subscription: an error for fds that cannot be read or written that way, else ready with

@@ -9,8 +9,13 @@
 //! resumes ([`continue_suspended`]) it continues under the same pid, tag and configuration — listed by
 //! `List`, reached by `Connect`, `SendInput` and `SendSignal` as before. (A command whose module cannot be
 //! paused mid-call ends with 137 and an `error` saying why.) `StreamInput` reads the whole request
-//! before writing it to stdin (the server receives request bodies whole); `Update` (PTY resizing) is not
-//! supported, as no command has a PTY.
+//! before writing it to stdin (the server receives request bodies whole).
+//!
+//! A `Start` with a `pty` (what `sandbox.pty.create` sends: `/bin/bash -i -l`) gives the process a
+//! terminal ([`crate::pty`]): a shell asked for without `-c` runs interactively (`sh -i`), other commands
+//! run as usual; `SendInput` with `input.pty` is typed into it (echoed, edited, handed over line by line;
+//! Ctrl-C interrupts the running command), its output comes back as `data.pty` with `\r\n` line ends, and
+//! `Update` with `pty.size` resizes it. The guest sees the starting size as `COLUMNS` and `LINES`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -41,8 +46,9 @@ use crate::connect::{
     self, Code, ConnectError, END_STREAM, STREAM_CONTENT_TYPE, end_stream, envelope, stream_error,
 };
 use crate::error::ApiError;
-use crate::guest::{command_env, runs_own_template, shell_args};
+use crate::guest::{command_env, interactive_shell, runs_own_template, shell_args};
 use crate::processes::{Entry, Event, Hub, ProcessTable, Selector};
+use crate::pty::{Action, Pty, PtySize, onlcr};
 use crate::state::AppState;
 
 /// Process ids handed out, unique for the server's life.
@@ -67,6 +73,8 @@ pub struct StartRequest {
     pub tag: Option<String>,
     /// Keep stdin open for `SendInput`/`StreamInput` until `CloseStdin`; otherwise stdin is empty.
     pub stdin: Option<bool>,
+    /// `PTY`: `{"size": {"cols": C, "rows": R}}` gives the process a terminal of that size.
+    pub pty: Option<serde_json::Value>,
 }
 
 /// `ProcessConfig`: the command, its arguments, environment and working directory.
@@ -92,9 +100,12 @@ pub struct ProcessSelectorRequest {
     /// `{"pid": N}` or `{"tag": "…"}`.
     #[serde(default)]
     pub process: serde_json::Value,
-    /// `SendInput`: `{"stdin": "<base64>"}` (or `pty`, refused).
+    /// `SendInput`: `{"stdin": "<base64>"}`, or `{"pty": "<base64>"}` for a process with a terminal.
     #[serde(default)]
     pub input: Option<serde_json::Value>,
+    /// `Update`: `{"size": {"cols": C, "rows": R}}`, the terminal's new size.
+    #[serde(default)]
+    pub pty: Option<serde_json::Value>,
     /// `SendSignal`: `SIGNAL_SIGKILL`/`SIGNAL_SIGTERM` or their numbers.
     #[serde(default)]
     pub signal: Option<serde_json::Value>,
@@ -127,17 +138,28 @@ async fn start_command(
             "process.cmd is empty",
         ));
     }
-    let shell_args = shell_args(&process.cmd, &process.args);
+    let size = request
+        .pty
+        .as_ref()
+        .map(PtySize::from_pty_json)
+        .transpose()
+        .map_err(|e| ConnectError::new(Code::InvalidArgument, e.to_string()))?;
+    let shell_args = match size {
+        Some(_) if interactive_shell(&process.cmd, &process.args) => vec!["-i".to_owned()],
+        _ => shell_args(&process.cmd, &process.args),
+    };
     let (cmd, own_args) = (process.cmd.clone(), process.args.clone());
-    let env = command_env(&process.envs, process.cwd.as_deref());
+    let mut env = command_env(&process.envs, process.cwd.as_deref());
+    if let Some(size) = size {
+        terminal_env(&mut env, size);
+    }
     let hub = Arc::new(Hub::default());
     let events = hub
         .subscribe()
         .ok_or_else(|| ConnectError::new(Code::Internal, "the process ended before it started"))?;
-    let pipe = request
-        .stdin
-        .unwrap_or(false)
-        .then(|| StdinPipe::new(STDIN_CAPACITY));
+    // A terminal's input is the process's stdin.
+    let pipe =
+        (request.stdin.unwrap_or(false) || size.is_some()).then(|| StdinPipe::new(STDIN_CAPACITY));
     let manager = state.manager().clone();
     let shell = state.shell().clone();
     let sandbox = id.clone();
@@ -151,6 +173,7 @@ async fn start_command(
             tag: request.tag.clone(),
             config: config.clone(),
             stdin: pipe.is_some(),
+            pty: size,
         },
     }
     .to_json();
@@ -161,6 +184,7 @@ async fn start_command(
                 stdin.map_or(Stdin::Empty, Stdin::Pipe),
                 out_hub,
                 err_hub,
+                size.is_some(),
             );
             // A user command template's sandbox runs its module when asked for it by name.
             let own = s.template().clone();
@@ -189,6 +213,7 @@ async fn start_command(
             config,
             control: command.control(),
             hub: hub.clone(),
+            pty: size.map(|size| Arc::new(Pty::new(size))),
         },
     );
     state.manager().log(
@@ -220,6 +245,9 @@ struct Saved {
     tag: Option<String>,
     config: serde_json::Value,
     stdin: bool,
+    /// The terminal's size, for a process started with one (absent from labels written before PTYs).
+    #[serde(default)]
+    pty: Option<PtySize>,
 }
 
 impl CommandLabel {
@@ -228,12 +256,40 @@ impl CommandLabel {
     }
 }
 
-/// A command's streams: stdout and stderr published to `hub`s' streams as written.
-fn streams(limit: usize, stdin: Stdin, out_hub: Arc<Hub>, err_hub: Arc<Hub>) -> CommandIo {
+/// A command's streams: stdout and stderr published to `hub`s' streams as written — with a terminal
+/// (`pty`), both as what the terminal shows.
+fn streams(
+    limit: usize,
+    stdin: Stdin,
+    out_hub: Arc<Hub>,
+    err_hub: Arc<Hub>,
+    pty: bool,
+) -> CommandIo {
+    if pty {
+        return CommandIo {
+            stdin,
+            stdout: OutputSink::stream(limit, move |b| out_hub.publish(Event::Pty(onlcr(b)))),
+            stderr: OutputSink::stream(limit, move |b| err_hub.publish(Event::Pty(onlcr(b)))),
+        };
+    }
     CommandIo {
         stdin,
         stdout: OutputSink::stream(limit, move |b| out_hub.publish(Event::Stdout(b.to_vec()))),
         stderr: OutputSink::stream(limit, move |b| err_hub.publish(Event::Stderr(b.to_vec()))),
+    }
+}
+
+/// What a process with a terminal finds in its environment besides the request's variables: the size
+/// (`COLUMNS`, `LINES`) and a `TERM` unless the request gives them.
+fn terminal_env(env: &mut Vec<(String, String)>, size: PtySize) {
+    for (name, value) in [
+        ("COLUMNS", size.cols.to_string()),
+        ("LINES", size.rows.to_string()),
+        ("TERM", "xterm-256color".to_owned()),
+    ] {
+        if !env.iter().any(|(k, _)| k == name) {
+            env.push((name.to_owned(), value));
+        }
     }
 }
 
@@ -309,6 +365,7 @@ pub fn continue_suspended(
                     pipe.map_or(Stdin::Empty, Stdin::Pipe),
                     hub.clone(),
                     hub.clone(),
+                    saved.pty.is_some(),
                 );
                 let command = match sandbox.continue_command(info.pid, io) {
                     Ok(command) => command,
@@ -327,6 +384,7 @@ pub fn continue_suspended(
                         config: saved.config,
                         control: command.control(),
                         hub: hub.clone(),
+                        pty: saved.pty.map(|size| Arc::new(Pty::new(size))),
                     },
                 );
                 let run =
@@ -399,7 +457,7 @@ pub async fn list(
     Ok(Json(json!({ "processes": processes })))
 }
 
-/// `POST /process.Process/SendInput`: appends bytes to a process's stdin.
+/// `POST /process.Process/SendInput`: appends bytes to a process's stdin, or types them into its terminal.
 pub async fn send_input(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -448,17 +506,32 @@ pub async fn send_signal(
     Ok(Json(json!({})))
 }
 
-/// `POST /process.Process/Update`: PTY resizing; no process has a PTY.
+/// `POST /process.Process/Update`: resizes the terminal of a process started with a PTY.
 pub async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ConnectError> {
-    find(&state, &headers, body)?;
-    Err(ConnectError::new(
-        Code::Unimplemented,
-        "processes have no PTY to update",
-    ))
+    let (entry, request) = find(&state, &headers, body)?;
+    let size = request
+        .pty
+        .as_ref()
+        .ok_or_else(|| ConnectError::new(Code::InvalidArgument, "pty (the new size) is missing"))
+        .and_then(|pty| {
+            PtySize::from_pty_json(pty)
+                .map_err(|e| ConnectError::new(Code::InvalidArgument, e.to_string()))
+        })?;
+    let pty = entry.pty.as_ref().ok_or_else(|| no_pty(entry.pid))?;
+    pty.resize(size);
+    Ok(Json(json!({})))
+}
+
+/// The process was started without a terminal.
+fn no_pty(pid: u32) -> ConnectError {
+    ConnectError::new(
+        Code::FailedPrecondition,
+        format!("process {pid} was started without a PTY"),
+    )
 }
 
 /// `POST /process.Process/StreamInput` (client streaming): a `start` message naming the process, then
@@ -521,17 +594,69 @@ fn envelopes(mut body: &[u8]) -> Result<Vec<&[u8]>, ConnectError> {
     Ok(messages)
 }
 
-/// Writes `ProcessInput` (`{"stdin": "<base64>"}`) to the process's stdin pipe.
+/// Writes `ProcessInput` to the process: `{"stdin": "<base64>"}` to its stdin pipe, `{"pty": "<base64>"}`
+/// through its terminal.
 fn write_input(entry: &Entry, input: &serde_json::Value) -> Result<(), ConnectError> {
-    let Some(data) = input.get("stdin").and_then(|v| v.as_str()) else {
+    let field = |name: &str| -> Result<Option<Vec<u8>>, ConnectError> {
+        let Some(data) = input.get(name) else {
+            return Ok(None);
+        };
+        let data = data.as_str().ok_or_else(|| {
+            ConnectError::new(
+                Code::InvalidArgument,
+                format!("input.{name} must be base64"),
+            )
+        })?;
+        BASE64
+            .decode(data)
+            .map(Some)
+            .map_err(|e| ConnectError::new(Code::InvalidArgument, format!("input.{name}: {e}")))
+    };
+    if let Some(bytes) = field("pty")? {
+        return type_into(entry, &bytes);
+    }
+    let Some(bytes) = field("stdin")? else {
         return Err(ConnectError::new(
             Code::InvalidArgument,
-            "input.stdin (base64) is required; processes have no PTY",
+            "input.stdin or input.pty (base64) is required",
         ));
     };
-    let bytes = BASE64
-        .decode(data)
-        .map_err(|e| ConnectError::new(Code::InvalidArgument, format!("input.stdin: {e}")))?;
+    if entry.pty.is_some() {
+        return Err(ConnectError::new(
+            Code::FailedPrecondition,
+            format!(
+                "process {} has a PTY: send its input as input.pty",
+                entry.pid
+            ),
+        ));
+    }
+    write_stdin(entry, |pipe| pipe.write(&bytes))
+}
+
+/// Types `bytes` into the terminal of `entry`: the echo goes to its streams, finished lines to its stdin.
+fn type_into(entry: &Entry, bytes: &[u8]) -> Result<(), ConnectError> {
+    let pty = entry.pty.as_ref().ok_or_else(|| no_pty(entry.pid))?;
+    pty.feed(bytes, |action| match action {
+        Action::Echo(echo) => {
+            entry.hub.publish(Event::Pty(echo));
+            Ok(())
+        }
+        Action::Input(line) => write_stdin(entry, |pipe| pipe.write(&line)),
+        Action::Eof => write_stdin(entry, StdinPipe::write_eof),
+        Action::Interrupt => write_stdin(entry, |pipe| {
+            // As a terminal's Ctrl-C flushes what was typed ahead, then signals the process.
+            pipe.discard();
+            entry.control.interrupt();
+            Ok(())
+        }),
+    })
+}
+
+/// Runs `write` on the process's stdin pipe, its errors as the client is to see them.
+fn write_stdin(
+    entry: &Entry,
+    write: impl FnOnce(&StdinPipe) -> Result<(), PipeError>,
+) -> Result<(), ConnectError> {
     let pipe = entry.control.stdin().ok_or_else(|| {
         ConnectError::new(
             Code::FailedPrecondition,
@@ -541,7 +666,7 @@ fn write_input(entry: &Entry, input: &serde_json::Value) -> Result<(), ConnectEr
             ),
         )
     })?;
-    pipe.write(&bytes).map_err(|e| match e {
+    write(pipe).map_err(|e| match e {
         PipeError::Closed => ConnectError::new(
             Code::FailedPrecondition,
             format!("the stdin of process {} is closed", entry.pid),
@@ -657,8 +782,9 @@ async fn next_frame(st: &mut StreamState) -> Vec<u8> {
         },
     };
     match next {
-        Some(Event::Stdout(bytes)) => event(data("stdout", merge(st, bytes, true))),
-        Some(Event::Stderr(bytes)) => event(data("stderr", merge(st, bytes, false))),
+        Some(Event::Stdout(bytes)) => event(data("stdout", merge(st, bytes, Stream::Stdout))),
+        Some(Event::Stderr(bytes)) => event(data("stderr", merge(st, bytes, Stream::Stderr))),
+        Some(Event::Pty(bytes)) => event(data("pty", merge(st, bytes, Stream::Pty))),
         Some(Event::End(end)) => {
             st.done = true;
             let mut frame = event(json!({ "end": end }));
@@ -679,12 +805,21 @@ async fn next_frame(st: &mut StreamState) -> Vec<u8> {
     }
 }
 
+/// Which output a data event carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+    Pty,
+}
+
 /// Appends the output of the same stream already waiting, up to [`MAX_DATA_EVENT`].
-fn merge(st: &mut StreamState, mut bytes: Vec<u8>, stdout: bool) -> Vec<u8> {
+fn merge(st: &mut StreamState, mut bytes: Vec<u8>, stream: Stream) -> Vec<u8> {
     while bytes.len() < MAX_DATA_EVENT {
         match st.events.try_recv() {
-            Ok(Event::Stdout(more)) if stdout => bytes.extend(more),
-            Ok(Event::Stderr(more)) if !stdout => bytes.extend(more),
+            Ok(Event::Stdout(more)) if stream == Stream::Stdout => bytes.extend(more),
+            Ok(Event::Stderr(more)) if stream == Stream::Stderr => bytes.extend(more),
+            Ok(Event::Pty(more)) if stream == Stream::Pty => bytes.extend(more),
             Ok(other) => {
                 st.pending = Some(other);
                 break;
