@@ -73,6 +73,7 @@ pub fn control_plane() -> OpenApiRouter<AppState> {
         .routes(routes!(logs::logs_v2))
         .routes(routes!(snapshots::snapshot))
         .routes(routes!(snapshots::fork))
+        .routes(routes!(snapshots::clone))
         .routes(routes!(snapshots::list_snapshots))
         .routes(routes!(snapshots::delete_snapshot))
         .routes(routes!(snapshots::delete_template))
@@ -112,7 +113,11 @@ const LINK_TARGETS: [(&str, &str, &[&str]); 2] = [
     (
         "SnapshotJson",
         "snapshotID",
-        &["/snapshots/{id}", "/sandboxes/{id}/fork"],
+        &[
+            "/snapshots/{id}",
+            "/sandboxes/{id}/fork",
+            "/sandboxes/{id}/clone",
+        ],
     ),
 ];
 

@@ -1,7 +1,7 @@
 // The persistence surface the Novita JavaScript SDK has, driven by the real `novita-sandbox` against a local
 // Stasis server: snapshots (create, list by sandbox one page at a time, create from one, delete), metrics,
-// the network policy, watchDir (the WatchDir stream), multi-file writes, and volumes mounted into sandboxes.
-// (The JS SDK has no fork, no filesystem-only pause and no logs: those are covered by persistence.py.)
+// clones, the network policy, watchDir (the WatchDir stream), multi-file writes, and volumes mounted into sandboxes.
+// Sandbox.clone (the JS SDK's fork). (It has no filesystem-only pause and no logs: persistence.py covers those.)
 // Run by tests/sdk/run.sh, which sets NOVITA_API_URL, NOVITA_SANDBOX_URL and NOVITA_API_KEY and samples
 // metrics every second. Exits non-zero with the failing step.
 import assert from 'node:assert/strict'
@@ -45,6 +45,21 @@ assert.equal(await Sandbox.deleteSnapshot(first.snapshotId), false)
 assert.equal(await Sandbox.deleteSnapshot(second.snapshotId), true)
 step('deleteSnapshot: true, then false')
 await restored.kill()
+
+// Clones: copies of the running source, which keeps running.
+const cloned = await Sandbox.clone(source.sandboxId, { count: 2, strict: true, timeoutMs: 60_000 })
+assert.equal(cloned.count, 2)
+assert.notEqual(cloned.sandboxes[0].sandboxId, cloned.sandboxes[1].sandboxId)
+for (const clone of cloned.sandboxes) {
+  assert.notEqual(clone.sandboxId, source.sandboxId)
+  assert.equal(await clone.files.read('/home/user/js.txt'), 'from js\n')
+  await clone.files.write('/home/user/own.txt', clone.sandboxId)
+}
+assert.equal(await cloned.sandboxes[0].files.read('/home/user/own.txt'), cloned.sandboxes[0].sandboxId)
+assert.equal(await source.isRunning(), true)
+await assert.rejects(Sandbox.clone(source.sandboxId, { count: 21 }))
+for (const clone of cloned.sandboxes) await clone.kill()
+step('Sandbox.clone: two copies with the source\'s files, each on its own; a count of 21 refused')
 
 // Metrics.
 await source.files.write('/home/user/disk.bin', new Uint8Array(200_000))

@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use stasis::lifecycle::{CreateRequest, PauseMode, SNAPSHOT_PREFIX, SnapshotInfo};
+use stasis::lifecycle::{CreateRequest, PauseMode, SNAPSHOT_PREFIX, SandboxInfo, SnapshotInfo};
 use utoipa::ToSchema;
 
 use super::sandboxes::SandboxJson;
@@ -329,33 +329,17 @@ pub async fn fork(
     PathId(id): PathId,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (metadata, envs) = if id.starts_with(SNAPSHOT_PREFIX) {
-        (
-            owned_snapshot(&state, &caller, &id)?.metadata,
-            Default::default(),
-        )
-    } else {
-        let info = owned_sandbox(&state, &caller, &id)?;
-        (info.metadata, info.envs)
-    };
     let body: ForkBody = json_body(body)?;
-    let count = body.count.unwrap_or(1);
-    if !(1..=MAX_FORK_COUNT).contains(&count) {
-        return Err(ApiError::bad_request(format!(
-            "count must be 1 to {MAX_FORK_COUNT}, not {count}"
-        )));
-    }
-    let request = CreateRequest {
-        timeout: Some(Duration::from_secs(
-            body.timeout.unwrap_or(FORK_DEFAULT_TIMEOUT),
-        )),
-        metadata: body.metadata.unwrap_or(metadata),
-        envs,
-        owner: Some(caller.owner().to_owned()),
-        ..CreateRequest::default()
-    };
-    let manager = state.manager().clone();
-    let results = blocking(move || manager.fork(&id, count as usize, request)).await??;
+    let timeout = Duration::from_secs(body.timeout.unwrap_or(FORK_DEFAULT_TIMEOUT));
+    let results = start_forks(
+        &state,
+        &caller,
+        id,
+        body.count,
+        Some(timeout),
+        body.metadata,
+    )
+    .await?;
     let results: Vec<ForkResultJson> = results
         .into_iter()
         .map(|result| match result {
@@ -363,17 +347,150 @@ pub async fn fork(
                 sandbox: Some(SandboxJson::new(&state, &info, true)),
                 error: None,
             },
-            Err(error) => {
-                let error = ApiError::from(error);
-                ForkResultJson {
-                    sandbox: None,
-                    error: Some(ErrorJson {
-                        code: error.status.as_u16(),
-                        message: error.message,
-                    }),
-                }
-            }
+            Err(error) => ForkResultJson {
+                sandbox: None,
+                error: Some(ErrorJson {
+                    code: error.status.as_u16(),
+                    message: error.message,
+                }),
+            },
         })
         .collect();
     Ok((StatusCode::CREATED, Json(results)).into_response())
+}
+
+/// Starts `count` (default 1, at most [`MAX_FORK_COUNT`]) sandboxes from sandbox or snapshot `id`, which
+/// the caller must own: what fork and clone share. One outcome per sandbox, in order.
+async fn start_forks(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+    count: Option<u64>,
+    timeout: Option<Duration>,
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+) -> Result<Vec<Result<SandboxInfo, ApiError>>, ApiError> {
+    let (source_metadata, envs) = if id.starts_with(SNAPSHOT_PREFIX) {
+        (
+            owned_snapshot(state, caller, &id)?.metadata,
+            Default::default(),
+        )
+    } else {
+        let info = owned_sandbox(state, caller, &id)?;
+        (info.metadata, info.envs)
+    };
+    let count = count.unwrap_or(1);
+    if !(1..=MAX_FORK_COUNT).contains(&count) {
+        return Err(ApiError::bad_request(format!(
+            "count must be 1 to {MAX_FORK_COUNT}, not {count}"
+        )));
+    }
+    let request = CreateRequest {
+        timeout,
+        metadata: metadata.unwrap_or(source_metadata),
+        envs,
+        owner: Some(caller.owner().to_owned()),
+        ..CreateRequest::default()
+    };
+    let manager = state.manager().clone();
+    let results = blocking(move || manager.fork(&id, count as usize, request)).await??;
+    Ok(results
+        .into_iter()
+        .map(|result| result.map_err(ApiError::from))
+        .collect())
+}
+
+/// Body of `POST /sandboxes/{id}/clone`, as `novita-sandbox`'s `Sandbox.clone` sends it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CloneBody {
+    /// How many clones, 1 to 20 (default 1).
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 20)]
+    pub count: Option<u64>,
+    /// All or nothing: when one clone fails, the others are killed and the request fails.
+    #[serde(default)]
+    pub strict: bool,
+    /// The node to start them on; Stasis is one node, so any value means this one.
+    #[serde(default, rename = "nodeID")]
+    pub node_id: Option<String>,
+    /// Seconds until each clone's timeout applies (default: the server's default timeout).
+    #[serde(default, deserialize_with = "whole_number")]
+    pub timeout: Option<u64>,
+}
+
+/// One clone, as `novita-sandbox` reads it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloneJson {
+    /// Its id. (No `clientID`: the SDK would append it to the id.)
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    /// The template of its source.
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    /// The envd protocol version Stasis speaks.
+    pub envd_version: &'static str,
+    /// Its envd access token.
+    pub envd_access_token: String,
+    /// Its traffic access token.
+    pub traffic_access_token: String,
+}
+
+/// The answer of `POST /sandboxes/{id}/clone`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClonesJson {
+    /// The clones that started, in order.
+    pub sandboxes: Vec<CloneJson>,
+}
+
+/// `POST /sandboxes/{id}/clone {"count"?, "strict"?, "nodeID"?, "timeout"?}`: `novita-sandbox`'s fork. 201
+/// with the clones that started; with `strict`, all of them or an error (and none left running). The
+/// source keeps running.
+#[utoipa::path(post, path = "/sandboxes/{id}/clone", tag = "snapshots", params(("id" = String, Path, description = "The sandbox id")),
+    request_body(content = Option<CloneBody>, description = "Optional; an empty body is `{}`"),
+    responses((status = 201, description = "The clones that started", body = ClonesJson),
+        (status = 400, description = "Malformed id or body, or count out of range", body = ErrorJson),
+        (status = 404, description = "No such sandbox or snapshot", body = ErrorJson),
+        (status = 409, description = "Lost or busy", body = ErrorJson),
+        (status = 429, description = "Too many running sandboxes", body = ErrorJson),
+        (status = 401, description = "Missing or wrong API key", body = ErrorJson)))]
+pub async fn clone(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    PathId(id): PathId,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: CloneBody = json_body(body)?;
+    let timeout = body.timeout.map(Duration::from_secs);
+    let results = start_forks(&state, &caller, id, body.count, timeout, None).await?;
+    let (started, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let started: Vec<SandboxInfo> = started.into_iter().filter_map(Result::ok).collect();
+    let first_error = failed.into_iter().find_map(Result::err);
+    if let Some(error) = first_error
+        && (body.strict || started.is_empty())
+    {
+        // All or nothing: the ones that started go again.
+        let manager = state.manager().clone();
+        let ids: Vec<String> = started.iter().map(|s| s.id.clone()).collect();
+        blocking(move || {
+            for id in ids {
+                if let Err(error) = manager.kill(&id) {
+                    tracing::warn!(sandbox = %id, %error, "a clone of a failed strict clone stayed");
+                }
+            }
+        })
+        .await?;
+        return Err(error);
+    }
+    let sandboxes = started
+        .iter()
+        .map(|info| CloneJson {
+            sandbox_id: info.id.clone(),
+            template_id: info.template.clone(),
+            envd_version: super::sandboxes::ENVD_VERSION,
+            envd_access_token: state.access_token(&info.id),
+            traffic_access_token: state.access_token(&info.id),
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(ClonesJson { sandboxes })).into_response())
 }

@@ -105,6 +105,7 @@ async fn unknown_ids_are_404_everywhere() -> anyhow::Result<()> {
         ("POST", format!("/v2/sandboxes/{id}/connect")),
         ("POST", format!("/sandboxes/{id}/snapshots")),
         ("POST", format!("/sandboxes/{id}/fork")),
+        ("POST", format!("/sandboxes/{id}/clone")),
         ("POST", format!("/sandboxes/{id}/refreshes")),
         ("POST", format!("/sandboxes/{id}/resume")),
         ("PUT", format!("/sandboxes/{id}/network")),
@@ -358,6 +359,51 @@ async fn snapshots_and_forks_start_new_sandboxes_with_the_files() -> anyhow::Res
         server.api("GET", "/snapshots", None).await.json(),
         json!([])
     );
+    Ok(())
+}
+
+/// `novita-sandbox`'s `Sandbox.clone`: `POST /sandboxes/{id}/clone` starts copies of a running sandbox
+/// (files and memory), answers them in the SDK's shape (no `clientID`, which it would append to the ids),
+/// keeps the source running, and refuses a bad count or body.
+#[tokio::test]
+async fn clone_starts_copies_in_the_novita_shape() -> anyhow::Result<()> {
+    let server = Server::new()?;
+    let id = server.create(json!({"templateID": "base"})).await;
+    server.upload(&id, "/data/a.txt", b"kept".to_vec()).await;
+    let reply = server
+        .api(
+            "POST",
+            &format!("/sandboxes/{id}/clone"),
+            Some(json!({"count": 2, "strict": true, "nodeID": "n1", "timeout": 60})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let body = reply.json();
+    let clones = body["sandboxes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(clones.len(), 2, "{body}");
+    for clone in &clones {
+        let clone_id = clone["sandboxID"].as_str().unwrap_or_default();
+        assert_ne!(clone_id, id);
+        assert!(clone.get("clientID").is_none(), "{clone}");
+        assert!(clone["envdAccessToken"].is_string(), "{clone}");
+        assert_eq!(
+            &server.download(clone_id, "/data/a.txt").await.body[..],
+            b"kept"
+        );
+    }
+    assert_ne!(clones[0]["sandboxID"], clones[1]["sandboxID"]);
+    let source = server.api("GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(source.json()["state"], "running");
+    for bad in [
+        json!({"count": 0}),
+        json!({"count": 21}),
+        json!({"strict": "yes"}),
+    ] {
+        let reply = server
+            .api("POST", &format!("/sandboxes/{id}/clone"), Some(bad.clone()))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
     Ok(())
 }
 

@@ -21,6 +21,7 @@ const CONTROL_PLANE: &[(&str, &str)] = &[
     ("post", "/sandboxes/{id}/timeout"),
     ("post", "/sandboxes/{id}/snapshots"),
     ("post", "/sandboxes/{id}/fork"),
+    ("post", "/sandboxes/{id}/clone"),
     ("post", "/sandboxes/{id}/refreshes"),
     ("post", "/sandboxes/{id}/resume"),
     ("put", "/sandboxes/{id}/network"),
