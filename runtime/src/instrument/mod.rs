@@ -41,6 +41,7 @@ pub use callgraph::is_unwind_import;
 mod emit;
 mod inspect;
 mod liveness;
+pub mod oracle;
 pub mod unwind;
 
 use serde::{Deserialize, Serialize};

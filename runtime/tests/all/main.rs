@@ -17,4 +17,5 @@ mod sandbox;
 mod shell;
 mod suspend;
 mod unwind;
+mod unwind_fuzz;
 mod wasi;
