@@ -41,6 +41,7 @@ pub use callgraph::is_unwind_import;
 mod emit;
 mod inspect;
 mod liveness;
+#[cfg(feature = "oracle")]
 pub mod oracle;
 pub mod unwind;
 
