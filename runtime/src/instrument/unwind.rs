@@ -1447,14 +1447,23 @@ fn store(ty: ValType, m: MemArg) -> Instruction<'static> {
     }
 }
 
-fn zero(ty: ValType) -> Instruction<'static> {
-    match ty {
+/// The dummy value of type `ty` a function returns while unwinding (its caller drops it). A reference
+/// result gets a null reference of its heap type: a vector there makes the output invalid. A non-nullable
+/// reference has no such value, so a function returning one cannot be rewritten.
+fn zero(function: u32, ty: ValType) -> Result<Instruction<'static>, Refusal> {
+    Ok(match ty {
         ValType::I32 => Instruction::I32Const(0),
         ValType::I64 => Instruction::I64Const(0),
         ValType::F32 => Instruction::F32Const(wasm_encoder::Ieee32::new(0)),
         ValType::F64 => Instruction::F64Const(wasm_encoder::Ieee64::new(0)),
-        _ => Instruction::V128Const(0),
-    }
+        ValType::V128 => Instruction::V128Const(0),
+        ValType::Ref(r) if r.is_nullable() => Instruction::RefNull(
+            RoundtripReencoder
+                .heap_type(r.heap_type())
+                .map_err(|e| Refusal::Invalid(e.to_string()))?,
+        ),
+        ValType::Ref(_) => return unsupported(function, "returns a non-nullable reference"),
+    })
 }
 
 /// Rewrites one function; `None` when it has no reachable unwind point after all (it is then copied).
@@ -1628,7 +1637,7 @@ fn rewrite_function<'a>(
         Instruction::GlobalSet(env.sp),
     ]);
     for ty in &sig.results {
-        emitter.out.push(zero(*ty));
+        emitter.out.push(zero(function, *ty)?);
     }
     emitter.out.push(Instruction::End);
     // The prologue's reload, spliced where the body's head left its marker.

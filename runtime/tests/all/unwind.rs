@@ -18,6 +18,7 @@ const LOOPS: &str = include_str!("../wat/loops.wat");
 const MULTIVALUE: &str = include_str!("../wat/multivalue.wat");
 const BR_TABLE: &str = include_str!("../wat/br_table.wat");
 const RECURSION: &str = include_str!("../wat/recursion.wat");
+const REFERENCE_RESULT: &str = include_str!("../wat/reference_result.wat");
 
 /// An oracle instrumenting with `options` (the countdown is always on).
 fn oracle(options: InstrumentOptions) -> Result<Oracle> {
@@ -123,5 +124,23 @@ fn a_stack_deeper_than_the_frame_buffer_traps_while_unwinding() -> Result<()> {
         "the frames do not fit: {deep:?}"
     );
     assert_eq!(deep.pauses, 0, "a trapped unwind is no pause");
+    Ok(())
+}
+
+#[test]
+fn a_function_returning_a_reference_unwinds_with_a_null_dummy() -> Result<()> {
+    let oracle = oracle(InstrumentOptions::default())?;
+    let wasm = wat::parse_str(REFERENCE_RESULT)?;
+    let subject = oracle.prepare(&wasm, &[Call::new("pair", [4])])?;
+    ensure!(
+        *subject.pausability() == Pausability::MidCall,
+        "expected the module to be pausable, got: {}",
+        subject.pausability()
+    );
+    ensure!(subject.unwind_points() > 4, "the loop and the calls unwind");
+    for n in 1..=subject.unwind_points() as i32 {
+        let got = subject.check(&Plan::at_point(n))?;
+        assert_eq!(got.pauses, 1, "pause at unwind point {n}");
+    }
     Ok(())
 }
