@@ -463,9 +463,16 @@ pub async fn clone(
     let body: CloneBody = json_body(body)?;
     let timeout = body.timeout.map(Duration::from_secs);
     let results = start_forks(&state, &caller, id, body.count, timeout, None).await?;
-    let (started, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
-    let started: Vec<SandboxInfo> = started.into_iter().filter_map(Result::ok).collect();
-    let first_error = failed.into_iter().find_map(Result::err);
+    let mut started: Vec<SandboxInfo> = Vec::new();
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(info) => started.push(info),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
     if let Some(error) = first_error
         && (body.strict || started.is_empty())
     {
