@@ -34,6 +34,7 @@ use std::alloc::{Layout, alloc, dealloc};
 
 #[cfg(feature = "interpreter")]
 pub mod interpreter;
+pub mod process;
 
 /// Version of the ABI described in this crate's documentation.
 pub const ABI_VERSION: i32 = 1;

@@ -170,6 +170,40 @@ impl Sandbox {
                 Entry::Held(_) => None,
             })
             .collect();
+        // Processes that started others, and those others, share pipes and a process table that a blob
+        // does not carry yet: a pause ends them, a snapshot leaves them out, as it does commands that
+        // cannot be suspended.
+        let tree: std::collections::BTreeSet<u32> = self
+            .kernel
+            .children()
+            .iter()
+            .flat_map(|child| [child.pid, child.ppid])
+            .collect();
+        let running: Vec<(u32, Control)> = running
+            .into_iter()
+            .filter(|(pid, control)| {
+                if tree.contains(pid) {
+                    if for_pause {
+                        control.stop(StopReason::Pause);
+                    }
+                    return false;
+                }
+                true
+            })
+            .collect();
+        if for_pause {
+            for child in self.kernel.children() {
+                if let Some(Entry::Running(control)) = self.processes.get(&child.pid) {
+                    control.wait();
+                }
+            }
+            for &pid in &tree {
+                if let Some(Entry::Running(control)) = self.processes.get(&pid) {
+                    control.wait();
+                }
+            }
+            self.reap();
+        }
         for (_, control) in &running {
             if control.suspendable() {
                 control.request_suspend();

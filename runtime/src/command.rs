@@ -107,18 +107,42 @@ impl Command {
                 Err(wasmtime::Error::msg("the command has no process")),
             );
         };
-        let resuming = process.suspended.take().is_some();
-        if !resuming {
-            let template = process.template.clone();
-            let instance = process.instance;
-            let cpu = process.store.data().limits.usage().running();
-            let initialized =
-                crate::instantiate::initialize(&template, &mut process.store, &instance);
-            drop(cpu);
-            if let Err(error) = initialized {
-                return self.ended(Some(process), Err(error));
+        let resumed = process.suspended.take();
+        let (export, args) = match &resumed {
+            Some(call) => (
+                call.export.clone(),
+                call.args
+                    .iter()
+                    .map(crate::process::state_to_val)
+                    .collect::<Vec<_>>(),
+            ),
+            None => {
+                let template = process.template.clone();
+                let instance = process.instance;
+                let cpu = process.store.data().limits.usage().running();
+                let initialized =
+                    crate::instantiate::initialize(&template, &mut process.store, &instance);
+                drop(cpu);
+                if let Err(error) = initialized {
+                    return self.ended(Some(process), Err(error));
+                }
+                if template.kind() == crate::template::ModuleKind::Reactor {
+                    // A reactor program: its `main` handler, with an empty request, is the program.
+                    match process.write_request(&[]) {
+                        Ok((ptr, len)) => (
+                            crate::kernel::spawn::MAIN_EXPORT.to_owned(),
+                            vec![Val::I32(ptr), Val::I32(len)],
+                        ),
+                        Err(error) => {
+                            return self.ended(Some(process), Err(wasmtime::Error::new(error)));
+                        }
+                    }
+                } else {
+                    ("_start".to_owned(), Vec::new())
+                }
             }
-        }
+        };
+        let resuming = resumed.is_some();
         let (ticks, tick, started, wall_used) = (
             self.ticks_used.clone(),
             self.tick,
@@ -134,7 +158,11 @@ impl Command {
             )
         };
         let control = self.control.clone();
-        match run_suspendable(process, "_start", &[], resuming, &control, budget) {
+        match run_suspendable(process, &export, &args, resuming, &control, budget) {
+            RunEnd::Returned(mut process, values) if export != "_start" => {
+                let status = main_status(&mut process, &values, self.cpu_limit);
+                self.ended(Some(process), status)
+            }
             RunEnd::Returned(process, _) => self.ended(Some(process), Ok(())),
             RunEnd::Failed(process, error) => self.ended(Some(process), Err(error)),
             RunEnd::Released => {
@@ -211,6 +239,66 @@ impl Drop for Command {
             self.control.finish(None);
         }
         self.control.done();
+    }
+}
+
+/// How a reactor program's `main` handler ended, from its packed response: `proc_exit` with its status
+/// (so [`Command::run`] reports it as a command's), or the failure the response describes.
+fn main_status(process: &mut Process, values: &[Val], cpu_limit: Duration) -> wasmtime::Result<()> {
+    let packed = values
+        .first()
+        .and_then(Val::i64)
+        .ok_or_else(|| wasmtime::Error::msg("the main handler returned no response"))?;
+    // The status is a few digits: a longer response is a guest bug, not something to copy.
+    let response = process
+        .read_response(packed, 64, cpu_limit)
+        .map_err(wasmtime::Error::new)?;
+    let status = std::str::from_utf8(&response)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .ok_or_else(|| {
+            wasmtime::Error::msg(format!(
+                "the main handler's response {:?} is not an exit status",
+                String::from_utf8_lossy(&response)
+            ))
+        })?;
+    Err(wasmtime::Error::new(ProcExit(status)))
+}
+
+/// A command of `process`, its budgets armed for a sandbox with `limits` less what it used before a pause
+/// (`cpu_used`, `wall_used`), with `pipe` as the stdin its control wakes: ready to [`Command::run`].
+pub(crate) fn prepare(
+    engine: &crate::engine::StasisEngine,
+    limits: &crate::limits::SandboxLimits,
+    mut process: Box<Process>,
+    pipe: Option<crate::wasi::StdinPipe>,
+    cpu_used: Duration,
+    wall_used: Duration,
+) -> Command {
+    let budget_ticks = engine
+        .ticks_for(limits.cpu_time_per_call.saturating_sub(cpu_used))
+        .max(1);
+    let wall_left = limits.wall_time_per_command.saturating_sub(wall_used);
+    let wall_deadline = Instant::now().checked_add(wall_left);
+    let ticks_used = Arc::new(AtomicU64::new(0));
+    arm(
+        &mut process.store,
+        process.interrupt.clone(),
+        budget_ticks,
+        ticks_used.clone(),
+        wall_deadline,
+    );
+    let control = crate::running::Control::new(&process, pipe, engine.engine().clone());
+    Command {
+        process: Some(process),
+        control,
+        cpu_limit: limits.cpu_time_per_call,
+        wall_limit: limits.wall_time_per_command,
+        wall_deadline,
+        ticks_used,
+        tick: engine.epoch_tick(),
+        wall_used,
+        started: Instant::now(),
     }
 }
 

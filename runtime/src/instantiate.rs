@@ -10,7 +10,7 @@ use wasmtime::{Instance, Linker, Store, StoreLimitsBuilder};
 
 use crate::engine::StasisEngine;
 use crate::limits::SandboxLimits;
-use crate::process::ProcessData;
+use crate::process::{Process, ProcessData};
 use crate::template::Template;
 use crate::usage::{Limiter, SandboxUsage};
 use crate::wasi::WasiCtx;
@@ -113,4 +113,35 @@ pub(crate) fn initialize(
         init.call(&mut *store, ())?;
     }
     Ok(())
+}
+
+/// Instantiates `template` as process `pid` of a sandbox with `limits` and `usage` (not initialised), with
+/// its own interrupt and the unwind stage's globals handed to its WASI context.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn new_process(
+    engine: &StasisEngine,
+    limits: &SandboxLimits,
+    usage: &Arc<SandboxUsage>,
+    template: &Template,
+    pid: u32,
+    label: &str,
+    kind: crate::state::ProcessKind,
+    mut wasi: WasiCtx,
+) -> Result<Process, SpawnError> {
+    let interrupt = Arc::new(crate::wasi::Interrupt::new());
+    wasi.set_interrupt(interrupt.clone());
+    let mut store = new_store(engine, limits, wasi, usage);
+    let instance = instantiate(template, &mut store)?;
+    crate::sandbox::attach_unwind_globals(template, &mut store, &instance)?;
+    Ok(Process {
+        pid,
+        template: template.clone(),
+        store,
+        instance,
+        poisoned: false,
+        label: label.to_owned(),
+        kind,
+        interrupt,
+        suspended: None,
+    })
 }

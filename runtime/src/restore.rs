@@ -149,6 +149,13 @@ impl Runtime {
         let limits = options
             .limits
             .unwrap_or_else(|| self.config().limits.clone());
+        let quota = std::sync::Arc::new(crate::wasi::DiskQuota::new(
+            limits.max_disk_bytes,
+            limits.max_files,
+        ));
+        let usage = crate::usage::SandboxUsage::new();
+        let kernel =
+            crate::sandbox::new_kernel(self, &dir, &options.mounts, &limits, &quota, &usage);
         let mut sandbox = Sandbox {
             runtime: self.clone(),
             template,
@@ -157,16 +164,13 @@ impl Runtime {
             args: Vec::new(),
             env: decoded.manifest.env.clone(),
             metadata: decoded.manifest.metadata.clone(),
-            quota: std::sync::Arc::new(crate::wasi::DiskQuota::new(
-                limits.max_disk_bytes,
-                limits.max_files,
-            )),
+            quota,
             limits,
             processes: Default::default(),
-            next_pid: 1,
+            kernel,
             paused: false,
             mounts: options.mounts,
-            usage: crate::usage::SandboxUsage::new(),
+            usage,
         };
         // From here on, dropping `sandbox` on an error removes a directory we created.
         decoded.filesystem.restore_into(&sandbox.dir)?;

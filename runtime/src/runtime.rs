@@ -85,6 +85,9 @@ pub(crate) struct RuntimeInner {
     /// Templates known by name and file but loaded only when first needed (see
     /// [`Runtime::defer_template_file`]), by the sha256 of their wasm.
     pub(crate) deferred: Mutex<HashMap<[u8; 32], (String, PathBuf)>>,
+    /// The programs a sandbox's processes can start by name ([`Runtime::register_program`]): the sha256 of
+    /// each one's template, loaded or deferred.
+    pub(crate) programs: Mutex<std::collections::BTreeMap<String, [u8; 32]>>,
 }
 
 impl Runtime {
@@ -113,6 +116,7 @@ impl Runtime {
                 config,
                 templates: Mutex::new(HashMap::new()),
                 deferred: Mutex::new(HashMap::new()),
+                programs: Mutex::new(std::collections::BTreeMap::new()),
             }),
         })
     }
@@ -283,6 +287,41 @@ impl Runtime {
             });
         }
         self.load_template(&name, &wasm).map(Some)
+    }
+
+    /// Makes the template whose wasm has `sha256` (loaded, or deferred with
+    /// [`Runtime::defer_template_file`]) a program that processes of every sandbox start by `name` — the
+    /// shell runs `name ARGS…` as a child process. A command module runs its `_start`; a reactor must
+    /// export the `main` handler (see `stasis_guest::program`). Registering a name again replaces it.
+    pub fn register_program(&self, name: &str, sha256: [u8; 32]) {
+        self.inner
+            .programs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(name.to_owned(), sha256);
+    }
+
+    /// The names of the registered programs, in order.
+    pub fn programs(&self) -> Vec<String> {
+        self.inner
+            .programs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The template of program `name`, loading it if it was deferred; `None` when no program has the name
+    /// (or its deferred template fails to load, which is logged).
+    pub fn program(&self, name: &str) -> Option<Template> {
+        let sha256 = *self
+            .inner
+            .programs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)?;
+        self.template_by_hash(&sha256)
     }
 
     fn templates(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Template>> {

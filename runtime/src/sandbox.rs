@@ -12,15 +12,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Val;
 
 use crate::call::ProcessCall;
-use crate::command::{Command, CommandIo, arm};
-use crate::instantiate::{SpawnError, initialize, instantiate, new_store};
+use crate::command::{Command, CommandIo, prepare};
+use crate::instantiate::{SpawnError, initialize, new_process};
+use crate::kernel::spawn::Launcher;
+use crate::kernel::{ChildInfo, Kernel};
 use crate::limits::SandboxLimits;
 use crate::process::{CallError, Process};
 use crate::running::Control;
@@ -29,8 +30,7 @@ use crate::state::ProcessKind;
 use crate::template::{ModuleKind, Template};
 use crate::usage::SandboxUsage;
 use crate::wasi::{
-    DiskQuota, Interrupt, Mount, OutputSink, Stdin, StopReason, UnwindGlobals, WasiConfig, WasiCtx,
-    WasiLimits,
+    DiskQuota, Mount, OutputSink, Stdin, StopReason, UnwindGlobals, WasiConfig, WasiCtx, WasiLimits,
 };
 
 /// How a sandbox is created.
@@ -139,7 +139,8 @@ pub struct Sandbox {
     /// The disk quota of the sandbox directory, shared by all its processes.
     pub(crate) quota: Arc<DiskQuota>,
     pub(crate) processes: BTreeMap<u32, Entry>,
-    pub(crate) next_pid: u32,
+    /// Starts the processes that processes start, and gives every process its pid.
+    pub(crate) kernel: Arc<Kernel>,
     pub(crate) paused: bool,
     /// Extra host directories every process sees (see [`SandboxOptions::mounts`]).
     pub(crate) mounts: Vec<Mount>,
@@ -169,6 +170,9 @@ impl Runtime {
         let limits = options
             .limits
             .unwrap_or_else(|| self.config().limits.clone());
+        let quota = Arc::new(DiskQuota::new(limits.max_disk_bytes, limits.max_files));
+        let usage = SandboxUsage::new();
+        let kernel = new_kernel(self, &dir, &options.mounts, &limits, &quota, &usage);
         let mut sandbox = Sandbox {
             runtime: self.clone(),
             template: template.clone(),
@@ -177,13 +181,13 @@ impl Runtime {
             args: options.args,
             env: options.env,
             metadata: options.metadata,
-            quota: Arc::new(DiskQuota::new(limits.max_disk_bytes, limits.max_files)),
+            quota,
             limits,
             processes: BTreeMap::new(),
-            next_pid: 1,
+            kernel,
             paused: false,
             mounts: options.mounts,
-            usage: SandboxUsage::new(),
+            usage,
         };
         if template.kind() == ModuleKind::Reactor {
             sandbox.spawn(template)?;
@@ -257,6 +261,10 @@ impl Sandbox {
 
     /// Brings back into the table the running processes whose runs have ended.
     pub(crate) fn reap(&mut self) {
+        for control in self.kernel.take_started() {
+            self.processes
+                .insert(control.pid(), Entry::Running(control));
+        }
         let ended: Vec<(u32, Option<Box<Process>>)> = self
             .processes
             .iter()
@@ -266,6 +274,7 @@ impl Sandbox {
             })
             .collect();
         for (pid, back) in ended {
+            self.kernel.orphan(pid);
             match back {
                 Some(process) => {
                     self.processes.insert(pid, Entry::Held(process));
@@ -275,6 +284,14 @@ impl Sandbox {
                 }
             }
         }
+    }
+
+    /// The processes that processes of the sandbox started (a shell running `python3`), with their
+    /// parents and argv, in pid order — also those that ended and were not waited for yet. They are in
+    /// [`Sandbox::processes`] too while they run.
+    pub fn children(&mut self) -> Vec<ChildInfo> {
+        self.reap();
+        self.kernel.children()
     }
 
     /// Every live process — its id, module, label, kind and where it is — in ascending pid order.
@@ -318,7 +335,7 @@ impl Sandbox {
     }
 
     /// Instantiates `template` as a new process (not initialised), with its own interrupt and the unwind
-    /// stage's globals handed to its WASI context.
+    /// stage's globals handed to its WASI context, able to start others through the sandbox's kernel.
     pub(crate) fn new_process(
         &self,
         template: &Template,
@@ -327,22 +344,17 @@ impl Sandbox {
         kind: ProcessKind,
         mut wasi: WasiCtx,
     ) -> Result<Process, SpawnError> {
-        let interrupt = Arc::new(Interrupt::new());
-        wasi.set_interrupt(interrupt.clone());
-        let mut store = new_store(self.runtime.engine(), &self.limits, wasi, &self.usage);
-        let instance = instantiate(template, &mut store)?;
-        attach_unwind_globals(template, &mut store, &instance)?;
-        Ok(Process {
+        wasi.set_process_host(pid, self.kernel.clone());
+        new_process(
+            self.runtime.engine(),
+            &self.limits,
+            &self.usage,
+            template,
             pid,
-            template: template.clone(),
-            store,
-            instance,
-            poisoned: false,
-            label: label.to_owned(),
+            label,
             kind,
-            interrupt,
-            suspended: None,
-        })
+            wasi,
+        )
     }
 
     /// Starts a new reactor process from `template` and returns its id.
@@ -361,7 +373,7 @@ impl Sandbox {
         }
         self.check_process_limit()?;
         let wasi = WasiCtx::new(self.wasi_config(template.name(), &self.args, Stdin::Empty))?;
-        let pid = self.next_pid;
+        let pid = self.kernel.allocate_pid();
         let mut process = self.new_process(template, pid, label, ProcessKind::Reactor, wasi)?;
         let instance = process.instance;
         let cpu = self.usage.running();
@@ -372,7 +384,6 @@ impl Sandbox {
                 process.classify_trap(error, self.limits.cpu_time_per_call),
             ));
         }
-        self.next_pid += 1;
         self.processes.insert(pid, Entry::Held(Box::new(process)));
         Ok(pid)
     }
@@ -611,9 +622,8 @@ impl Sandbox {
             config.env.push((name.clone(), value.clone()));
         }
         let wasi = WasiCtx::new(config).map_err(SpawnError::from)?;
-        let pid = self.next_pid;
+        let pid = self.kernel.allocate_pid();
         let process = self.new_process(template, pid, label, ProcessKind::Command, wasi)?;
-        self.next_pid += 1;
         Ok(self.launch(Box::new(process), pipe, Duration::ZERO, Duration::ZERO))
     }
 
@@ -681,39 +691,22 @@ impl Sandbox {
     /// Registers a command's process as running and arms its budgets, less what it used before a pause.
     fn launch(
         &mut self,
-        mut process: Box<Process>,
+        process: Box<Process>,
         pipe: Option<crate::wasi::StdinPipe>,
         cpu_used: Duration,
         wall_used: Duration,
     ) -> Command {
-        let engine = self.runtime.engine();
-        let budget_ticks = engine
-            .ticks_for(self.limits.cpu_time_per_call.saturating_sub(cpu_used))
-            .max(1);
-        let wall_left = self.limits.wall_time_per_command.saturating_sub(wall_used);
-        let wall_deadline = Instant::now().checked_add(wall_left);
-        let ticks_used = Arc::new(AtomicU64::new(0));
-        arm(
-            &mut process.store,
-            process.interrupt.clone(),
-            budget_ticks,
-            ticks_used.clone(),
-            wall_deadline,
-        );
-        let control = Control::new(&process, pipe, engine.engine().clone());
-        self.processes
-            .insert(process.pid, Entry::Running(control.clone()));
-        Command {
-            process: Some(process),
-            control,
-            cpu_limit: self.limits.cpu_time_per_call,
-            wall_limit: self.limits.wall_time_per_command,
-            wall_deadline,
-            ticks_used,
-            tick: engine.epoch_tick(),
+        let command = prepare(
+            self.runtime.engine(),
+            &self.limits,
+            process,
+            pipe,
+            cpu_used,
             wall_used,
-            started: Instant::now(),
-        }
+        );
+        self.processes
+            .insert(command.control.pid(), Entry::Running(command.control()));
+        command
     }
 
     /// The processes a resume brought back suspended in a call, not continued yet: commands to continue
@@ -798,7 +791,7 @@ impl Sandbox {
 
     /// Registers a restored process under its saved id.
     pub(crate) fn insert_process(&mut self, process: Process) {
-        self.next_pid = self.next_pid.max(process.pid + 1);
+        self.kernel.reserve_pid(process.pid);
         self.processes
             .entry(process.pid)
             .or_insert_with(|| Entry::Held(Box::new(process)));
@@ -845,6 +838,28 @@ impl Drop for Sandbox {
 }
 
 /// A random, URL-safe name for a directory: 128 bits from the OS's generator.
+/// The kernel of a sandbox with these directories and limits.
+pub(crate) fn new_kernel(
+    runtime: &Runtime,
+    dir: &Path,
+    mounts: &[Mount],
+    limits: &SandboxLimits,
+    quota: &Arc<DiskQuota>,
+    usage: &Arc<SandboxUsage>,
+) -> Arc<Kernel> {
+    Kernel::new(
+        Launcher {
+            runtime: runtime.clone(),
+            dir: dir.to_owned(),
+            mounts: mounts.to_vec(),
+            limits: limits.clone(),
+            quota: quota.clone(),
+            usage: usage.clone(),
+        },
+        1,
+    )
+}
+
 pub(crate) fn random_name() -> String {
     let mut bytes = [0u8; 16];
     crate::lifecycle::id::fill_random(&mut bytes);

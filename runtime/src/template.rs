@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::instrument::{InstrumentError, Instrumented};
 
-/// The only import module a guest may use.
+/// The WASI import module (the `stasis` module of [`crate::wasi::process`] may be imported too).
 pub(crate) const WASI_MODULE: &str = "wasi_snapshot_preview1";
 
 /// How a module is meant to be run.
@@ -54,6 +54,15 @@ impl Template {
     /// The sha256 of the template's original wasm bytes, in hex.
     pub fn sha256_hex(&self) -> String {
         hex::encode(self.inner.sha256)
+    }
+
+    /// Whether the module exports a function named `name`.
+    pub fn exports_function(&self, name: &str) -> bool {
+        self.inner
+            .pre
+            .module()
+            .get_export(name)
+            .is_some_and(|ty| ty.func().is_some())
     }
 
     /// Whether the module is a command or a reactor.
@@ -132,7 +141,10 @@ pub enum TemplateError {
 pub(crate) fn check_imports(module: &wasmtime::Module) -> Result<(), TemplateError> {
     for import in module.imports() {
         let is_func = matches!(import.ty(), wasmtime::ExternType::Func(_));
-        if import.module() != WASI_MODULE || !is_func {
+        let known = import.module() == WASI_MODULE
+            || (import.module() == crate::wasi::process::MODULE
+                && crate::wasi::process::IMPORTS.contains(&import.name()));
+        if !known || !is_func {
             return Err(TemplateError::UnsupportedImport {
                 module: import.module().to_owned(),
                 name: import.name().to_owned(),

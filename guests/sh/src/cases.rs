@@ -1,8 +1,8 @@
 //! The table-driven test: runs every case of `tests/cases.txt` (parsed by [`crate::table`]) natively, each in
 //! a fresh temporary directory that plays the sandbox's `/`.
 
-use crate::table::*;
 use crate::exec::Shell;
+use crate::table::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -56,14 +56,14 @@ fn every_case_of_the_table_passes() {
 fn random_command_lines_never_panic() {
     const FRAGMENTS: &[&str] = &[
         "echo", "cat", "ls", "grep", "sort", "wc", "printf", "seq", "test", "[", "]", "head",
-        "tail", "tr", "cd", "mkdir", "rm", "cp", "mv", "touch", "read", "export", "uniq",
-        "date", "x", "-n", "-l", "-e", "%d", "%s", "%", "\\", "'", "\"", "$", "${", "}", "$(",
-        "$((", "(", ")", "{", "|", "||", "&&", ";", "&", ">", ">>", "<", "2>&1", "<<", "<<<",
-        "EOF", "*", "?", "[a-", "#", "\n", " ", " ", " ", "=", "A=1", "$A", "$?", "if", "then",
-        "else", "fi", "for", "in", "do", "done", "!", "/", "..", "/tmp", "3", "-1", "0", "a b",
-        "é", "\t", "`", "~", "exit", "trap", "EXIT", "base64", "-d", "du", "[[", "]]", "==",
-        "{a,b}", "{1..3}", "case", "esac", ";;", "f()", "f", "break", "continue", "return",
-        "find", "cut", "-f1", "xargs", "sed", "s/a/b/g", "p", "$=",
+        "tail", "tr", "cd", "mkdir", "rm", "cp", "mv", "touch", "read", "export", "uniq", "date",
+        "x", "-n", "-l", "-e", "%d", "%s", "%", "\\", "'", "\"", "$", "${", "}", "$(", "$((", "(",
+        ")", "{", "|", "||", "&&", ";", "&", ">", ">>", "<", "2>&1", "<<", "<<<", "EOF", "*", "?",
+        "[a-", "#", "\n", " ", " ", " ", "=", "A=1", "$A", "$?", "if", "then", "else", "fi", "for",
+        "in", "do", "done", "!", "/", "..", "/tmp", "3", "-1", "0", "a b", "é", "\t", "`", "~",
+        "exit", "trap", "EXIT", "base64", "-d", "du", "[[", "]]", "==", "{a,b}", "{1..3}", "case",
+        "esac", ";;", "f()", "f", "break", "continue", "return", "find", "cut", "-f1", "xargs",
+        "sed", "s/a/b/g", "p", "$=",
     ];
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = || {

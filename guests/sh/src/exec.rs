@@ -1,7 +1,8 @@
 //! The executor: shell state (variables, working directory, last status) and the AST walk.
 //!
-//! Everything runs in-process: there is no `fork`/`exec` on wasm32-wasip1, so every command is a builtin and
-//! pipeline stages run one after another through in-memory buffers. Paths are resolved against `root`, the
+//! Builtins run in-process and pipeline stages run one after another through in-memory buffers; a
+//! command that is not a builtin or a function is a program the host starts as a child process
+//! ([`crate::external`]), its streams wired to the stage's. Paths are resolved against `root`, the
 //! directory that plays `/`; in the wasm build that is the real `/`, in native tests a temporary directory.
 
 use std::collections::BTreeMap;
@@ -653,10 +654,7 @@ impl Shell {
         }
         match builtins::lookup(name) {
             Some(f) => f(self, argv, io),
-            None => {
-                io.eprintln(&format!("sh: {name}: command not found"));
-                127
-            }
+            None => crate::external::run(self, argv, io),
         }
     }
 

@@ -10,18 +10,34 @@ use std::rc::Rc;
 
 /// An output stream: the process's stdout/stderr, a file, or an in-memory pipe buffer.
 #[derive(Clone)]
-pub struct Sink(Rc<RefCell<dyn Write>>);
+pub struct Sink(Rc<RefCell<dyn Write>>, Option<u32>);
 
 impl Sink {
     /// Wraps any writer; the writer lives as long as the last clone of the sink.
     pub fn new<W: Write + 'static>(w: W) -> Self {
-        Sink(Rc::new(RefCell::new(w)))
+        Sink(Rc::new(RefCell::new(w)), None)
+    }
+
+    /// Wraps the writer of the process's own fd `fd` (stdout or stderr): a program the shell starts
+    /// is handed the fd itself, so what it prints streams out directly.
+    pub fn fd<W: Write + 'static>(w: W, fd: u32) -> Self {
+        Sink(Rc::new(RefCell::new(w)), Some(fd))
+    }
+
+    /// The process's fd this sink writes to, if it is one of the process's own streams.
+    pub fn raw_fd(&self) -> Option<u32> {
+        self.1
+    }
+
+    /// Whether two sinks are the same stream (`2>&1`).
+    pub fn same(&self, other: &Sink) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
     }
 
     /// A new in-memory sink plus the handle to read what was written into it.
     pub fn buffer() -> (Self, Rc<RefCell<Vec<u8>>>) {
         let buf = Rc::new(RefCell::new(Vec::new()));
-        (Sink(buf.clone()), buf)
+        (Sink(buf.clone(), None), buf)
     }
 
     /// A sink that discards everything (`>&-`, `2>/dev/null` without a /dev in the sandbox).
@@ -52,6 +68,8 @@ pub struct Source {
     buf: Vec<u8>,
     pos: usize,
     reader: Option<Box<dyn Read>>,
+    /// The process's fd the reader reads, when it is the process's own stdin.
+    fd: Option<u32>,
 }
 
 /// A shared handle on a [`Source`].
@@ -65,16 +83,29 @@ impl Input {
             buf,
             pos: 0,
             reader: None,
+            fd: None,
         })))
     }
 
-    /// Input read lazily from a reader (the process's stdin): nothing is read unless a command asks.
-    pub fn reader<R: Read + 'static>(r: R) -> Self {
+    /// Input read lazily from the process's own stdin through `r`: a program the shell starts is handed
+    /// fd 0 itself while nothing of it has been read ahead.
+    pub fn stdin<R: Read + 'static>(r: R) -> Self {
         Input(Rc::new(RefCell::new(Source {
             buf: Vec::new(),
             pos: 0,
             reader: Some(Box::new(r)),
+            fd: Some(0),
         })))
+    }
+
+    /// The process's fd this input still reads straight from: its own stdin, with nothing buffered.
+    pub fn raw_fd(&self) -> Option<u32> {
+        let src = self.0.try_borrow().ok()?;
+        if src.reader.is_some() && src.pos >= src.buf.len() {
+            src.fd
+        } else {
+            None
+        }
     }
 
     fn fill(src: &mut Source) {
@@ -202,7 +233,7 @@ mod tests {
 
     #[test]
     fn read_line_answers_once_a_line_arrived() {
-        let input = Input::reader(OneLineThenBlock(false));
+        let input = Input::stdin(OneLineThenBlock(false));
         assert_eq!(input.read_line().as_deref(), Some(&b"one"[..]));
     }
 

@@ -1,8 +1,9 @@
 //! `sh`: the command interpreter of Stasis's `base` template, run by the host as `sh -c "CMD"`, or as
 //! `sh -i` for an interactive session on the host's PTY (see [`interactive`]).
 //!
-//! A POSIX-style shell subset whose utilities (`ls`, `cat`, `grep`, ...) are builtins, because a
-//! wasm32-wasip1 sandbox cannot start other programs.
+//! A POSIX-style shell subset whose utilities (`ls`, `cat`, `grep`, ...) are builtins; any other command
+//! is a program of the sandbox (`python3`, `node`, a registered template) that the shell starts as a
+//! child process through the host (see [`external`]).
 
 mod arith;
 mod brace;
@@ -11,6 +12,7 @@ mod builtins;
 mod cases;
 mod exec;
 mod expand;
+mod external;
 mod glob;
 mod io;
 mod lexer;
@@ -145,7 +147,7 @@ fn interactive(sh: &mut Shell) -> i32 {
         }
         // Each command line reads stdin afresh: one that read to end of file (`cat` ended by Ctrl-D) must
         // not leave the next without input.
-        sh.stdin = Input::reader(FlushingStdin(sh.out.clone()));
+        sh.stdin = Input::stdin(FlushingStdin(sh.out.clone()));
         let io = sh.io();
         sh.run_str(&pending, &io);
         pending.clear();
@@ -194,13 +196,13 @@ fn main() {
         .ok()
         .filter(|p| p.starts_with('/') && std::path::Path::new(p).is_dir());
     let cwd = cwd.unwrap_or_else(|| "/".to_string());
-    let out = Sink::new(BufWriter::new(std::io::stdout()));
+    let out = Sink::fd(BufWriter::new(std::io::stdout()), 1);
     let io = Io {
         // Output is flushed before stdin is read, so a prompt reaches whoever is to answer it.
-        stdin: Input::reader(FlushingStdin(out.clone())),
+        stdin: Input::stdin(FlushingStdin(out.clone())),
         out,
         // Unbuffered so diagnostics interleave with output the way a terminal would show them.
-        err: Sink::new(std::io::stderr()),
+        err: Sink::fd(std::io::stderr(), 2),
     };
     let mut sh = Shell::new(PathBuf::from("/"), &cwd, std::env::vars(), io);
     sh.errexit = errexit;

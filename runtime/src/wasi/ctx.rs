@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use cap_std::ambient_authority;
@@ -16,13 +16,29 @@ use super::stdio::{OutputState, StdinState};
 use super::types::rights;
 use super::{WasiConfig, WasiLimits, WasiSetupError};
 
+/// A process's standard input, shared with the children it hands it to.
+pub(crate) type SharedStdin = Arc<Mutex<StdinState>>;
+/// A process's stdout or stderr, shared with the children it hands it to.
+pub(crate) type SharedOutput = Arc<Mutex<OutputState>>;
+
+/// Locks a shared stream; a panic while it was held leaves bytes, never broken invariants, so a poisoned
+/// lock is simply taken.
+pub(crate) fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The open object behind an fd.
 pub(crate) enum Handle {
-    Stdin,
-    Stdout,
-    Stderr,
+    /// A standard input: this process's own, or its parent's that a spawn handed down.
+    Stdin(SharedStdin),
+    /// A standard output, likewise.
+    Stdout(SharedOutput),
+    /// A standard error, likewise.
+    Stderr(SharedOutput),
     Dir(Dir),
     File(std::fs::File),
+    /// One end of a pipe between processes of the sandbox.
+    Pipe(super::pipe::PipeEnd),
 }
 
 /// One fd: its handle and the plain data needed to describe and re-open it.
@@ -66,9 +82,10 @@ pub struct WasiCtx {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) fds: BTreeMap<u32, FdEntry>,
     pub(crate) preopens: Vec<Preopen>,
-    pub(crate) stdin: StdinState,
-    pub(crate) stdout: OutputState,
-    pub(crate) stderr: OutputState,
+    /// The process's own standard streams (its fds 0–2 at the start; a child may share its parent's).
+    pub(crate) stdin: SharedStdin,
+    pub(crate) stdout: SharedOutput,
+    pub(crate) stderr: SharedOutput,
     pub(crate) limits: WasiLimits,
     pub(crate) clock: VirtualClock,
     /// When the current call into the guest must end: a blocking import (a `poll_oneoff` sleep) waits no
@@ -78,6 +95,10 @@ pub struct WasiCtx {
     pub(crate) interrupt: Option<Arc<super::Interrupt>>,
     /// The unwind protocol's host side (see [`super::suspend`]).
     pub(crate) suspend: super::suspend::SuspendState,
+    /// The process's id in its sandbox (what its children name as their parent).
+    pub(crate) pid: u32,
+    /// The sandbox's processes, for the `stasis` imports (`None`: `ENOSYS`).
+    pub(crate) processes: Option<Arc<dyn super::process::ProcessHost>>,
 }
 
 impl std::fmt::Debug for WasiCtx {
@@ -95,7 +116,12 @@ impl WasiCtx {
     /// after it.
     pub fn new(config: WasiConfig) -> Result<Self, WasiSetupError> {
         let mut ctx = Self::without_fds(config, 0)?;
-        for (fd, handle) in [(0, Handle::Stdin), (1, Handle::Stdout), (2, Handle::Stderr)] {
+        let stdio = [
+            Handle::Stdin(ctx.stdin.clone()),
+            Handle::Stdout(ctx.stdout.clone()),
+            Handle::Stderr(ctx.stderr.clone()),
+        ];
+        for (fd, handle) in (0..).zip(stdio) {
             ctx.fds.insert(fd, FdEntry::stdio(handle));
         }
         for i in 0..ctx.preopens.len() {
@@ -168,14 +194,16 @@ impl WasiCtx {
             env: config.env,
             fds: BTreeMap::new(),
             preopens,
-            stdin: StdinState::new(config.stdin),
-            stdout: OutputState::new(config.stdout),
-            stderr: OutputState::new(config.stderr),
+            stdin: Arc::new(Mutex::new(StdinState::new(config.stdin))),
+            stdout: Arc::new(Mutex::new(OutputState::new(config.stdout))),
+            stderr: Arc::new(Mutex::new(OutputState::new(config.stderr))),
             limits: config.limits,
             clock: VirtualClock::starting_at(clock_ns),
             deadline: None,
             interrupt: None,
             suspend: Default::default(),
+            pid: 0,
+            processes: None,
         })
     }
 
@@ -202,27 +230,48 @@ impl WasiCtx {
         }
     }
 
+    /// Makes the context process `pid` of the sandbox whose processes `host` runs, for the `stasis`
+    /// imports.
+    pub(crate) fn set_process_host(
+        &mut self,
+        pid: u32,
+        host: Arc<dyn super::process::ProcessHost>,
+    ) {
+        self.pid = pid;
+        self.processes = Some(host);
+    }
+
+    /// Makes `entry` (a duplicate of a parent's fd) the process's fd `fd`, 0–2, before it starts. A stdin
+    /// handed down becomes the process's own, so a wait on it can be woken; output handed down is only
+    /// written to, never drained here (what it captured is its owner's).
+    pub(crate) fn install_stdio(&mut self, fd: u32, entry: FdEntry) {
+        if let (Handle::Stdin(shared), 0) = (&entry.handle, fd) {
+            self.stdin = shared.clone();
+        }
+        self.fds.insert(fd, entry);
+    }
+
     /// The interrupt that can stop or suspend the guest, if it has one.
     pub fn interrupt(&self) -> Option<&Arc<super::Interrupt>> {
         self.interrupt.as_ref()
     }
 
     /// The pipe stdin reads from, if it is one.
-    pub fn stdin_pipe(&self) -> Option<&super::StdinPipe> {
-        self.stdin.pipe()
+    pub fn stdin_pipe(&self) -> Option<super::StdinPipe> {
+        lock(&self.stdin).pipe().cloned()
     }
 
     /// Gives the guest new standard streams (a resumed command's, from its new owner); fds keep their
-    /// numbers.
+    /// numbers, and children sharing the streams see the new ones too (they are replaced in place).
     pub fn replace_stdio(
         &mut self,
         stdin: super::Stdin,
         stdout: super::OutputSink,
         stderr: super::OutputSink,
     ) {
-        self.stdin.replace(stdin);
-        self.stdout = super::stdio::OutputState::new(stdout);
-        self.stderr = super::stdio::OutputState::new(stderr);
+        lock(&self.stdin).replace(stdin);
+        *lock(&self.stdout) = OutputState::new(stdout);
+        *lock(&self.stderr) = OutputState::new(stderr);
     }
 
     /// The fd entry of preopen `index` (a fresh handle on its directory).
@@ -258,22 +307,22 @@ impl WasiCtx {
 
     /// Drains the captured stdout.
     pub fn take_stdout(&mut self) -> Vec<u8> {
-        self.stdout.take()
+        lock(&self.stdout).take()
     }
 
     /// Drains the captured stderr.
     pub fn take_stderr(&mut self) -> Vec<u8> {
-        self.stderr.take()
+        lock(&self.stderr).take()
     }
 
     /// Whether stdout output was dropped because the capture buffer was full.
     pub fn stdout_truncated(&self) -> bool {
-        self.stdout.truncated()
+        lock(&self.stdout).truncated()
     }
 
     /// Whether stderr output was dropped because the capture buffer was full.
     pub fn stderr_truncated(&self) -> bool {
-        self.stderr.truncated()
+        lock(&self.stderr).truncated()
     }
 
     /// The fds currently open, in increasing order.
@@ -348,10 +397,44 @@ impl WasiCtx {
 }
 
 impl FdEntry {
+    /// A second entry for the same open object, with the same flags and offset: what a child gets of the
+    /// fd its parent hands it (`dup`, not a re-open).
+    pub(crate) fn duplicate(&self) -> GuestResult<Self> {
+        let handle = match &self.handle {
+            Handle::Stdin(s) => Handle::Stdin(s.clone()),
+            Handle::Stdout(s) => Handle::Stdout(s.clone()),
+            Handle::Stderr(s) => Handle::Stderr(s.clone()),
+            Handle::Dir(d) => Handle::Dir(d.try_clone()?),
+            Handle::File(f) => Handle::File(f.try_clone()?),
+            Handle::Pipe(end) => Handle::Pipe(end.duplicate()),
+        };
+        Ok(Self {
+            handle,
+            preopen: self.preopen,
+            is_preopen: self.is_preopen,
+            rel_path: self.rel_path.clone(),
+            lookupflags: self.lookupflags,
+            oflags: self.oflags,
+            fdflags: self.fdflags,
+            rights_base: self.rights_base,
+            rights_inheriting: self.rights_inheriting,
+            read: self.read,
+            write: self.write,
+            offset: self.offset,
+            readdir_cookie: self.readdir_cookie,
+        })
+    }
+
     pub(crate) fn stdio(handle: Handle) -> Self {
-        let (read, write, r) = match handle {
-            Handle::Stdin => (true, false, rights::FD_READ),
-            _ => (false, true, rights::FD_WRITE),
+        let reads = match &handle {
+            Handle::Stdin(_) => true,
+            Handle::Pipe(end) => !end.is_write(),
+            _ => false,
+        };
+        let (read, write, r) = if reads {
+            (true, false, rights::FD_READ)
+        } else {
+            (false, true, rights::FD_WRITE)
         };
         Self {
             handle,
@@ -406,13 +489,12 @@ mod tests {
         cfg.limits.max_open_fds = 6;
         let mut ctx = WasiCtx::new(cfg)?;
         ctx.fds.remove(&1);
-        assert_eq!(ctx.insert(FdEntry::stdio(Handle::Stdout)), Ok(1));
-        assert_eq!(ctx.insert(FdEntry::stdio(Handle::Stdout)), Ok(4));
-        assert_eq!(ctx.insert(FdEntry::stdio(Handle::Stdout)), Ok(5));
-        assert_eq!(
-            ctx.insert(FdEntry::stdio(Handle::Stdout)),
-            Err(Errno::Mfile)
-        );
+        let ctx_stdout = ctx.stdout.clone();
+        let out = || FdEntry::stdio(Handle::Stdout(ctx_stdout.clone()));
+        assert_eq!(ctx.insert(out()), Ok(1));
+        assert_eq!(ctx.insert(out()), Ok(4));
+        assert_eq!(ctx.insert(out()), Ok(5));
+        assert_eq!(ctx.insert(out()), Err(Errno::Mfile));
         Ok(())
     }
 }

@@ -43,6 +43,8 @@ pub mod errno;
 mod imports;
 mod interrupt;
 pub mod memory;
+pub(crate) mod pipe;
+pub mod process;
 mod quota;
 mod state;
 mod stdio;
@@ -222,6 +224,13 @@ pub enum WasiSaveError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The fd is one end of a pipe between processes, which the process's own state cannot carry (the
+    /// pipe is shared with other processes).
+    #[error("fd {fd} is a pipe between processes, which cannot be saved")]
+    Pipe {
+        /// The guest fd.
+        fd: u32,
     },
 }
 

@@ -91,9 +91,10 @@ impl WasiCtx {
         for (&fd, e) in &self.fds {
             self.check_still_there(fd, e)?;
             let kind = match &e.handle {
-                Handle::Stdin => FdKindState::Stdin,
-                Handle::Stdout => FdKindState::Stdout,
-                Handle::Stderr => FdKindState::Stderr,
+                Handle::Stdin(_) => FdKindState::Stdin,
+                Handle::Stdout(_) => FdKindState::Stdout,
+                Handle::Stderr(_) => FdKindState::Stderr,
+                Handle::Pipe(_) => return Err(WasiSaveError::Pipe { fd }),
                 Handle::Dir(_) if e.is_preopen => FdKindState::PreopenDir,
                 Handle::Dir(_) => FdKindState::Dir,
                 Handle::File(_) => FdKindState::File,
@@ -224,9 +225,9 @@ impl WasiCtx {
                 })
         };
         let handle = match s.kind {
-            FdKindState::Stdin => Handle::Stdin,
-            FdKindState::Stdout => Handle::Stdout,
-            FdKindState::Stderr => Handle::Stderr,
+            FdKindState::Stdin => Handle::Stdin(self.stdin.clone()),
+            FdKindState::Stdout => Handle::Stdout(self.stdout.clone()),
+            FdKindState::Stderr => Handle::Stderr(self.stderr.clone()),
             FdKindState::PreopenDir => {
                 Handle::Dir(preopen(s.preopen)?.dir.try_clone().map_err(reopen_err)?)
             }

@@ -9,6 +9,7 @@ mod differential;
 mod engine;
 mod instrument;
 mod javascript;
+mod kernel;
 mod lifecycle;
 mod persistence;
 mod proptests;

@@ -22,7 +22,10 @@ fn text(request: &[u8]) -> Result<&str, String> {
 }
 
 fn number(request: &[u8]) -> Result<u64, String> {
-    text(request)?.trim().parse().map_err(|e| format!("expected a number: {e}"))
+    text(request)?
+        .trim()
+        .parse()
+        .map_err(|e| format!("expected a number: {e}"))
 }
 
 /// Increments a `static mut` counter and an atomic call count; returns `counter calls`.
@@ -48,7 +51,11 @@ export_handler!(remember);
 
 /// Returns every note, comma-separated.
 fn recall(_: &[u8]) -> Result<Vec<u8>, String> {
-    Ok(NOTES.lock().map_err(|_| "notes poisoned")?.join(",").into_bytes())
+    Ok(NOTES
+        .lock()
+        .map_err(|_| "notes poisoned")?
+        .join(",")
+        .into_bytes())
 }
 export_handler!(recall);
 
@@ -56,7 +63,9 @@ export_handler!(recall);
 /// xorshift output, `typical` mostly zeros with a small pattern every 4 KiB. Returns the block count.
 fn fill(request: &[u8]) -> Result<Vec<u8>, String> {
     let words: Vec<&str> = text(request)?.split_whitespace().collect();
-    let [mib, seed, kind] = words[..] else { return Err("usage: MIB SEED random|typical".into()) };
+    let [mib, seed, kind] = words[..] else {
+        return Err("usage: MIB SEED random|typical".into());
+    };
     let mib: usize = mib.parse().map_err(|e| format!("MIB: {e}"))?;
     let mut state: u64 = seed.parse::<u64>().map_err(|e| format!("SEED: {e}"))? | 1;
     let mut block = vec![0u8; mib << 20];
@@ -72,7 +81,8 @@ fn fill(request: &[u8]) -> Result<Vec<u8>, String> {
         "typical" => {
             for (i, page) in block.chunks_mut(4096).enumerate() {
                 if i % 4 == 0 {
-                    page[..16].copy_from_slice(&(state.wrapping_add(i as u64) as u128).to_le_bytes());
+                    page[..16]
+                        .copy_from_slice(&(state.wrapping_add(i as u64) as u128).to_le_bytes());
                 }
             }
         }
@@ -88,7 +98,9 @@ export_handler!(fill);
 /// (a small, contiguous change to a large memory, for incremental pauses).
 fn dirty(request: &[u8]) -> Result<Vec<u8>, String> {
     let words: Vec<&str> = text(request)?.split_whitespace().collect();
-    let [mib, seed] = words[..] else { return Err("usage: MIB SEED".into()) };
+    let [mib, seed] = words[..] else {
+        return Err("usage: MIB SEED".into());
+    };
     let mib: usize = mib.parse().map_err(|e| format!("MIB: {e}"))?;
     let mut state: u64 = seed.parse::<u64>().map_err(|e| format!("SEED: {e}"))? | 1;
     let mut blocks = BLOCKS.lock().map_err(|_| "blocks poisoned")?;
@@ -133,7 +145,13 @@ export_handler!(peek_page);
 /// Opens (creating if needed) the file at the requested path and keeps it open across calls.
 fn open(request: &[u8]) -> Result<Vec<u8>, String> {
     let path = text(request)?;
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(|e| format!("open {path}: {e}"))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| format!("open {path}: {e}"))?;
     *OPEN_FILE.lock().map_err(|_| "file poisoned")? = Some(file);
     Ok(Vec::new())
 }
@@ -144,7 +162,11 @@ fn write(request: &[u8]) -> Result<Vec<u8>, String> {
     let mut slot = OPEN_FILE.lock().map_err(|_| "file poisoned")?;
     let file = slot.as_mut().ok_or("no open file")?;
     file.write_all(request).map_err(|e| e.to_string())?;
-    Ok(file.stream_position().map_err(|e| e.to_string())?.to_string().into_bytes())
+    Ok(file
+        .stream_position()
+        .map_err(|e| e.to_string())?
+        .to_string()
+        .into_bytes())
 }
 export_handler!(write);
 
@@ -165,13 +187,19 @@ fn seek(request: &[u8]) -> Result<Vec<u8>, String> {
     let offset = number(request)?;
     let mut slot = OPEN_FILE.lock().map_err(|_| "file poisoned")?;
     let file = slot.as_mut().ok_or("no open file")?;
-    Ok(file.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?.to_string().into_bytes())
+    Ok(file
+        .seek(SeekFrom::Start(offset))
+        .map_err(|e| e.to_string())?
+        .to_string()
+        .into_bytes())
 }
 export_handler!(seek);
 
 /// `PATH\nCONTENT`: writes a whole file.
 fn put_file(request: &[u8]) -> Result<Vec<u8>, String> {
-    let (path, content) = text(request)?.split_once('\n').ok_or("usage: PATH\\nCONTENT")?;
+    let (path, content) = text(request)?
+        .split_once('\n')
+        .ok_or("usage: PATH\\nCONTENT")?;
     if let Some(parent) = std::path::Path::new(path).parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
     }

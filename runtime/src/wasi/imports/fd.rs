@@ -8,9 +8,10 @@ use cap_fs_ext::MetadataExt as _;
 use wasmtime::{Caller, Linker};
 
 use super::{Getter, run, u};
-use crate::wasi::ctx::{FdEntry, Handle, WasiCtx};
+use crate::wasi::ctx::{FdEntry, Handle, WasiCtx, lock};
 use crate::wasi::errno::{Errno, GuestResult};
 use crate::wasi::memory::GuestMemory;
+use crate::wasi::pipe::{PipeRead, PipeWrite, Wake, waker};
 use crate::wasi::quota::DiskQuota;
 use crate::wasi::stdio::StdinRead;
 use crate::wasi::types::{DIRENT_SIZE, FILESTAT_SIZE, fdflags, filetype, fstflags, rights, whence};
@@ -149,25 +150,37 @@ pub(super) fn add<T: Send + 'static>(
         move |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, off: i64, out: i32| {
             run(&mut c, get, |m, ctx| {
                 let written = write_file(m, ctx, u(fd), u(iovs), u(n), Some(off as u64))?;
-                m.write_u32(u(out), written)
+                m.write_u32(u(out), written.unwrap_or(0))
             })
         },
     )?;
+    // An unwind point: a write waiting for room in a full pipe unwinds on a suspend request and is
+    // re-issued whole.
     linker.func_wrap(
         MODULE,
         "fd_write",
         move |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, out: i32| {
-            // An unwind point (writes never block today, but one may be asked to unwind here).
-            let retry = |_: &mut WasiCtx| PendingCall::Retry {
+            let retry = || PendingCall::Retry {
                 import: "fd_write".into(),
             };
-            if let SuspendEntry::Unwound = suspend_enter(&mut c, get, retry)? {
+            if let SuspendEntry::Unwound = suspend_enter(&mut c, get, |_| retry())? {
                 return Ok(0);
             }
-            run(&mut c, get, |m, ctx| {
-                let written = write_file(m, ctx, u(fd), u(iovs), u(n), None)?;
-                m.write_u32(u(out), written)
-            })
+            let mut suspended = false;
+            let errno = run(&mut c, get, |m, ctx| {
+                match write_file(m, ctx, u(fd), u(iovs), u(n), None)? {
+                    Some(written) => m.write_u32(u(out), written),
+                    None => {
+                        suspended = true;
+                        Ok(())
+                    }
+                }
+            })?;
+            if suspended {
+                suspend_unwind(&mut c, get, retry())?;
+                return Ok(0);
+            }
+            Ok(errno)
         },
     )?;
     linker.func_wrap(
@@ -318,7 +331,7 @@ fn fd_fdstat_get(m: &mut GuestMemory<'_>, ctx: &mut WasiCtx, fd: u32, out: u32) 
     let e = ctx.entry(fd)?;
     let (ftype, base, inheriting) = match &e.handle {
         // Captured stdio is never a terminal; wasmtime-wasi reports `unknown` for non-tty stdio.
-        Handle::Stdin | Handle::Stdout | Handle::Stderr => {
+        Handle::Stdin(_) | Handle::Stdout(_) | Handle::Stderr(_) | Handle::Pipe(_) => {
             (filetype::UNKNOWN, e.rights_base, e.rights_base)
         }
         Handle::Dir(_) if e.is_preopen => (
@@ -559,31 +572,24 @@ fn read_file(
     at: Option<u64>,
 ) -> GuestResult<Option<u32>> {
     let iovs = m.read_iovecs(iovs, n)?;
-    let e = ctx.entry(fd)?;
     let mut total: u32 = 0;
+    // A suspend request wins over an interrupt: the interrupt stays pending through the pause.
+    let wake = waker(ctx.interrupt.clone(), ctx.suspendable());
+    let e = ctx.entry(fd)?;
     match &e.handle {
-        Handle::Stdin if at.is_none() => {
-            let interrupt = ctx.interrupt.clone();
-            let suspendable = ctx.suspendable();
-            // A suspend request wins over an interrupt: the interrupt stays pending through the pause.
-            let wake = || {
-                let i = interrupt.as_ref()?;
-                if suspendable && i.suspend_requested() {
-                    Some(StdinRead::Suspend)
-                } else if i.take_sigint() {
-                    Some(StdinRead::Interrupted)
-                } else {
-                    None
-                }
+        Handle::Stdin(stdin) if at.is_none() => {
+            let stdin_wake = || {
+                wake().map(|why| match why {
+                    Wake::Suspend => StdinRead::Suspend,
+                    Wake::Interrupted => StdinRead::Interrupted,
+                })
             };
+            let mut stdin = lock(stdin);
             for iov in iovs {
                 // Only the first buffer waits: once something was read the call returns, so a suspend
                 // request never finds a read half-done (the rewind re-issues it from nothing).
                 let block = total == 0;
-                match ctx
-                    .stdin
-                    .read(m.slice_mut(iov.ptr, iov.len)?, block, &wake)?
-                {
+                match stdin.read(m.slice_mut(iov.ptr, iov.len)?, block, &stdin_wake)? {
                     StdinRead::Data(got) => {
                         total = total.saturating_add(got as u32);
                         if got < iov.len as usize {
@@ -596,7 +602,25 @@ fn read_file(
                 }
             }
         }
-        Handle::Stdin | Handle::Stdout | Handle::Stderr if at.is_some() => {
+        Handle::Pipe(end) if at.is_none() && !end.is_write() => {
+            for iov in iovs {
+                let block = total == 0;
+                match end.read(m.slice_mut(iov.ptr, iov.len)?, block, &wake) {
+                    PipeRead::Data(got) => {
+                        total = total.saturating_add(got as u32);
+                        if got < iov.len as usize {
+                            break;
+                        }
+                    }
+                    PipeRead::WouldBlock => break,
+                    PipeRead::Woken(Wake::Suspend) => return Ok(None),
+                    PipeRead::Woken(Wake::Interrupted) => return Err(Errno::Intr),
+                }
+            }
+        }
+        Handle::Stdin(_) | Handle::Stdout(_) | Handle::Stderr(_) | Handle::Pipe(_)
+            if at.is_some() =>
+        {
             return Err(Errno::Spipe);
         }
         Handle::File(f) => {
@@ -630,7 +654,8 @@ fn read_file(
     Ok(Some(total))
 }
 
-/// `fd_write` (`at` = `None`: at the offset, or the end for `APPEND`) and `fd_pwrite` (`at` = the offset).
+/// `fd_write` (`at` = `None`: at the offset, or the end for `APPEND`) and `fd_pwrite` (`at` = the offset):
+/// the bytes written, or `None` when a wait for room in a pipe was cut short by a suspend request.
 fn write_file(
     m: &mut GuestMemory<'_>,
     ctx: &mut WasiCtx,
@@ -638,23 +663,43 @@ fn write_file(
     iovs: u32,
     n: u32,
     at: Option<u64>,
-) -> GuestResult<u32> {
+) -> GuestResult<Option<u32>> {
     let iovs = m.read_iovecs(iovs, n)?;
     let preopen = ctx.entry(fd)?.preopen;
     let quota = quota_of(ctx, preopen);
+    let (interrupt, suspendable) = (ctx.interrupt.clone(), ctx.suspendable());
     let e = ctx.entry(fd)?;
     let mut total: u32 = 0;
     match &e.handle {
-        Handle::Stdout | Handle::Stderr if at.is_some() => return Err(Errno::Spipe),
-        Handle::Stdout | Handle::Stderr => {
-            let out = if matches!(e.handle, Handle::Stdout) {
-                &mut ctx.stdout
-            } else {
-                &mut ctx.stderr
-            };
+        Handle::Stdout(_) | Handle::Stderr(_) | Handle::Pipe(_) if at.is_some() => {
+            return Err(Errno::Spipe);
+        }
+        Handle::Stdout(out) | Handle::Stderr(out) => {
+            let mut out = lock(out);
             for iov in iovs {
                 out.write(m.slice(iov.ptr, iov.len)?);
                 total = total.saturating_add(iov.len);
+            }
+        }
+        Handle::Pipe(end) if end.is_write() => {
+            let wake = waker(interrupt.clone(), suspendable);
+            'iovs: for iov in iovs {
+                let mut data = m.slice(iov.ptr, iov.len)?;
+                while !data.is_empty() {
+                    // Only a write that has moved nothing yet waits or unwinds; after that, a short count.
+                    let block = total == 0;
+                    match end.write(data, block, &wake) {
+                        PipeWrite::Written(k) => {
+                            total = total.saturating_add(k as u32);
+                            data = &data[k..];
+                        }
+                        PipeWrite::Broken if total == 0 => return Err(Errno::Pipe),
+                        PipeWrite::WouldBlock | PipeWrite::Broken => break 'iovs,
+                        PipeWrite::Woken(_) if total > 0 => break 'iovs,
+                        PipeWrite::Woken(Wake::Suspend) => return Ok(None),
+                        PipeWrite::Woken(Wake::Interrupted) => return Err(Errno::Intr),
+                    }
+                }
             }
         }
         Handle::File(f) => {
@@ -683,7 +728,7 @@ fn write_file(
         }
         _ => return Err(Errno::Badf),
     }
-    Ok(total)
+    Ok(Some(total))
 }
 
 /// Writes all of `data` at `pos`, charging the quota for the bytes the file grows by.
@@ -829,7 +874,9 @@ fn fd_seek(ctx: &mut WasiCtx, fd: u32, off: i64, wh: i32) -> GuestResult<u64> {
     let e = ctx.entry(fd)?;
     let f = match &e.handle {
         Handle::File(f) => f,
-        Handle::Stdin | Handle::Stdout | Handle::Stderr => return Err(Errno::Spipe),
+        Handle::Stdin(_) | Handle::Stdout(_) | Handle::Stderr(_) | Handle::Pipe(_) => {
+            return Err(Errno::Spipe);
+        }
         Handle::Dir(_) => return Err(Errno::Badf),
     };
     let base = match u8::try_from(wh) {

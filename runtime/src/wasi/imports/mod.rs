@@ -10,6 +10,7 @@ mod fd;
 mod path;
 mod poll;
 mod proc_misc;
+mod process;
 mod sock;
 
 use wasmtime::{Caller, Extern, Linker};
@@ -33,6 +34,7 @@ pub fn add_to_linker<T: Send + 'static>(
     poll::add(linker, get)?;
     proc_misc::add(linker, get)?;
     sock::add(linker, get)?;
+    process::add(linker, get)?;
     Ok(())
 }
 

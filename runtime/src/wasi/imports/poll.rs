@@ -1,5 +1,7 @@
 //! `poll_oneoff`: clock subscriptions sleep on the (virtual) clocks; fd subscriptions on files and stdio are
-//! always ready, because reads and writes on them never block longer than the host's own I/O.
+//! always ready, because reads and writes on them never block longer than the host's own I/O; a pipe's are
+//! ready when it has bytes or end-of-file (read) or room or no reader (write), and are waited for, looked
+//! at again every [`crate::wasi::pipe::WAIT_SLICE`] of the sleep.
 //!
 //! It is an unwind point: a sleep cut short by a suspend request unwinds, and the rewind re-issues it with
 //! the monotonic time it began at, so relative timeouts count from the original start — a `sleep 3` paused
@@ -123,6 +125,8 @@ fn poll_oneoff(
 
     let mut ready = Vec::new();
     let mut timers: Vec<(Due, u64)> = Vec::new();
+    // Pipe subscriptions that are not ready yet: (fd, kind, userdata).
+    let mut waiting: Vec<(u32, u8, u64)> = Vec::new();
     for i in 0..n {
         let at = subs + i * SUBSCRIPTION_SIZE as u32;
         let userdata = m.read_u64(at)?;
@@ -151,13 +155,15 @@ fn poll_oneoff(
                 let fd = m.read_u32(at + 16)?;
                 // A closed fd fails the whole call, as in wasmtime-wasi.
                 ctx.entry(fd)?;
-                let (error, nbytes) = fd_readiness(ctx, fd, kind);
-                ready.push(Event {
-                    userdata,
-                    error,
-                    kind,
-                    nbytes,
-                });
+                match fd_readiness(ctx, fd, kind) {
+                    Some((error, nbytes)) => ready.push(Event {
+                        userdata,
+                        error,
+                        kind,
+                        nbytes,
+                    }),
+                    None => waiting.push((fd, kind, userdata)),
+                }
             }
             _ => return Err(Errno::Inval),
         }
@@ -183,10 +189,23 @@ fn poll_oneoff(
                     wait = wait.min(deadline - current);
                 }
             }
+            for &(fd, kind, userdata) in &waiting {
+                if let Some((error, nbytes)) = fd_readiness(ctx, fd, kind) {
+                    ready.push(Event {
+                        userdata,
+                        error,
+                        kind,
+                        nbytes,
+                    });
+                }
+            }
             if !ready.is_empty() || ctx.stopped().is_some() {
                 break;
             }
-            let nap = Duration::from_nanos(wait);
+            let mut nap = Duration::from_nanos(wait);
+            if !waiting.is_empty() {
+                nap = nap.min(crate::wasi::pipe::WAIT_SLICE);
+            }
             if let Some(deadline) = ctx.deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left < nap {
@@ -225,18 +244,27 @@ fn interrupted(ctx: &WasiCtx) -> GuestResult<Polled> {
 }
 
 /// Readiness of an fd subscription: an error for fds that cannot be read or written that way, else ready with
-/// the bytes left before end of file (files) or 0.
-fn fd_readiness(ctx: &mut WasiCtx, fd: u32, kind: u8) -> (Errno, u64) {
+/// the bytes left before end of file (files), the bytes buffered or the room left (pipes), or 0; `None` for
+/// a pipe that is not ready yet.
+fn fd_readiness(ctx: &mut WasiCtx, fd: u32, kind: u8) -> Option<(Errno, u64)> {
     let Ok(e) = ctx.entry(fd) else {
-        return (Errno::Badf, 0);
+        return Some((Errno::Badf, 0));
     };
-    match (&e.handle, kind) {
+    Some(match (&e.handle, kind) {
         (Handle::File(f), eventtype::FD_READ) => {
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             (Errno::Success, len.saturating_sub(e.offset))
         }
-        (Handle::File(_), _) | (Handle::Stdin, eventtype::FD_READ) => (Errno::Success, 0),
-        (Handle::Stdout | Handle::Stderr, eventtype::FD_WRITE) => (Errno::Success, 0),
+        (Handle::File(_), _) | (Handle::Stdin(_), eventtype::FD_READ) => (Errno::Success, 0),
+        (Handle::Stdout(_) | Handle::Stderr(_), eventtype::FD_WRITE) => (Errno::Success, 0),
+        (Handle::Pipe(end), eventtype::FD_READ) if !end.is_write() => match end.readable() {
+            (true, n) => (Errno::Success, n as u64),
+            (false, _) => return None,
+        },
+        (Handle::Pipe(end), eventtype::FD_WRITE) if end.is_write() => match end.writable() {
+            (true, n) => (Errno::Success, n as u64),
+            (false, _) => return None,
+        },
         _ => (Errno::Badf, 0),
-    }
+    })
 }

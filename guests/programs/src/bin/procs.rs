@@ -1,0 +1,127 @@
+//! A guest that exercises the `stasis` process imports directly, for the kernel's tests:
+//!
+//! - `procs copy [LIMIT]`: copies stdin to stdout (all of it, or the first LIMIT bytes, then exits 0);
+//! - `procs epipe`: starts `procs copy 10` reading a pipe, writes into the pipe until a write fails, and
+//!   prints how the write failed and the child's status;
+//! - `procs many N`: starts N children (`procs copy`, empty stdin) until one is refused, prints how many
+//!   started and why the next was refused, then waits for them all;
+//! - `procs nested DEPTH`: prints its depth and, above 0, runs itself one level deeper with its own
+//!   stdout, exiting with the child's status plus one.
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+
+use stasis_guest::process::{self, Spawn};
+
+fn child(args: &[&str], stdin: Option<u32>) -> Spawn {
+    Spawn {
+        program: "procs".into(),
+        args: std::iter::once("procs")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect(),
+        env: Vec::new(),
+        cwd: None,
+        stdin,
+        stdout: Some(1),
+        stderr: Some(2),
+    }
+}
+
+fn copy(limit: Option<usize>) {
+    let mut input = std::io::stdin();
+    let mut out = std::io::stdout();
+    let mut left = limit.unwrap_or(usize::MAX);
+    let mut buf = [0u8; 8192];
+    while left > 0 {
+        let want = buf.len().min(left);
+        match input.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => {
+                if out.write_all(&buf[..n]).is_err() {
+                    std::process::exit(3);
+                }
+                left -= n;
+            }
+            Err(e) => {
+                eprintln!("copy: {e}");
+                std::process::exit(4);
+            }
+        }
+    }
+    let _ = out.flush();
+}
+
+fn epipe() {
+    let (r, w) = process::pipe().expect("a pipe");
+    let pid = process::spawn(&child(&["copy", "10"], Some(r))).expect("spawn");
+    // SAFETY: both fds were just made by `pipe` and are owned here alone.
+    drop(unsafe { File::from_raw_fd(r as i32) });
+    let mut w = unsafe { File::from_raw_fd(w as i32) };
+    let mut written = 0usize;
+    let error = loop {
+        match w.write(b"yyyyyyyyyyyyyyyy") {
+            Ok(n) => written += n,
+            Err(e) => break e,
+        }
+    };
+    let (_, status) = process::wait(Some(pid), true).expect("wait");
+    println!(
+        "\nwrite failed: {:?} after at least 10 bytes: {}; child status {status}",
+        error.kind(),
+        written >= 10
+    );
+}
+
+fn many(n: usize) {
+    let mut started = Vec::new();
+    let mut refused = None;
+    for _ in 0..n {
+        match process::spawn(&child(&["copy"], None)) {
+            Ok(pid) => started.push(pid),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    println!(
+        "started {}; refused: {:?}",
+        started.len(),
+        refused.map(|e| e.to_string())
+    );
+    for pid in started {
+        process::wait(Some(pid), true).expect("wait");
+    }
+    println!(
+        "all reaped; next wait: {:?}",
+        process::wait(None, false).err().map(|e| e.0)
+    );
+}
+
+fn nested(depth: u32) -> i32 {
+    println!("depth {depth}");
+    let _ = std::io::stdout().flush();
+    if depth == 0 {
+        return 0;
+    }
+    let pid = process::spawn(&child(&["nested", &(depth - 1).to_string()], None)).expect("spawn");
+    let (_, status) = process::wait(Some(pid), true).expect("wait");
+    status + 1
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["copy"] => copy(None),
+        ["copy", limit] => copy(limit.parse().ok()),
+        ["epipe"] => epipe(),
+        ["many", n] => many(n.parse().unwrap_or(0)),
+        ["nested", d] => std::process::exit(nested(d.parse().unwrap_or(0))),
+        _ => {
+            eprintln!("usage: procs copy [LIMIT] | epipe | many N | nested DEPTH");
+            std::process::exit(2);
+        }
+    }
+}
