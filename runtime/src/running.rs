@@ -60,6 +60,9 @@ struct Shared {
     kind: ProcessKind,
     interrupt: Arc<Interrupt>,
     stdin: Option<StdinPipe>,
+    /// Whether `stdin` is the process's own (a stop closes it) or one it shares with its parent (a stop
+    /// only wakes it: the parent still reads it).
+    owns_stdin: bool,
     engine: wasmtime::Engine,
     /// Whether the process's module can unwind mid-call.
     suspendable: bool,
@@ -99,6 +102,7 @@ impl Control {
                 kind: process.kind,
                 interrupt: process.interrupt.clone(),
                 stdin,
+                owns_stdin: true,
                 engine,
                 suspendable: process.template.inner.layout.pausable.mid_call(),
                 slot: Mutex::new(Slot::Running),
@@ -106,6 +110,20 @@ impl Control {
                 changed: Condvar::new(),
             }),
         }
+    }
+
+    /// A control for a process that shares `stdin` with its parent (a child the kernel started): a stop
+    /// wakes its wait on it instead of closing it.
+    pub(crate) fn sharing_stdin(
+        process: &Process,
+        stdin: Option<StdinPipe>,
+        engine: wasmtime::Engine,
+    ) -> Self {
+        let mut control = Self::new(process, stdin, engine);
+        if let Some(shared) = Arc::get_mut(&mut control.shared) {
+            shared.owns_stdin = false;
+        }
+        control
     }
 
     fn slot(&self) -> MutexGuard<'_, Slot> {
@@ -155,8 +173,10 @@ impl Control {
     /// within an epoch tick of running wasm, or as soon as the host call it is blocked in returns.
     pub fn stop(&self, reason: StopReason) -> bool {
         let first = self.shared.interrupt.trigger(reason);
-        if let Some(stdin) = &self.shared.stdin {
-            stdin.close();
+        match &self.shared.stdin {
+            Some(stdin) if self.shared.owns_stdin => stdin.close(),
+            Some(stdin) => stdin.wake(),
+            None => {}
         }
         first
     }

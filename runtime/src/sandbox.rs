@@ -530,6 +530,21 @@ impl Sandbox {
         }
     }
 
+    /// Stops child `pid` (a program a process of the sandbox started, [`Sandbox::children`]) for
+    /// `reason`; false when no such child runs.
+    pub fn stop_child(&mut self, pid: u32, reason: StopReason) -> bool {
+        self.reap();
+        let running = self
+            .kernel
+            .children()
+            .iter()
+            .any(|c| c.pid == pid && c.running);
+        match self.processes.get(&pid) {
+            Some(Entry::Running(control)) if running => control.stop(reason),
+            _ => false,
+        }
+    }
+
     /// Takes what process `pid` wrote to stdout since the last call to this.
     pub fn take_stdout(&mut self, pid: u32) -> Vec<u8> {
         match self.processes.get_mut(&pid) {
@@ -701,8 +716,8 @@ impl Sandbox {
             &self.limits,
             process,
             pipe,
-            cpu_used,
-            wall_used,
+            true,
+            (cpu_used, wall_used),
         );
         self.processes
             .insert(command.control.pid(), Entry::Running(command.control()));

@@ -157,6 +157,14 @@ impl Interpreters {
         [("python", self.python), ("javascript", self.javascript)]
     }
 
+    /// The sha256 of the module that runs `language`.
+    pub fn sha256(&self, language: Language) -> [u8; 32] {
+        match language {
+            Language::Python => self.python,
+            Language::JavaScript => self.javascript,
+        }
+    }
+
     /// The guest that runs `language`, loaded now if it was not yet.
     pub fn template(&self, language: Language) -> Result<Template, ContextError> {
         let sha256 = match language {

@@ -12,7 +12,7 @@ use stasis::{Runtime, RuntimeConfig, Template};
 use crate::auth::{Caller, constant_time_eq};
 use crate::config::{TOKEN_SECRET_FILE, load_or_create_secret};
 use crate::guest::{SHELL_TEMPLATE, shell_wasm};
-use crate::interpreter::{CODE_INTERPRETER_TEMPLATE, Interpreters};
+use crate::interpreter::{CODE_INTERPRETER_TEMPLATE, Interpreters, Language};
 use crate::metrics::Metrics;
 use crate::processes::ProcessTable;
 use crate::sampler::Samples;
@@ -135,6 +135,18 @@ impl AppState {
         }
         let shell = manager.register_template(SHELL_TEMPLATE, &shell_wasm())?;
         manager.register_template(CODE_INTERPRETER_TEMPLATE, &shell_wasm())?;
+        // The programs every sandbox's shell runs by name, besides the command templates.
+        let runtime = manager.runtime();
+        for name in ["sh", "bash"] {
+            runtime.register_program(name, shell.sha256());
+        }
+        for (name, language) in [
+            ("python3", Language::Python),
+            ("python", Language::Python),
+            ("node", Language::JavaScript),
+        ] {
+            runtime.register_program(name, interpreters.sha256(language));
+        }
         // Loaded into the runtime above already: this only names them for the manager's creates.
         for (name, wasm) in &user_templates {
             manager.register_template(name, wasm)?;

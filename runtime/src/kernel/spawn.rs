@@ -91,8 +91,8 @@ impl Launcher {
             &self.limits,
             Box::new(process),
             stdin,
-            Duration::ZERO,
-            Duration::ZERO,
+            false,
+            (Duration::ZERO, Duration::ZERO),
         ))
     }
 }

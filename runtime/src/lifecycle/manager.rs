@@ -387,6 +387,10 @@ impl Manager {
     /// Registers a template under `name` (replacing an earlier one of that name).
     pub fn register_template(&self, name: &str, wasm: &[u8]) -> Result<Template, LifecycleError> {
         let template = self.inner.runtime.load_template(name, wasm)?;
+        // A command template is also a program of its name: a shell in any sandbox runs it by name.
+        if template.kind() == crate::template::ModuleKind::Command {
+            self.inner.runtime.register_program(name, template.sha256());
+        }
         write(&self.inner.templates).insert(name.to_owned(), template.clone());
         Ok(template)
     }

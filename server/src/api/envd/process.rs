@@ -436,13 +436,19 @@ pub async fn connect_process(
     }
 }
 
-/// `POST /process.Process/List`: the sandbox's running processes.
+/// Client pids of the programs that the sandbox's processes started (a shell running `python3`): the
+/// kernel's pid plus this offset, a range the server's own pids (counted up from 1000 for the commands it
+/// starts) do not reach, so the two never collide.
+pub const CHILD_PID_OFFSET: u32 = 1 << 30;
+
+/// `POST /process.Process/List`: the sandbox's running processes — the commands started through this API
+/// and the programs they started.
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ConnectError> {
     let id = envd_sandbox(&state, &headers)?;
-    let processes: Vec<serde_json::Value> = state
+    let mut processes: Vec<serde_json::Value> = state
         .processes()
         .list(&id)
         .iter()
@@ -454,6 +460,26 @@ pub async fn list(
             info
         })
         .collect();
+    let manager = state.manager().clone();
+    let sandbox = id.clone();
+    // A paused sandbox runs nothing: only the commands above, which the resume continues, are listed.
+    let children = blocking(move || manager.with_sandbox(&sandbox, |s| s.children()))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    processes.extend(children.into_iter().filter(|c| c.running).map(|c| {
+        let (cmd, args) = c
+            .args
+            .split_first()
+            .map_or((c.program.as_str(), &[][..]), |(cmd, rest)| {
+                (cmd.as_str(), rest)
+            });
+        json!({
+            "pid": CHILD_PID_OFFSET.saturating_add(c.pid),
+            "config": { "cmd": cmd, "args": args, "envs": {}, "cwd": c.cwd },
+        })
+    }));
     Ok(Json(json!({ "processes": processes })))
 }
 
@@ -485,13 +511,16 @@ pub async fn close_stdin(
     Ok(Json(json!({})))
 }
 
-/// `POST /process.Process/SendSignal`: SIGKILL or SIGTERM ends the process (it cannot catch either).
+/// `POST /process.Process/SendSignal`: SIGKILL or SIGTERM ends the process (it cannot catch either) —
+/// a command started through this API, or a program one of them started ([`CHILD_PID_OFFSET`]).
 pub async fn send_signal(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ConnectError> {
-    let (entry, request) = find(&state, &headers, body)?;
+    let id = envd_sandbox(&state, &headers)?;
+    let body = body.map_err(|r| ConnectError::from(ApiError::new(r.status(), r.body_text())))?;
+    let request: ProcessSelectorRequest = connect::decode(&headers, &body)?;
     let reason = match request.signal.as_ref() {
         Some(v) if v == "SIGNAL_SIGKILL" || v == 9 => StopReason::Kill,
         Some(v) if v == "SIGNAL_SIGTERM" || v == 15 => StopReason::Terminate,
@@ -502,6 +531,25 @@ pub async fn send_signal(
             ));
         }
     };
+    let selector = selector(&request.process)?;
+    if let Selector::Pid(pid) = selector
+        && let Some(child) = pid.checked_sub(CHILD_PID_OFFSET).filter(|p| *p > 0)
+    {
+        let manager = state.manager().clone();
+        let stopped = blocking(move || manager.with_sandbox(&id, |s| s.stop_child(child, reason)))
+            .await
+            .map_err(ConnectError::from)?
+            .map_err(lifecycle_error)?;
+        return if stopped {
+            Ok(Json(json!({})))
+        } else {
+            Err(not_found(&selector))
+        };
+    }
+    let entry = state
+        .processes()
+        .find(&id, &selector)
+        .ok_or_else(|| not_found(&selector))?;
     entry.control.stop(reason);
     Ok(Json(json!({})))
 }
