@@ -37,7 +37,6 @@ use std::alloc::{Layout, alloc, dealloc};
 
 #[cfg(feature = "interpreter")]
 pub mod interpreter;
-#[cfg(feature = "abi")]
 pub mod program;
 
 /// Version of the ABI described in this crate's documentation.

@@ -49,29 +49,37 @@
 //! stasis_guest::export_main!(cat);
 //! ```
 
+//!
+//! [`MAIN_HANDLER`] is there for hosts too; the rest, what a guest links, comes with the `abi` feature.
+
+#[cfg(feature = "abi")]
 use std::io::Write;
 
 /// The name of the handler a program exports: the host calls `stasis_handle_main`.
 pub const MAIN_HANDLER: &str = "main";
 
+#[cfg(feature = "abi")]
 /// What a program function returns: its exit status, or a host-level failure.
 pub trait ExitStatus {
     /// The exit status, or the message of a failure to start the program at all.
     fn into_status(self) -> Result<i32, String>;
 }
 
+#[cfg(feature = "abi")]
 impl ExitStatus for i32 {
     fn into_status(self) -> Result<i32, String> {
         Ok(self)
     }
 }
 
+#[cfg(feature = "abi")]
 impl ExitStatus for Result<i32, String> {
     fn into_status(self) -> Result<i32, String> {
         self
     }
 }
 
+#[cfg(feature = "abi")]
 /// Changes into the directory named by `PWD`, when it is set (see the module documentation).
 ///
 /// # Errors
@@ -84,6 +92,7 @@ pub fn enter_working_directory() -> std::io::Result<()> {
     }
 }
 
+#[cfg(feature = "abi")]
 /// The program's name as typed (argv\[0\]), or `fallback` when argv is empty or argv\[0\] is not text: for
 /// the program's own messages (`python3: can't open file …`).
 pub fn program_name(fallback: &str) -> String {
@@ -94,6 +103,7 @@ pub fn program_name(fallback: &str) -> String {
         .unwrap_or_else(|| fallback.to_owned())
 }
 
+#[cfg(feature = "abi")]
 /// Runs `program` under the convention: checks that the request is empty, enters `PWD`, runs it, flushes
 /// stdout and stderr, and encodes its status. Used by [`export_main!`]; not meant to be called directly.
 #[doc(hidden)]
@@ -123,6 +133,7 @@ pub fn run<S: ExitStatus>(request: &[u8], program: fn() -> S) -> Result<Vec<u8>,
     Ok((status? & 0xff).to_string().into_bytes())
 }
 
+#[cfg(feature = "abi")]
 /// Exports `program`, a `fn() -> S` where `S` is an [`ExitStatus`], as the [`MAIN_HANDLER`] handler of the
 /// program convention (see [the module documentation](self)).
 ///

@@ -11,6 +11,7 @@ mod instrument;
 mod javascript;
 mod lifecycle;
 mod persistence;
+mod programs;
 mod proptests;
 mod python;
 mod sandbox;
