@@ -26,6 +26,9 @@
 //! stasis_guest::export_handler!(greet);
 //! ```
 //!
+//! A reactor that exports the handler `main` can also be run as a command-line program: see [`program`] for
+//! that convention and [`export_main!`].
+//!
 //! Output written to stdout and stderr travels through WASI like any program's; [`output`] has helpers that
 //! flush as they go, so a host streaming a guest's output sees it as it is produced.
 
@@ -35,6 +38,7 @@ use std::alloc::{Layout, alloc, dealloc};
 #[cfg(feature = "interpreter")]
 pub mod interpreter;
 pub mod process;
+pub mod program;
 
 /// Version of the ABI described in this crate's documentation.
 pub const ABI_VERSION: i32 = 1;

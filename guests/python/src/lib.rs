@@ -11,6 +11,9 @@
 //! tracebacks stay those of the cell. (RustPython's own "block expression" mode panics on a cell that ends
 //! in a bare constant.) Running the code, the environment variables and the formatting of errors are done
 //! by a small Python driver (`driver.py`), in a namespace apart from the user's.
+//!
+//! The same module is also `python3`, the command-line program: it exports the `main` handler of the
+//! program convention (`stasis_guest::program`, implemented in [`program`]). A process is one or the other.
 
 use std::cell::RefCell;
 
@@ -23,6 +26,8 @@ use rustpython::vm::{
 };
 use stasis_guest::interpreter::{ExecuteRequest, ExecuteResponse, ExecutionError, ExecutionResult};
 
+mod program;
+
 /// The Python half of the guest: runs compiled cells and describes their outcome.
 const DRIVER: &str = include_str!("driver.py");
 
@@ -30,6 +35,12 @@ thread_local! {
     /// The context of this process, created by the first cell. A reactor is single-threaded, so this is
     /// simply the process's one interpreter.
     static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
+}
+
+/// Whether this process has become a code-interpreter context (it has run a cell), so it must not run a
+/// program.
+fn has_context() -> bool {
+    CONTEXT.with_borrow(Option::is_some)
 }
 
 /// One interpreter and the driver functions it runs cells with.
@@ -240,6 +251,9 @@ fn exception_text(
 fn execute(request: &[u8]) -> Result<Vec<u8>, String> {
     let request: ExecuteRequest =
         serde_json::from_slice(request).map_err(|e| format!("invalid execute request: {e}"))?;
+    if program::started() {
+        return Err("this process runs a program; cells need a process of its own".into());
+    }
     let response = CONTEXT.with_borrow_mut(|slot| {
         let context = match slot {
             Some(context) => context,
@@ -250,3 +264,5 @@ fn execute(request: &[u8]) -> Result<Vec<u8>, String> {
     serde_json::to_vec(&response).map_err(|e| format!("encoding the response: {e}"))
 }
 stasis_guest::export_handler!(execute);
+
+stasis_guest::export_main!(program::main);

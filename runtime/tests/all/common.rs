@@ -45,11 +45,17 @@ pub fn python_runtime(limits: SandboxLimits) -> Result<(TempDir, Runtime)> {
 /// The Python code-interpreter guest (see `guests/python`). Tests load it one at a time, so that on a cold
 /// cache one of them compiles it and the others find it compiled instead of compiling it again in parallel.
 pub fn python(runtime: &Runtime) -> Result<Template> {
+    python_named(runtime, "python")
+}
+
+/// The Python guest as template `name`, which its processes see as their program name (argv\[0\]): the
+/// program tests load it as `python3`, the name a shell runs it by.
+pub fn python_named(runtime: &Runtime, name: &str) -> Result<Template> {
     static LOADING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = LOADING
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    Ok(runtime.load_template("python", &stasis_guests::bytes(stasis_guests::PYTHON))?)
+    Ok(runtime.load_template(name, &stasis_guests::bytes(stasis_guests::PYTHON))?)
 }
 
 /// Calls a handler of the sandbox's main process and returns the response as text.

@@ -12,6 +12,7 @@ mod javascript;
 mod kernel;
 mod lifecycle;
 mod persistence;
+mod programs;
 mod proptests;
 mod python;
 mod sandbox;

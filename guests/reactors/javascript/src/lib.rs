@@ -28,6 +28,9 @@
 //!
 //! No timers (`setTimeout`), no `fetch`, no `Intl` and no `Temporal`: they would need an event loop or
 //! large data tables, and the guest has no network anyway.
+//!
+//! The same module is also `node`, the command-line program: it exports the `main` handler of the program
+//! convention (`stasis_guest::program`, implemented in [`program`]). A process is one or the other.
 
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -42,16 +45,27 @@ use boa_engine::{
 use boa_runtime::console::{Console, ConsoleState, Logger};
 use stasis_guest::interpreter::{ExecuteRequest, ExecuteResponse, ExecutionError, ExecutionResult};
 
+mod program;
+
 thread_local! {
     /// The one interpreter of this process, created by the first cell. A reactor runs on one thread, so a
     /// thread-local is simply a static that need not be `Sync` (boa's values are not).
     static INTERPRETER: RefCell<Option<Interpreter>> = const { RefCell::new(None) };
 }
 
+/// Whether this process has become a code-interpreter context (it has run a cell), so it must not run a
+/// program.
+fn has_context() -> bool {
+    INTERPRETER.with_borrow(Option::is_some)
+}
+
 /// Runs one cell: the `execute` handler of the `code-interpreter-v1` protocol.
 fn execute(request: &[u8]) -> Result<Vec<u8>, String> {
     let request: ExecuteRequest =
         serde_json::from_slice(request).map_err(|e| format!("invalid execute request: {e}"))?;
+    if program::started() {
+        return Err("this process runs a program; cells need a process of its own".into());
+    }
     let response = INTERPRETER.with(|cell| {
         let mut slot = cell.borrow_mut();
         let interpreter = match slot.as_mut() {
@@ -67,6 +81,7 @@ fn execute(request: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 stasis_guest::export_handler!(execute);
+stasis_guest::export_main!(program::main);
 
 /// A boa context and what the protocol keeps beside it.
 struct Interpreter {
@@ -241,7 +256,7 @@ impl Interpreter {
 /// `console` writing to the process's own stdout and stderr, as Node splits them: `log`, `info` and `debug`
 /// to stdout, `warn` and `error` to stderr, indented by two spaces per open `console.group`.
 #[derive(Debug, Trace, Finalize)]
-struct StdioLogger;
+pub(crate) struct StdioLogger;
 
 impl StdioLogger {
     fn write(mut out: impl std::io::Write, msg: &str, state: &ConsoleState) -> JsResult<()> {

@@ -1,0 +1,155 @@
+//! Reactors that can also be run as programs: one build of a module serves both as a long-lived reactor
+//! (handlers called again and again, as a code interpreter's cells are) and as a command-line program (`python3
+//! script.py`, `node -e …`) started by the sandbox's shell.
+//!
+//! # The convention
+//!
+//! A reactor module that exports the handler [`MAIN_HANDLER`] (the export `stasis_handle_main`) can be run as
+//! a program. To run it, the host
+//!
+//! 1. instantiates a fresh instance of the module and runs its `_initialize`;
+//! 2. calls handler `main` once, with an **empty** request;
+//! 3. reads the exit status from the response.
+//!
+//! What the program sees is what any WASI program sees:
+//!
+//! - its argv from `args_get` ([`std::env::args`]): argv\[0\] is the program's name as typed (`python3`),
+//!   then its arguments;
+//! - its environment from `environ_get` ([`std::env::vars`]);
+//! - its stdin, stdout and stderr as WASI fds 0, 1 and 2, which may be pipes: it reads stdin until end of
+//!   file, and everything it wrote is flushed before the handler returns;
+//! - its working directory from the variable `PWD`: when it is set, the program changes into it before
+//!   anything else, so relative paths resolve against it (WASI has no working directory of its own; wasi-libc
+//!   keeps one per instance, starting at `/`).
+//!
+//! The handler's OK response is the exit status as ASCII decimal (`b"0"`, `b"2"`), from 0 to 255: as POSIX
+//! `exit` does, only the low 8 bits of the status the program returns are kept. An error response
+//! ([`crate::STATUS_ERROR`]) is a host-level failure — the program could not be started at all (its
+//! interpreter failed to build), not a program that failed, which is a non-zero status.
+//!
+//! A program that calls [`std::process::exit`] ends its instance through WASI `proc_exit` instead of
+//! returning; the host sees that exit and its status, but nothing flushes the program's buffered output on
+//! that path, so returning the status is preferred.
+//!
+//! # Writing one
+//!
+//! Write the program as a function returning its status (an [`ExitStatus`]: an `i32`, or a
+//! `Result<i32, String>` whose error is a host-level failure) and export it with [`export_main!`]:
+//!
+//! ```ignore
+//! fn cat() -> i32 {
+//!     let mut input = String::new();
+//!     if std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).is_err() {
+//!         eprintln!("cat: stdin is not UTF-8");
+//!         return 1;
+//!     }
+//!     print!("{input}");
+//!     0
+//! }
+//! stasis_guest::export_main!(cat);
+//! ```
+
+//!
+//! [`MAIN_HANDLER`] is there for hosts too; the rest, what a guest links, comes with the `abi` feature.
+
+#[cfg(feature = "abi")]
+use std::io::Write;
+
+/// The name of the handler a program exports: the host calls `stasis_handle_main`.
+pub const MAIN_HANDLER: &str = "main";
+
+#[cfg(feature = "abi")]
+/// What a program function returns: its exit status, or a host-level failure.
+pub trait ExitStatus {
+    /// The exit status, or the message of a failure to start the program at all.
+    fn into_status(self) -> Result<i32, String>;
+}
+
+#[cfg(feature = "abi")]
+impl ExitStatus for i32 {
+    fn into_status(self) -> Result<i32, String> {
+        Ok(self)
+    }
+}
+
+#[cfg(feature = "abi")]
+impl ExitStatus for Result<i32, String> {
+    fn into_status(self) -> Result<i32, String> {
+        self
+    }
+}
+
+#[cfg(feature = "abi")]
+/// Changes into the directory named by `PWD`, when it is set (see the module documentation).
+///
+/// # Errors
+/// When `PWD` names no directory the program can enter; the program should then report it and fail
+/// rather than resolve its relative paths against another directory.
+pub fn enter_working_directory() -> std::io::Result<()> {
+    match std::env::var_os("PWD") {
+        Some(dir) if !dir.is_empty() => std::env::set_current_dir(dir),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(feature = "abi")]
+/// The program's name as typed (argv\[0\]), or `fallback` when argv is empty or argv\[0\] is not text: for
+/// the program's own messages (`python3: can't open file …`).
+pub fn program_name(fallback: &str) -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| fallback.to_owned())
+}
+
+#[cfg(feature = "abi")]
+/// Runs `program` under the convention: checks that the request is empty, enters `PWD`, runs it, flushes
+/// stdout and stderr, and encodes its status. Used by [`export_main!`]; not meant to be called directly.
+#[doc(hidden)]
+pub fn run<S: ExitStatus>(request: &[u8], program: fn() -> S) -> Result<Vec<u8>, String> {
+    if !request.is_empty() {
+        return Err(format!(
+            "handler {MAIN_HANDLER} takes an empty request (the program's input is its argv, \
+             environment and stdin), got {} bytes",
+            request.len()
+        ));
+    }
+    let status = match enter_working_directory() {
+        Ok(()) => program().into_status(),
+        Err(error) => {
+            let dir = std::env::var("PWD").unwrap_or_default();
+            let name = program_name("program");
+            let _ = writeln!(
+                std::io::stderr(),
+                "{name}: cannot enter the working directory {dir}: {error}"
+            );
+            Ok(1)
+        }
+    };
+    // The host reads the streams once the handler returns: nothing may stay in a buffer.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    Ok((status? & 0xff).to_string().into_bytes())
+}
+
+#[cfg(feature = "abi")]
+/// Exports `program`, a `fn() -> S` where `S` is an [`ExitStatus`], as the [`MAIN_HANDLER`] handler of the
+/// program convention (see [the module documentation](self)).
+///
+/// `export_main!(python)` exports `stasis_handle_main`, which runs `python` and answers its exit status.
+#[macro_export]
+macro_rules! export_main {
+    ($program:path) => {
+        const _: () = {
+            fn main_handler(request: &[u8]) -> Result<Vec<u8>, String> {
+                $crate::program::run(request, $program)
+            }
+            #[unsafe(export_name = "stasis_handle_main")]
+            extern "C" fn handle(ptr: i32, len: i32) -> i64 {
+                // SAFETY: the host follows the ABI: `ptr`/`len` come from `stasis_alloc`.
+                unsafe { $crate::dispatch(ptr, len, main_handler) }
+            }
+        };
+    };
+}
