@@ -65,8 +65,9 @@ E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/
 E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_VOLUME_API_URL="$url" E2B_API_KEY="$key" \
     "$sdk_dir/venv/bin/python" "$here/persistence.py"
 E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/python" "$here/pty.py"
+E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/python" "$here/programs.py"
 for script in seed_flow.mjs persistence.mjs pty.mjs; do
     cp "$here/$script" "$sdk_dir/$script"
     NOVITA_API_URL="$url" NOVITA_SANDBOX_URL="$url" NOVITA_API_KEY="$key" node "$sdk_dir/$script"
 done
-echo "both SDKs passed the seed flow, the persistence surface and a PTY session, run_code kept its variable across a pause, and running commands and cells survived pauses"
+echo "both SDKs passed the seed flow, the persistence surface and a PTY session, run_code kept its variable across a pause, running commands and cells survived pauses, and the shell ran python3 and node as programs"
