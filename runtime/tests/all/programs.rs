@@ -185,6 +185,10 @@ fn python_cli_runs_code_and_modules() -> Result<()> {
     expect_status(&exit, 0)?;
     assert_eq!(exit.stdout, "__main__ ['/work/tool.py', 'arg']\n");
 
+    let exit = python.run(&["-m", "nope"], &[])?;
+    expect_status(&exit, 1)?;
+    assert_eq!(exit.stderr, "python3: No module named nope\n");
+
     let exit = python.run(&["-V"], &[])?;
     expect_status(&exit, 0)?;
     assert!(exit.stdout.starts_with("Python 3."), "{exit:?}");
@@ -405,6 +409,21 @@ fn node_cli_exit_statuses() -> Result<()> {
     expect_status(&exit, 1)?;
     assert!(exit.stderr.starts_with("Error: boom\n    at "), "{exit:?}");
     assert!(exit.stderr.contains("/work/app.js:2:"), "{exit:?}");
+
+    // An `async` function's exception that nobody handles ends the program as in Node; a handled one does
+    // not.
+    let exit = node.run(&["-e", "(async () => { throw new Error('late') })()"], &[])?;
+    expect_status(&exit, 1)?;
+    assert!(exit.stderr.starts_with("Error: late\n"), "{exit:?}");
+    let exit = node.run(
+        &[
+            "-e",
+            "Promise.reject(new Error('x')).catch(e => console.log('caught', e.message))",
+        ],
+        &[],
+    )?;
+    expect_status(&exit, 0)?;
+    assert_eq!(exit.stdout, "caught x\n");
 
     let exit = node.run(&["missing.js"], &[])?;
     expect_status(&exit, 1)?;
