@@ -333,15 +333,23 @@ fn resolve(path: &Path) -> Option<PathBuf> {
 /// A script's text, or why it cannot be read.
 fn read_source(path: &Path) -> Result<String, String> {
     let shown = path.display();
+    let too_large = || {
+        format!(
+            "{shown} is more than the {} MiB a program may be",
+            MAX_SOURCE_BYTES >> 20
+        )
+    };
+    let cannot_read = |error: std::io::Error| format!("cannot read {shown}: {error}");
+    // Refused before reading when its size says so; the bounded read catches a file that grows meanwhile.
+    if std::fs::metadata(path).map_err(cannot_read)?.len() > MAX_SOURCE_BYTES {
+        return Err(too_large());
+    }
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|file| file.take(MAX_SOURCE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|error| format!("cannot read {shown}: {error}"))?;
+        .map_err(cannot_read)?;
     if bytes.len() as u64 > MAX_SOURCE_BYTES {
-        return Err(format!(
-            "{shown} is more than the {} MiB a program may be",
-            MAX_SOURCE_BYTES >> 20
-        ));
+        return Err(too_large());
     }
     Ok(decode(&bytes))
 }
