@@ -102,10 +102,12 @@ async fn a_command_template_is_registered_listed_and_run_by_name() -> Result<()>
     // Any other command still goes to the shell.
     let events = run(&server, &id, "/bin/bash", &["-l", "-c", "echo shell"]).await;
     assert_eq!(stdout_of(&events), "shell\n");
-    // And a base sandbox does not run the template by its name.
+    // In a base sandbox the template is a program of the shell, run by its name as a child process.
     let base_box = server.create(json!({"templateID": "base"})).await;
     let events = run(&server, &base_box, "hello", &["x"]).await;
-    assert_ne!(stdout_of(&events), "hello x\n");
+    assert_eq!(stdout_of(&events), "hello x\n");
+    let events = run(&server, &base_box, "sh", &["-c", "hello y | wc -l; echo $?"]).await;
+    assert_eq!(stdout_of(&events), "1\n0\n");
     Ok(())
 }
 
