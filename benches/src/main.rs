@@ -8,6 +8,7 @@
 
 mod http;
 mod load;
+mod programs;
 mod reference;
 mod report;
 mod scenarios;
@@ -68,6 +69,10 @@ struct Args {
     /// Run only the unwind stage's scenarios (its overhead; pausing and resuming a running command).
     #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only", "store_only"])]
     unwind_only: bool,
+    /// Run only the program-start scenario (a program through host pipes; `python3 -c pass` from the
+    /// shell unless `--quick`).
+    #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only", "unwind_only"])]
+    programs_only: bool,
     /// Run only the store-at-scale scenario (many paused sandboxes in one data directory).
     #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only"])]
     store_only: bool,
@@ -120,6 +125,10 @@ fn main() -> Result<()> {
         record(&mut results, scenarios::python(&bench)?);
         return finish(&args, &results, 0);
     }
+    if args.programs_only {
+        record(&mut results, programs::start(&bench, args.quick)?);
+        return finish(&args, &results, 0);
+    }
     if args.unwind_only {
         record(&mut results, unwind::suspended_command(&bench)?);
         record(&mut results, unwind::overhead(&bench, args.quick)?);
@@ -170,6 +179,7 @@ fn main() -> Result<()> {
     record(&mut results, scenarios::command_round_trip(&bench)?);
     record(&mut results, unwind::suspended_command(&bench)?);
     record(&mut results, unwind::overhead(&bench, args.quick)?);
+    record(&mut results, programs::start(&bench, args.quick)?);
     record(
         &mut results,
         scenarios::density(&bench, if args.quick { 50 } else { 500 })?,

@@ -1,6 +1,6 @@
 //! Reactors that can also be run as programs: one build of a module serves both as a long-lived reactor
-//! (handlers called again and again, as a code interpreter's cells are) and as a command-line program (`python3
-//! script.py`, `node -e …`) started by the sandbox's shell.
+//! (handlers called again and again, as a code interpreter's cells are) and as a command-line program
+//! (`python3 script.py`, `node -e …`) started by the sandbox's shell.
 //!
 //! # The convention
 //!
@@ -34,7 +34,8 @@
 //! # Writing one
 //!
 //! Write the program as a function returning its status (an [`ExitStatus`]: an `i32`, or a
-//! `Result<i32, String>` whose error is a host-level failure) and export it with [`export_main!`]:
+//! `Result<i32, String>` whose error is a host-level failure) and export it with
+//! [`export_main!`](crate::export_main):
 //!
 //! ```ignore
 //! fn cat() -> i32 {
@@ -105,7 +106,8 @@ pub fn program_name(fallback: &str) -> String {
 
 #[cfg(feature = "abi")]
 /// Runs `program` under the convention: checks that the request is empty, enters `PWD`, runs it, flushes
-/// stdout and stderr, and encodes its status. Used by [`export_main!`]; not meant to be called directly.
+/// stdout and stderr, and encodes its status. Used by [`export_main!`](crate::export_main); not meant to be
+/// called directly.
 #[doc(hidden)]
 pub fn run<S: ExitStatus>(request: &[u8], program: fn() -> S) -> Result<Vec<u8>, String> {
     if !request.is_empty() {
@@ -135,7 +137,7 @@ pub fn run<S: ExitStatus>(request: &[u8], program: fn() -> S) -> Result<Vec<u8>,
 
 #[cfg(feature = "abi")]
 /// Exports `program`, a `fn() -> S` where `S` is an [`ExitStatus`], as the [`MAIN_HANDLER`] handler of the
-/// program convention (see [the module documentation](self)).
+/// program convention (see [the module documentation](crate::program)).
 ///
 /// `export_main!(python)` exports `stasis_handle_main`, which runs `python` and answers its exit status.
 #[macro_export]

@@ -21,8 +21,9 @@ use crate::state::ProcessKind;
 use crate::state::{
     GlobalState, GlobalValue, MemoryState, ProcessState, SandboxManifest, TableState,
 };
+use crate::state::{KernelState, PipeSaved};
 use crate::wasi::StopReason;
-use crate::wasi::WasiSaveError;
+use crate::wasi::{SaveLinks, WasiSaveError};
 
 /// What a pause or snapshot wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,49 +162,21 @@ impl Sandbox {
     /// cannot be suspended are ended (commands at once, handler calls after the deadline); otherwise
     /// commands that cannot keep running, and a handler call that cannot is an error.
     fn suspend_running(&mut self, for_pause: bool) -> Result<Taken, PauseError> {
+        self.suspend_all_but(for_pause, &[])
+    }
+
+    /// [`Sandbox::suspend_running`] for the running processes not in `skip` (taken already).
+    fn suspend_all_but(&mut self, for_pause: bool, skip: &[u32]) -> Result<Taken, PauseError> {
         self.reap();
         let running: Vec<(u32, Control)> = self
             .processes
             .iter()
+            .filter(|(pid, _)| !skip.contains(pid))
             .filter_map(|(&pid, e)| match e {
                 Entry::Running(c) => Some((pid, c.clone())),
                 Entry::Held(_) => None,
             })
             .collect();
-        // Processes that started others, and those others, share pipes and a process table that a blob
-        // does not carry yet: a pause ends them, a snapshot leaves them out, as it does commands that
-        // cannot be suspended.
-        let tree: std::collections::BTreeSet<u32> = self
-            .kernel
-            .children()
-            .iter()
-            .flat_map(|child| [child.pid, child.ppid])
-            .collect();
-        let running: Vec<(u32, Control)> = running
-            .into_iter()
-            .filter(|(pid, control)| {
-                if tree.contains(pid) {
-                    if for_pause {
-                        control.stop(StopReason::Pause);
-                    }
-                    return false;
-                }
-                true
-            })
-            .collect();
-        if for_pause {
-            for child in self.kernel.children() {
-                if let Some(Entry::Running(control)) = self.processes.get(&child.pid) {
-                    control.wait();
-                }
-            }
-            for &pid in &tree {
-                if let Some(Entry::Running(control)) = self.processes.get(&pid) {
-                    control.wait();
-                }
-            }
-            self.reap();
-        }
         for (_, control) in &running {
             if control.suspendable() {
                 control.request_suspend();
@@ -244,6 +217,17 @@ impl Sandbox {
                 }
             }
         }
+        if failure.is_none() && !self.kernel_quiet(&taken, skip) {
+            // A process started a child after the others were asked to suspend, and before it was
+            // itself: that child is suspended (or ended) like the rest, round after round — a parked
+            // process starts nothing, so the rounds end.
+            let mut done: Vec<u32> = skip.to_vec();
+            done.extend(taken.items.iter().map(|(c, _)| c.pid()));
+            match self.suspend_all_but(for_pause, &done) {
+                Ok(more) => taken.items.extend(more.items),
+                Err(error) => failure = Some(error),
+            }
+        }
         match failure {
             None => Ok(taken),
             Some(error) => {
@@ -251,6 +235,20 @@ impl Sandbox {
                 Err(error)
             }
         }
+    }
+
+    /// Whether no process runs any more besides those `taken` and those in `skip` (children that started
+    /// late count; commands that cannot be suspended do not).
+    fn kernel_quiet(&mut self, taken: &Taken, skip: &[u32]) -> bool {
+        self.reap();
+        self.processes.iter().all(|(pid, e)| match e {
+            Entry::Running(c) => {
+                skip.contains(pid)
+                    || taken.items.iter().any(|(t, _)| t.pid() == *pid)
+                    || (!c.suspendable() && c.kind() == ProcessKind::Command)
+            }
+            Entry::Held(_) => true,
+        })
     }
 
     /// Captures every process — held ones and the `taken` ones — and the files into `blob`.
@@ -271,10 +269,18 @@ impl Sandbox {
             .chain(taken.items.iter_mut().map(|(_, p)| &mut **p))
             .collect();
         all.sort_by_key(|p| p.pid);
+        // Streams a parent handed down are saved as the parent's, pipes by id with their bytes.
+        let mut links = SaveLinks::default();
+        let mut pipes = std::collections::BTreeMap::new();
+        for process in &all {
+            let wasi = &process.store.data().wasi;
+            links.add(process.pid, wasi);
+            wasi.pipes_into(&mut pipes);
+        }
         let mut states = Vec::with_capacity(all.len());
         let mut memories: Vec<(usize, u32, Memory)> = Vec::new();
         for (i, process) in all.iter_mut().enumerate() {
-            let (state, handles) = capture_process(process)?;
+            let (state, handles) = capture_process(process, &links)?;
             memories.extend(
                 handles
                     .into_iter()
@@ -297,6 +303,13 @@ impl Sandbox {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
+            kernel: KernelState {
+                children: self.kernel.save(),
+                pipes: pipes
+                    .into_iter()
+                    .map(|(id, bytes)| PipeSaved { id, bytes })
+                    .collect(),
+            },
         };
         let sections: Vec<MemorySection<'_>> = memories
             .iter()
@@ -336,6 +349,7 @@ const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// memories (their bytes are read later, by the encoder, without a copy).
 fn capture_process(
     process: &mut Process,
+    links: &SaveLinks,
 ) -> Result<(ProcessState, Vec<(u32, Memory)>), PauseError> {
     let pid = process.pid;
     let layout = &process.template.inner.layout;
@@ -399,7 +413,7 @@ fn capture_process(
         .store
         .data()
         .wasi
-        .save()
+        .save_linked(links)
         .map_err(|source| PauseError::Wasi { pid, source })?;
     let state = ProcessState {
         pid,

@@ -13,7 +13,7 @@ use crate::restore::ResumeError;
 use crate::runtime::Runtime;
 use crate::sandbox::{CreateError, Sandbox, SandboxOptions};
 use crate::snapshot::{
-    ArchiveLimits, DecodedBlob, EncodeOptions, FsArchive, read_blob, write_blob_atomic,
+    ArchiveLimits, DecodedBlob, EncodeOptions, FsArchive, write_blob_atomic,
 };
 use crate::state::SandboxManifest;
 use crate::template::Template;
@@ -57,6 +57,7 @@ impl Sandbox {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
+            kernel: Default::default(),
         };
         let summary = write_blob_atomic(
             blob,
@@ -106,7 +107,8 @@ impl Runtime {
         mut options: SandboxOptions,
     ) -> Result<Sandbox, ColdStartError> {
         let decoded: DecodedBlob<SandboxManifest> =
-            read_blob(blob, &self.config().decode_limits).map_err(ResumeError::from)?;
+            crate::state::read_sandbox_blob(blob, &self.config().decode_limits)
+                .map_err(ResumeError::from)?;
         let template = match template {
             Some(template) => template.clone(),
             None => self

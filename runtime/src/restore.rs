@@ -16,7 +16,7 @@ use crate::sandbox::{Sandbox, random_name};
 use crate::snapshot::{ArchiveError, DecodeError, DecodedBlob, MemoryImage};
 use crate::state::{GlobalValue, ProcessState, SandboxManifest};
 use crate::template::Template;
-use crate::wasi::{Stdin, WasiCtx, WasiRestoreError};
+use crate::wasi::{RestoreLinks, Stdin, WasiCtx, WasiRestoreError};
 
 /// Bytes in a wasm page.
 const WASM_PAGE: u64 = 65536;
@@ -43,6 +43,14 @@ pub enum ResumeError {
     /// The blob is unreadable, corrupt, truncated, of another format version, or over the limits.
     #[error("the blob cannot be read")]
     Decode(#[from] DecodeError),
+    /// A saved pipe holds more bytes than a pipe can (a corrupt or forged blob).
+    #[error("saved pipe {pipe} holds {bytes} bytes, more than a pipe holds")]
+    Pipe {
+        /// The pipe's saved id.
+        pipe: u64,
+        /// The bytes it claims to hold.
+        bytes: usize,
+    },
     /// The blob belongs to a different module than the template given.
     #[error("the blob was made from module {found}, not from template {template} ({expected})")]
     ModuleMismatch {
@@ -179,9 +187,27 @@ impl Runtime {
             .iter()
             .map(|image| ((image.process(), image.memory()), image))
             .collect();
+        let kernel = &decoded.manifest.kernel;
+        let mut links = RestoreLinks::with_pipes(
+            kernel.pipes.iter().map(|p| (p.id, p.bytes.clone())),
+        )
+        .map_err(|(pipe, bytes)| ResumeError::Pipe { pipe, bytes })?;
+        sandbox.kernel.restore(&kernel.children);
         for state in &decoded.manifest.processes {
-            let process = restore_process(&sandbox, state, &images)?;
+            let process = restore_process(&sandbox, state, &images, &links)?;
+            links.add(process.pid, &process.store.data().wasi);
             sandbox.insert_process(process);
+        }
+        // Only the fds hold the pipes now: an end no fd holds is closed.
+        drop(links);
+        // A child the blob lists as running but does not hold (it could not be suspended for a snapshot)
+        // is gone: its parent's wait sees it killed.
+        for pid in sandbox.kernel.suspended() {
+            if !sandbox.processes.contains_key(&pid) {
+                sandbox
+                    .kernel
+                    .exited(pid, crate::wasi::StopReason::Kill.exit_code());
+            }
         }
         Ok(sandbox)
     }
@@ -208,6 +234,7 @@ fn restore_process(
     sandbox: &Sandbox,
     state: &ProcessState,
     images: &HashMap<(u32, u32), &MemoryImage>,
+    links: &RestoreLinks,
 ) -> Result<Process, ResumeError> {
     let pid = state.pid;
     let layout_error = |reason: String| ResumeError::Layout { pid, reason };
@@ -226,8 +253,9 @@ fn restore_process(
         });
     }
     let config = sandbox.wasi_config(template.name(), &[], Stdin::Empty);
-    let mut wasi = WasiCtx::restore(config, &state.wasi)
+    let mut wasi = WasiCtx::restore_linked(config, &state.wasi, links)
         .map_err(|source| ResumeError::Wasi { pid, source })?;
+    wasi.set_process_host(pid, sandbox.kernel.clone());
     let interrupt = std::sync::Arc::new(crate::wasi::Interrupt::new());
     wasi.set_interrupt(interrupt.clone());
     let mut store = new_store(

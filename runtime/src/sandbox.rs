@@ -520,7 +520,13 @@ impl Sandbox {
     pub fn kill_process(&mut self, pid: u32) -> bool {
         self.reap();
         match self.processes.remove(&pid) {
-            Some(Entry::Held(_)) => true,
+            Some(Entry::Held(_)) => {
+                // A suspended child killed before it continued: its parent's wait sees the kill.
+                if self.kernel.is_child(pid) {
+                    self.kernel.exited(pid, StopReason::Kill.exit_code());
+                }
+                true
+            }
             Some(Entry::Running(control)) => {
                 control.stop(StopReason::Kill);
                 self.processes.insert(pid, Entry::Running(control));
@@ -651,6 +657,10 @@ impl Sandbox {
         if self.paused {
             return Err(RunError::Paused);
         }
+        if self.kernel.is_child(pid) {
+            // A child's streams are its parent's: it continues with it ([`Sandbox::continue_children`]).
+            return Err(RunError::NoSuchCommand(pid));
+        }
         let mut process = match self.processes.remove(&pid) {
             Some(Entry::Held(p)) if p.suspended.is_some() && p.kind == ProcessKind::Command => p,
             Some(other) => {
@@ -695,12 +705,15 @@ impl Sandbox {
             .data_mut()
             .wasi
             .replace_stdio(stdin, io.stdout, io.stderr);
-        Ok(self.launch(
+        let command = self.launch(
             process,
             pipe,
             Duration::from_millis(suspended.cpu_used_ms),
             Duration::from_millis(suspended.wall_used_ms),
-        ))
+        );
+        // The programs it had started continue with it, now that the streams they share are its new ones.
+        self.continue_children();
+        Ok(command)
     }
 
     /// Registers a command's process as running and arms its budgets, less what it used before a pause.
@@ -726,11 +739,58 @@ impl Sandbox {
 
     /// The processes a resume brought back suspended in a call, not continued yet: commands to continue
     /// with [`Sandbox::continue_command`], reactors with [`Sandbox::continue_call`] (or by calling them).
+    ///
+    /// Children that processes of the sandbox started are not listed: they continue with the command
+    /// whose streams they share ([`Sandbox::continue_command`] continues them, and
+    /// [`Sandbox::continue_children`] does for orphans).
     pub fn suspended(&mut self) -> Vec<ProcessInfo> {
+        let kernel = self.kernel.clone();
         self.processes()
             .into_iter()
-            .filter(|p| p.status == ProcessStatus::Suspended)
+            .filter(|p| p.status == ProcessStatus::Suspended && !kernel.is_child(p.pid))
             .collect()
+    }
+
+    /// Continues every child a resume brought back suspended (a program a shell had started when the
+    /// pause came), each on a thread of its own, exactly where it was: its pipes hold what they held and
+    /// its streams are those of the processes that handed them down. Returns how many continued.
+    pub fn continue_children(&mut self) -> usize {
+        self.reap();
+        if self.paused {
+            return 0;
+        }
+        let mut continued = 0;
+        for pid in self.kernel.suspended() {
+            let process = match self.processes.remove(&pid) {
+                Some(Entry::Held(p)) if p.suspended.is_some() => p,
+                Some(other) => {
+                    self.processes.insert(pid, other);
+                    continue;
+                }
+                None => continue,
+            };
+            let (cpu_used, wall_used) = process.suspended.as_ref().map_or((0, 0), |call| {
+                (call.cpu_used_ms, call.wall_used_ms)
+            });
+            let stdin = process.store.data().wasi.fd0_stdin_pipe();
+            let command = prepare(
+                self.runtime.engine(),
+                &self.limits,
+                process,
+                stdin,
+                false,
+                (
+                    Duration::from_millis(cpu_used),
+                    Duration::from_millis(wall_used),
+                ),
+            );
+            self.processes
+                .insert(pid, Entry::Running(command.control()));
+            if self.kernel.continue_child(pid, command) {
+                continued += 1;
+            }
+        }
+        continued
     }
 
     /// How many commands started in this sandbox are still running.

@@ -194,13 +194,16 @@ fn optional_text(vm: &VirtualMachine, object: PyObjectRef) -> PyResult<Option<St
     }
 }
 
+/// A cell's statements (`exec`) and its trailing expression (`eval`), either of which may be absent.
+type CompiledCell = (Option<PyRef<PyCode>>, Option<PyRef<PyCode>>);
+
 /// Compiles a cell into its statements (`exec`) and its trailing expression (`eval`), either of which may
 /// be absent; a syntax error comes back as the `SyntaxError` exception Python would raise.
 fn compile_cell(
     vm: &VirtualMachine,
     source: &str,
     filename: &str,
-) -> Result<(Option<PyRef<PyCode>>, Option<PyRef<PyCode>>), PyObjectRef> {
+) -> Result<CompiledCell, PyObjectRef> {
     let source_file = SourceFileBuilder::new(filename, source).finish();
     let syntax_error =
         |error: CompileError| -> PyObjectRef { vm.new_syntax_error(&error, Some(source)).into() };

@@ -376,7 +376,7 @@ fn start(vm: &VirtualMachine, flags: &Flags) -> PyResult<Scope> {
     let scope = vm.new_scope_with_main()?;
     vm.import("warnings", 0)?;
     if !flags.no_site {
-        // `site` adds `exit()`, `quit()` and `help()` to the builtins, which scripts use.
+        // CPython imports `site` at start (unless `-S`); what it sets up is part of the program's world.
         vm.import("site", 0)?;
     }
     Ok(scope)

@@ -84,6 +84,10 @@ pub struct Shell {
     expansion_failed: bool,
     /// Non-zero while running the condition of `if`/`while`/`&&`/`||`, where `set -e` does not apply.
     in_condition: usize,
+    /// Programs started in the background (`&`) and not waited for yet.
+    pub jobs: Vec<u32>,
+    /// `$!`: the pid of the last program started in the background.
+    pub last_background: Option<u32>,
 }
 
 /// Normalises an absolute path lexically: removes `.`, empty components and `..` (never above `/`).
@@ -142,6 +146,8 @@ impl Shell {
             subst_status: None,
             expansion_failed: false,
             in_condition: 0,
+            jobs: Vec::new(),
+            last_background: None,
         };
         let cwd = sh.cwd.clone();
         sh.export_var("PWD", &cwd);
@@ -237,7 +243,11 @@ impl Shell {
             "#" => self.args.len().saturating_sub(1).to_string(),
             "@" | "*" => self.args.get(1..).unwrap_or_default().join(" "),
             "$" => "1".into(),
-            "!" | "-" => String::new(),
+            "!" => self
+                .last_background
+                .map(|pid| pid.to_string())
+                .unwrap_or_default(),
+            "-" => String::new(),
             _ if name.chars().all(|c| c.is_ascii_digit()) => name
                 .parse::<usize>()
                 .ok()
@@ -329,7 +339,11 @@ impl Shell {
                 }
                 break;
             }
-            let (status, exempt) = self.run_and_or(ao, io);
+            let (status, exempt) = if ao.background {
+                (self.run_background(ao, io), true)
+            } else {
+                self.run_and_or(ao, io)
+            };
             self.status = status;
             if self.errexit
                 && status != 0
@@ -341,6 +355,34 @@ impl Shell {
             }
         }
         self.status
+    }
+
+    /// Runs `cmd &`: a program (a simple command naming no builtin or function, its output the shell's own
+    /// streams) is started and not waited for — its pid is `$!` and `wait` reaps it; anything else runs
+    /// in the foreground, as before programs could be started.
+    fn run_background(&mut self, ao: &AndOr, io: &Io) -> i32 {
+        if let ([], [Command::Simple(s)], false) =
+            (ao.rest.as_slice(), ao.first.cmds.as_slice(), ao.first.negate)
+            && s.assigns.is_empty()
+            && s.redirs.is_empty()
+            && crate::external::can_start_in_background(io)
+        {
+            let argv = expand::words(self, &s.words, io);
+            if let Some(name) = argv.first()
+                && !self.functions.contains_key(name)
+                && builtins::lookup(name).is_none()
+            {
+                return match crate::external::start_in_background(self, &argv, io) {
+                    Ok(pid) => {
+                        self.jobs.push(pid);
+                        self.last_background = Some(pid);
+                        0
+                    }
+                    Err(status) => status,
+                };
+            }
+        }
+        self.run_and_or(ao, io).0
     }
 
     /// Runs `a && b || c`; also says whether the status is exempt from `set -e` because it came from a

@@ -24,6 +24,130 @@ pub fn run(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
     start(name, argv, env, &sh.cwd, io)
 }
 
+/// Whether a program can be started in the background with `io`: its output must go to the shell's own
+/// streams, which it is handed (nothing would drain a pipe once the shell moves on).
+pub fn can_start_in_background(io: &Io) -> bool {
+    io.out.raw_fd().is_some() && io.err.raw_fd().is_some()
+}
+
+/// Starts program `argv[0]` in the background (stdin empty, as bash gives a non-interactive shell's
+/// background jobs): its pid, or the status of a failed start (127 for no such program).
+pub fn start_in_background(sh: &mut Shell, argv: &[String], io: &Io) -> Result<u32, i32> {
+    let name = &argv[0];
+    let env: Vec<(String, String)> = sh
+        .vars
+        .iter()
+        .filter(|(_, v)| v.exported)
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
+    spawn_detached(name, argv, env, &sh.cwd, io)
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn spawn_detached(
+    name: &str,
+    _argv: &[String],
+    _env: Vec<(String, String)>,
+    _cwd: &str,
+    io: &Io,
+) -> Result<u32, i32> {
+    io.eprintln(&format!("sh: {name}: command not found"));
+    Err(127)
+}
+
+#[cfg(target_os = "wasi")]
+fn spawn_detached(
+    name: &str,
+    argv: &[String],
+    env: Vec<(String, String)>,
+    cwd: &str,
+    io: &Io,
+) -> Result<u32, i32> {
+    let Some(program) = program_name(name) else {
+        io.eprintln(&format!("sh: {name}: command not found"));
+        return Err(127);
+    };
+    io.out.flush();
+    io.err.flush();
+    let spawn = stasis_guest::process::Spawn {
+        program: program.to_owned(),
+        args: argv.to_vec(),
+        env,
+        cwd: Some(cwd.to_owned()),
+        stdin: None,
+        stdout: io.out.raw_fd(),
+        stderr: io.err.raw_fd(),
+    };
+    stasis_guest::process::spawn(&spawn).map_err(|e| spawn_failed(name, e, io))
+}
+
+/// Reports a failed start the way bash does, and its status.
+#[cfg(target_os = "wasi")]
+fn spawn_failed(name: &str, error: stasis_guest::process::Errno, io: &Io) -> i32 {
+    use stasis_guest::process::Errno;
+    match error {
+        Errno::NOENT | Errno::NOSYS => {
+            io.eprintln(&format!("sh: {name}: command not found"));
+            127
+        }
+        Errno::NOEXEC => {
+            io.eprintln(&format!("sh: {name}: cannot execute binary file"));
+            126
+        }
+        e => {
+            io.eprintln(&format!("sh: {name}: {e}"));
+            126
+        }
+    }
+}
+
+/// Waits for background program `pid` (every job with `None`) and returns its status — what `wait` does.
+pub fn wait_jobs(sh: &mut Shell, pid: Option<u32>, io: &Io) -> i32 {
+    let pids: Vec<u32> = match pid {
+        Some(pid) if sh.jobs.contains(&pid) => vec![pid],
+        Some(pid) => {
+            io.eprintln(&format!("sh: wait: pid {pid} is not a child of this shell"));
+            return 127;
+        }
+        None => sh.jobs.clone(),
+    };
+    let mut status = 0;
+    for pid in pids {
+        sh.jobs.retain(|&j| j != pid);
+        status = reap(pid);
+    }
+    status
+}
+
+#[cfg(target_os = "wasi")]
+fn reap(pid: u32) -> i32 {
+    loop {
+        match stasis_guest::process::wait(Some(pid), true) {
+            Ok((_, status)) => return status,
+            Err(stasis_guest::process::Errno::INTR) => crate::tty::note(),
+            Err(_) => return 127,
+        }
+    }
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn reap(_pid: u32) -> i32 {
+    127
+}
+
+/// Sends `signal` to `pid` — what `kill` does; false when there is no such process.
+pub fn signal(pid: u32, signal: u32) -> bool {
+    #[cfg(target_os = "wasi")]
+    {
+        stasis_guest::process::kill(pid, signal).is_ok()
+    }
+    #[cfg(not(target_os = "wasi"))]
+    {
+        let _ = (pid, signal);
+        false
+    }
+}
+
 /// The program a command names: its last path component, so `/usr/bin/python3` is `python3`.
 fn program_name(name: &str) -> Option<&str> {
     let program = name.rsplit('/').next().unwrap_or(name);
@@ -71,18 +195,7 @@ fn start(name: &str, argv: &[String], env: Vec<(String, String)>, cwd: &str, io:
     wiring.close_child_ends();
     let pid = match spawned {
         Ok(pid) => pid,
-        Err(Errno::NOENT) | Err(Errno::NOSYS) => {
-            io.eprintln(&format!("sh: {name}: command not found"));
-            return 127;
-        }
-        Err(Errno::NOEXEC) => {
-            io.eprintln(&format!("sh: {name}: cannot execute binary file"));
-            return 126;
-        }
-        Err(e) => {
-            io.eprintln(&format!("sh: {name}: {e}"));
-            return 126;
-        }
+        Err(e) => return spawn_failed(name, e, io),
     };
     wiring.pump(io);
     loop {

@@ -30,6 +30,7 @@ impl Sink {
     }
 
     /// Whether two sinks are the same stream (`2>&1`).
+    #[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
     pub fn same(&self, other: &Sink) -> bool {
         Rc::ptr_eq(&self.0, &other.0)
     }
@@ -69,6 +70,7 @@ pub struct Source {
     pos: usize,
     reader: Option<Box<dyn Read>>,
     /// The process's fd the reader reads, when it is the process's own stdin.
+    #[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
     fd: Option<u32>,
 }
 
@@ -99,6 +101,7 @@ impl Input {
     }
 
     /// The process's fd this input still reads straight from: its own stdin, with nothing buffered.
+    #[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
     pub fn raw_fd(&self) -> Option<u32> {
         let src = self.0.try_borrow().ok()?;
         if src.reader.is_some() && src.pos >= src.buf.len() {

@@ -136,7 +136,7 @@ pub enum Op {
     Semi,
     /// `;;` (ends a `case` arm)
     DSemi,
-    /// `&` (run in the background, which wasm cannot: treated like `;`)
+    /// `&` (run in the background: a program is started and not waited for)
     Amp,
     /// `|`
     Pipe,

@@ -27,6 +27,8 @@ pub struct AndOr {
     pub first: Pipeline,
     /// The following pipelines with the operator before each.
     pub rest: Vec<(Connector, Pipeline)>,
+    /// Ended by `&`: run in the background.
+    pub background: bool,
 }
 
 /// Commands joined by `|`, optionally negated with `!`.
@@ -199,7 +201,13 @@ impl Parser {
             }
             items.push(self.and_or()?);
             match self.peek() {
-                Some(Tok::Op(Op::Semi | Op::Amp | Op::Newline)) => self.pos += 1,
+                Some(Tok::Op(Op::Amp)) => {
+                    if let Some(last) = items.last_mut() {
+                        last.background = true;
+                    }
+                    self.pos += 1;
+                }
+                Some(Tok::Op(Op::Semi | Op::Newline)) => self.pos += 1,
                 _ => break,
             }
         }
@@ -228,7 +236,11 @@ impl Parser {
             self.skip_newlines();
             rest.push((conn, self.pipeline()?));
         }
-        Ok(AndOr { first, rest })
+        Ok(AndOr {
+            first,
+            rest,
+            background: false,
+        })
     }
 
     fn pipeline(&mut self) -> Result<Pipeline, SyntaxError> {

@@ -14,6 +14,7 @@ pub(crate) mod table;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
+use crate::command::Command;
 use crate::running::Control;
 use crate::wasi::StopReason;
 use crate::wasi::errno::Errno;
@@ -35,7 +36,8 @@ pub struct ChildInfo {
     pub args: Vec<String>,
     /// Its working directory, when its parent gave one.
     pub cwd: Option<String>,
-    /// Whether it still runs (otherwise it ended and its parent has not reaped it yet).
+    /// Whether it has not ended (it runs, or is suspended with its sandbox); otherwise it ended and its
+    /// parent has not reaped it yet.
     pub running: bool,
 }
 
@@ -99,13 +101,65 @@ impl Kernel {
                 program: child.program.clone(),
                 args: child.args.clone(),
                 cwd: child.cwd.clone(),
-                running: matches!(child.state, ChildState::Running(_)),
+                running: !matches!(child.state, ChildState::Exited(_)),
             })
             .collect()
     }
 
+    /// The table as saved.
+    pub(crate) fn save(&self) -> Vec<crate::state::ChildSaved> {
+        self.table().save()
+    }
+
+    /// Replaces the table with a saved one (a restored sandbox's, before any process runs).
+    pub(crate) fn restore(&self, saved: &[crate::state::ChildSaved]) {
+        for child in saved {
+            self.reserve_pid(child.pid);
+        }
+        *self.table() = Table::restore(saved);
+    }
+
+    /// The suspended children, in pid order.
+    pub(crate) fn suspended(&self) -> Vec<u32> {
+        self.table().suspended()
+    }
+
+    /// Whether `pid` is a child in the table.
+    pub(crate) fn is_child(&self, pid: u32) -> bool {
+        self.table().iter().any(|(p, _)| p == pid)
+    }
+
+    /// Runs `command`, suspended child `pid` continuing, on a thread of its own; false (the command
+    /// dropped) when `pid` is not a suspended child or no thread could be made.
+    pub(crate) fn continue_child(self: &Arc<Self>, pid: u32, command: Command) -> bool {
+        if !self.table().continued(pid, command.control()) {
+            return false;
+        }
+        self.run_child(pid, command)
+    }
+
+    /// Runs child `pid`'s `command` on a thread of its own, recording how it ends.
+    fn run_child(self: &Arc<Self>, pid: u32, command: Command) -> bool {
+        let kernel = self.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("stasis-pid-{pid}"))
+            .spawn(move || {
+                let output = command.run();
+                // A suspended child lives on in its sandbox's blob: it has not ended.
+                if !output.suspended {
+                    kernel.exited(pid, output.exit_code);
+                }
+            });
+        if thread.is_err() {
+            // The command was dropped with the closure: it counts as ended, as a failed exec would.
+            self.exited(pid, 127);
+            return false;
+        }
+        true
+    }
+
     /// Child `pid` ended with `status`.
-    fn exited(&self, pid: u32, status: i32) {
+    pub(crate) fn exited(&self, pid: u32, status: i32) {
         self.table().exited(pid, status);
         self.ended.notify_all();
     }
@@ -142,18 +196,7 @@ impl ProcessHost for Kernel {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(control);
-        let thread = std::thread::Builder::new()
-            .name(format!("stasis-pid-{pid}"))
-            .spawn(move || {
-                let output = command.run();
-                // A suspended child lives on in its sandbox's blob: it has not ended.
-                if !output.suspended {
-                    kernel.exited(pid, output.exit_code);
-                }
-            });
-        if thread.is_err() {
-            // The command was dropped with the closure: it counts as ended, as a failed exec would.
-            self.exited(pid, 127);
+        if !kernel.run_child(pid, command) {
             return Err(Errno::Again);
         }
         Ok(pid)

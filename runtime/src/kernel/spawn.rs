@@ -70,7 +70,7 @@ impl Launcher {
                 wasi.install_stdio(fd, entry);
             }
         }
-        let stdin = wasi.stdin_pipe();
+        let stdin = wasi.fd0_stdin_pipe();
         wasi.set_process_host(pid, kernel);
         let process = new_process(
             self.runtime.engine(),

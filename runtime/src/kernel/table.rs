@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::running::Control;
+use crate::state::ChildSaved;
 use crate::wasi::process::Reaped;
 
 /// One child process.
@@ -27,6 +28,9 @@ pub(crate) struct Child {
 pub(crate) enum ChildState {
     /// Running on a thread of its own (or parked by a pause).
     Running(Control),
+    /// Brought back suspended by a resume, held by the sandbox until it continues
+    /// ([`crate::Sandbox::continue_children`]).
+    Suspended,
     /// Ended with this status; waiting for its parent to reap it.
     Exited(i32),
 }
@@ -80,8 +84,65 @@ impl Table {
                 return true;
             }
             child.ppid = 0;
-            matches!(child.state, ChildState::Running(_))
+            !matches!(child.state, ChildState::Exited(_))
         });
+    }
+
+    /// Child `pid`, suspended, continues under `control`; false when it is not a suspended child.
+    pub(crate) fn continued(&mut self, pid: u32, control: Control) -> bool {
+        match self.children.get_mut(&pid) {
+            Some(child) if matches!(child.state, ChildState::Suspended) => {
+                child.state = ChildState::Running(control);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The pids of the suspended children, in order.
+    pub(crate) fn suspended(&self) -> Vec<u32> {
+        self.children
+            .iter()
+            .filter(|(_, c)| matches!(c.state, ChildState::Suspended))
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
+    /// The table as saved: running children (which a pause suspends) and ended ones with their status.
+    pub(crate) fn save(&self) -> Vec<ChildSaved> {
+        self.children
+            .iter()
+            .map(|(&pid, c)| ChildSaved {
+                pid,
+                ppid: c.ppid,
+                program: c.program.clone(),
+                args: c.args.clone(),
+                cwd: c.cwd.clone(),
+                exited: match c.state {
+                    ChildState::Exited(status) => Some(status),
+                    ChildState::Running(_) | ChildState::Suspended => None,
+                },
+            })
+            .collect()
+    }
+
+    /// The table of a restored sandbox: its children that had not ended are suspended.
+    pub(crate) fn restore(saved: &[ChildSaved]) -> Self {
+        Self {
+            children: saved
+                .iter()
+                .map(|c| {
+                    let child = Child {
+                        ppid: c.ppid,
+                        program: c.program.clone(),
+                        args: c.args.clone(),
+                        cwd: c.cwd.clone(),
+                        state: c.exited.map_or(ChildState::Suspended, ChildState::Exited),
+                    };
+                    (c.pid, child)
+                })
+                .collect(),
+        }
     }
 
     /// Reaps an ended child of `parent`: `pid`, or the lowest-numbered one when `None`.
@@ -112,7 +173,7 @@ impl Table {
     pub(crate) fn control(&self, pid: u32) -> Option<&Control> {
         match &self.children.get(&pid)?.state {
             ChildState::Running(control) => Some(control),
-            ChildState::Exited(_) => None,
+            ChildState::Suspended | ChildState::Exited(_) => None,
         }
     }
 
@@ -148,6 +209,25 @@ mod tests {
         ));
         assert!(matches!(table.reap(1, None), Reap::NoChild));
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn the_table_saves_and_restores_with_running_children_suspended() {
+        let mut table = Table::default();
+        table.insert(5, exited(1, 3));
+        table.insert(
+            6,
+            Child {
+                state: ChildState::Suspended,
+                ..exited(1, 0)
+            },
+        );
+        let saved = table.save();
+        assert_eq!(saved[0].exited, Some(3));
+        assert_eq!(saved[1].exited, None);
+        let back = Table::restore(&saved);
+        assert_eq!(back.save(), saved);
+        assert_eq!(back.suspended(), [6]);
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! calls' stacks, which the unwind stage keeps in a memory of its own; what a suspended call needs besides
 //! is here ([`SuspendedCall`]).
 //!
-//! This is the manifest of format 2.1; [`v2_0`] reads the manifests of format 2.0 blobs.
+//! This is the manifest of format 2.2; [`v2_0`] and [`v2_1`] read the manifests of older blobs.
 
 pub mod v2_0;
+pub mod v2_1;
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -36,10 +37,11 @@ pub fn read_sandbox_blob(
         }
         got
     };
-    if peek_header(&header[..got])?.format_minor == 0 {
-        return Ok(read_blob::<v2_0::SandboxManifestV2_0>(path, limits)?.map_manifest(Into::into));
+    match peek_header(&header[..got])?.format_minor {
+        0 => Ok(read_blob::<v2_0::SandboxManifestV2_0>(path, limits)?.map_manifest(Into::into)),
+        1 => Ok(read_blob::<v2_1::SandboxManifestV2_1>(path, limits)?.map_manifest(Into::into)),
+        _ => read_blob(path, limits),
     }
-    read_blob(path, limits)
 }
 
 /// Decodes a sandbox blob held in memory, whatever minor of the format wrote it (see [`decode`]).
@@ -47,10 +49,11 @@ pub fn decode_sandbox_blob(
     bytes: Vec<u8>,
     limits: &DecodeLimits,
 ) -> Result<DecodedBlob<SandboxManifest>, DecodeError> {
-    if peek_header(&bytes)?.format_minor == 0 {
-        return Ok(decode::<v2_0::SandboxManifestV2_0>(bytes, limits)?.map_manifest(Into::into));
+    match peek_header(&bytes)?.format_minor {
+        0 => Ok(decode::<v2_0::SandboxManifestV2_0>(bytes, limits)?.map_manifest(Into::into)),
+        1 => Ok(decode::<v2_1::SandboxManifestV2_1>(bytes, limits)?.map_manifest(Into::into)),
+        _ => decode(bytes, limits),
     }
-    decode(bytes, limits)
 }
 
 /// Everything about a paused sandbox except its memory bytes and its files.
@@ -66,6 +69,45 @@ pub struct SandboxManifest {
     pub processes: Vec<ProcessState>,
     /// Wall-clock time of the pause, in milliseconds since the Unix epoch.
     pub paused_at_unix_ms: u64,
+    /// The kernel: which processes started which, and the pipes between them.
+    pub kernel: KernelState,
+}
+
+/// A sandbox's kernel as saved: its table of children and the bytes buffered in its pipes. The children
+/// that were running are processes of the manifest too (suspended in a call); the fds that hold a pipe's
+/// ends name it by [`PipeSaved::id`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelState {
+    /// Every child in the table, in pid order.
+    pub children: Vec<ChildSaved>,
+    /// Every pipe some saved fd holds an end of.
+    pub pipes: Vec<PipeSaved>,
+}
+
+/// A child process as the kernel's table keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildSaved {
+    /// Its pid.
+    pub pid: u32,
+    /// Its parent's pid (0: an orphan).
+    pub ppid: u32,
+    /// The program it runs.
+    pub program: String,
+    /// Its argv.
+    pub args: Vec<String>,
+    /// Its working directory.
+    pub cwd: Option<String>,
+    /// Its exit status, when it has ended and its parent has not reaped it yet.
+    pub exited: Option<i32>,
+}
+
+/// A pipe as saved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeSaved {
+    /// What the fds holding its ends call it, within this blob.
+    pub id: u64,
+    /// The bytes written and not read yet.
+    pub bytes: Vec<u8>,
 }
 
 /// A template named by its content.

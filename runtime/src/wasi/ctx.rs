@@ -241,14 +241,29 @@ impl WasiCtx {
         self.processes = Some(host);
     }
 
-    /// Makes `entry` (a duplicate of a parent's fd) the process's fd `fd`, 0–2, before it starts. A stdin
-    /// handed down becomes the process's own, so a wait on it can be woken; output handed down is only
-    /// written to, never drained here (what it captured is its owner's).
+    /// Makes `entry` (a duplicate of a parent's fd) the process's fd `fd`, 0–2, before it starts. A stream
+    /// handed down stays its owner's: this process writes to it or reads from it, but its own streams
+    /// (what [`WasiCtx::take_stdout`] drains, what a saved state calls its own) are untouched.
     pub(crate) fn install_stdio(&mut self, fd: u32, entry: FdEntry) {
-        if let (Handle::Stdin(shared), 0) = (&entry.handle, fd) {
-            self.stdin = shared.clone();
-        }
         self.fds.insert(fd, entry);
+    }
+
+    /// The host pipe behind fd 0 — the process's own stdin or one handed down to it — if it is one: what
+    /// a stop or suspend request wakes.
+    pub(crate) fn fd0_stdin_pipe(&self) -> Option<super::StdinPipe> {
+        match &self.fds.get(&0)?.handle {
+            Handle::Stdin(shared) => lock(shared).pipe().cloned(),
+            _ => None,
+        }
+    }
+
+    /// Every pipe an fd holds an end of, with the bytes buffered in it, into `out`, by id.
+    pub(crate) fn pipes_into(&self, out: &mut BTreeMap<u64, Vec<u8>>) {
+        for entry in self.fds.values() {
+            if let Handle::Pipe(end) = &entry.handle {
+                out.entry(end.id()).or_insert_with(|| end.buffered());
+            }
+        }
     }
 
     /// The interrupt that can stop or suspend the guest, if it has one.

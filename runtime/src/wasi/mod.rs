@@ -60,6 +60,7 @@ pub use imports::add_to_linker;
 pub use interrupt::{Interrupt, StopReason, Stopped};
 pub use quota::DiskQuota;
 pub use state::{FdKindState, FdState, PreopenState, WasiState};
+pub(crate) use state::{RestoreLinks, SaveLinks};
 pub use stdio::{OutputCallback, OutputSink, PipeError, Stdin, StdinPipe};
 pub(crate) use suspend::{Entry as SuspendEntry, enter as suspend_enter, unwind as suspend_unwind};
 pub use suspend::{PendingCall, UnwindGlobals};
@@ -225,13 +226,6 @@ pub enum WasiSaveError {
         #[source]
         source: std::io::Error,
     },
-    /// The fd is one end of a pipe between processes, which the process's own state cannot carry (the
-    /// pipe is shared with other processes).
-    #[error("fd {fd} is a pipe between processes, which cannot be saved")]
-    Pipe {
-        /// The guest fd.
-        fd: u32,
-    },
 }
 
 /// Why [`WasiCtx::restore`] failed.
@@ -274,5 +268,13 @@ pub enum WasiRestoreError {
         count: usize,
         /// The limit.
         max: usize,
+    },
+    /// A saved fd is an end of a pipe the saved sandbox does not have.
+    #[error("fd {fd} is an end of pipe {pipe}, which the saved sandbox does not have")]
+    UnknownPipe {
+        /// The guest fd.
+        fd: u32,
+        /// The pipe's saved id.
+        pipe: u64,
     },
 }

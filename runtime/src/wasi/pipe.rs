@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,8 +24,13 @@ pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(5);
 /// Bytes a pipe buffers before writers wait: Linux's default pipe size.
 pub const PIPE_CAPACITY: usize = 64 * 1024;
 
+/// Ids of live pipes, unique within the host process: what a saved fd names its pipe by (a restored
+/// pipe gets a new one).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A pipe: its buffer and how many ends of each kind are open.
 pub(crate) struct Pipe {
+    id: u64,
     state: Mutex<Buffer>,
     changed: Condvar,
     capacity: usize,
@@ -98,7 +104,7 @@ pub(crate) fn waker(
 impl fmt::Debug for PipeEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PipeEnd")
-            .field("capacity", &self.pipe.capacity)
+            .field("pipe", &self.pipe.id)
             .field("write", &self.write)
             .finish()
     }
@@ -107,9 +113,15 @@ impl fmt::Debug for PipeEnd {
 impl Pipe {
     /// A new pipe holding up to `capacity` bytes: its read and write ends.
     pub(crate) fn open(capacity: usize) -> (PipeEnd, PipeEnd) {
+        Self::holding(capacity, Vec::new())
+    }
+
+    /// A new pipe already holding `bytes` (a restored one): its read and write ends.
+    pub(crate) fn holding(capacity: usize, bytes: Vec<u8>) -> (PipeEnd, PipeEnd) {
         let pipe = Arc::new(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(Buffer {
-                bytes: VecDeque::new(),
+                bytes: bytes.into(),
                 readers: 1,
                 writers: 1,
             }),
@@ -138,6 +150,16 @@ impl Pipe {
 }
 
 impl PipeEnd {
+    /// The pipe's id, the same for both of its ends.
+    pub(crate) fn id(&self) -> u64 {
+        self.pipe.id
+    }
+
+    /// What the pipe holds that no one has read yet (what a pause saves of it).
+    pub(crate) fn buffered(&self) -> Vec<u8> {
+        self.pipe.lock().bytes.iter().copied().collect()
+    }
+
     /// Whether this is the write end.
     pub(crate) fn is_write(&self) -> bool {
         self.write
@@ -319,6 +341,7 @@ mod tests {
             w.write(b"c", true, &|| Some(Wake::Interrupted)),
             PipeWrite::Woken(Wake::Interrupted)
         );
+        assert_eq!(r.buffered(), b"ab");
         assert_eq!(
             r.read(&mut buf, true, &|| Some(Wake::Suspend)),
             PipeRead::Data(2),

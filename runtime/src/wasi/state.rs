@@ -1,11 +1,19 @@
 //! [`WasiState`]: the plain-data image of a [`WasiCtx`], and `save`/`restore` between the two. Restore re-opens
 //! every fd by its path relative to its preopen, at the same fd number and offset; gaps left by closed fds stay
 //! gaps and a closed preopen stays closed.
+//!
+//! Objects shared between the processes of a sandbox are saved by reference: a pipe end names its pipe
+//! (whose bytes the sandbox's kernel state holds), a stream handed down by a parent names the process
+//! that owns it ([`SaveLinks`]); restore joins them up again ([`RestoreLinks`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use cap_fs_ext::{FollowSymlinks, MetadataExt as _, OpenOptionsFollowExt as _};
 use serde::{Deserialize, Serialize};
 
-use super::ctx::{FdEntry, Handle, WasiCtx};
+use super::ctx::{FdEntry, Handle, SharedOutput, SharedStdin, WasiCtx};
+use super::pipe::{PIPE_CAPACITY, Pipe, PipeEnd};
 use super::types::LOOKUP_SYMLINK_FOLLOW;
 use super::{WasiConfig, WasiRestoreError, WasiSaveError};
 
@@ -50,6 +58,80 @@ pub enum FdKindState {
     Dir,
     /// A regular file (or other non-directory) opened by the guest.
     File,
+    /// One end of a pipe between processes of the sandbox.
+    Pipe {
+        /// The pipe, as the sandbox's saved kernel names it.
+        pipe: u64,
+        /// Whether this is the write end.
+        write: bool,
+    },
+    /// The standard input of process `owner`, handed down to this one.
+    SharedStdin {
+        /// The process whose own stdin it is.
+        owner: u32,
+    },
+    /// The standard output of process `owner`, handed down to this one.
+    SharedStdout {
+        /// The process whose own stdout it is.
+        owner: u32,
+    },
+    /// The standard error of process `owner`, handed down to this one.
+    SharedStderr {
+        /// The process whose own stderr it is.
+        owner: u32,
+    },
+}
+
+/// Who owns each standard stream of a sandbox's processes, for saving the fds that share them.
+#[derive(Default)]
+pub(crate) struct SaveLinks {
+    /// By the stream's address: (owner pid, 0 stdin / 1 stdout / 2 stderr).
+    owners: HashMap<usize, (u32, u8)>,
+}
+
+impl SaveLinks {
+    /// Records the own streams of `ctx`, process `pid`.
+    pub(crate) fn add(&mut self, pid: u32, ctx: &WasiCtx) {
+        self.owners.insert(Arc::as_ptr(&ctx.stdin) as usize, (pid, 0));
+        self.owners.insert(Arc::as_ptr(&ctx.stdout) as usize, (pid, 1));
+        self.owners.insert(Arc::as_ptr(&ctx.stderr) as usize, (pid, 2));
+    }
+
+    fn owner<T>(&self, stream: &Arc<T>) -> Option<(u32, u8)> {
+        self.owners.get(&(Arc::as_ptr(stream) as usize)).copied()
+    }
+}
+
+/// The shared objects of a sandbox being restored: its pipes, and the own streams of the processes
+/// restored so far (in pid order, so a parent's are there before its children's).
+#[derive(Default)]
+pub(crate) struct RestoreLinks {
+    pipes: HashMap<u64, (PipeEnd, PipeEnd)>,
+    streams: HashMap<u32, (SharedStdin, SharedOutput, SharedOutput)>,
+}
+
+impl RestoreLinks {
+    /// Links holding the saved pipes, by id. A pipe holding more than a pipe can is refused.
+    pub(crate) fn with_pipes(
+        pipes: impl IntoIterator<Item = (u64, Vec<u8>)>,
+    ) -> Result<Self, (u64, usize)> {
+        let mut links = Self::default();
+        for (id, bytes) in pipes {
+            if bytes.len() > PIPE_CAPACITY {
+                return Err((id, bytes.len()));
+            }
+            links.pipes.insert(id, Pipe::holding(PIPE_CAPACITY, bytes));
+        }
+        Ok(links)
+    }
+
+    /// Records the own streams of restored process `pid`, for its children's fds.
+    pub(crate) fn add(&mut self, pid: u32, ctx: &WasiCtx) {
+        self.streams.insert(
+            pid,
+            (ctx.stdin.clone(), ctx.stdout.clone(), ctx.stderr.clone()),
+        );
+    }
 }
 
 /// One saved fd.
@@ -87,14 +169,34 @@ impl WasiCtx {
     /// Captures the state as plain data. Refuses when an open file or directory was deleted or replaced since
     /// it was opened (it could not be re-opened by path).
     pub fn save(&self) -> Result<WasiState, WasiSaveError> {
+        self.save_linked(&SaveLinks::default())
+    }
+
+    /// [`WasiCtx::save`] for a process of a sandbox whose streams `links` knows: a stream handed down by
+    /// another process is saved as that process's, and one whose owner is not in `links` (it ended) as
+    /// this process's own.
+    pub(crate) fn save_linked(&self, links: &SaveLinks) -> Result<WasiState, WasiSaveError> {
         let mut fds = Vec::with_capacity(self.fds.len());
         for (&fd, e) in &self.fds {
             self.check_still_there(fd, e)?;
             let kind = match &e.handle {
-                Handle::Stdin(_) => FdKindState::Stdin,
-                Handle::Stdout(_) => FdKindState::Stdout,
-                Handle::Stderr(_) => FdKindState::Stderr,
-                Handle::Pipe(_) => return Err(WasiSaveError::Pipe { fd }),
+                Handle::Stdin(s) if Arc::ptr_eq(s, &self.stdin) => FdKindState::Stdin,
+                Handle::Stdout(s) if Arc::ptr_eq(s, &self.stdout) => FdKindState::Stdout,
+                Handle::Stderr(s) if Arc::ptr_eq(s, &self.stderr) => FdKindState::Stderr,
+                Handle::Stdin(s) => match links.owner(s) {
+                    Some((owner, _)) => FdKindState::SharedStdin { owner },
+                    None => FdKindState::Stdin,
+                },
+                Handle::Stdout(s) | Handle::Stderr(s) => match links.owner(s) {
+                    Some((owner, 2)) => FdKindState::SharedStderr { owner },
+                    Some((owner, _)) => FdKindState::SharedStdout { owner },
+                    None if matches!(e.handle, Handle::Stderr(_)) => FdKindState::Stderr,
+                    None => FdKindState::Stdout,
+                },
+                Handle::Pipe(end) => FdKindState::Pipe {
+                    pipe: end.id(),
+                    write: end.is_write(),
+                },
                 Handle::Dir(_) if e.is_preopen => FdKindState::PreopenDir,
                 Handle::Dir(_) => FdKindState::Dir,
                 Handle::File(_) => FdKindState::File,
@@ -177,7 +279,17 @@ impl WasiCtx {
 
     /// Rebuilds a context from saved state: live resources (directories, stdio, limits) come from `config`,
     /// arguments, environment, fds and the clock from `state`.
-    pub fn restore(mut config: WasiConfig, state: &WasiState) -> Result<Self, WasiRestoreError> {
+    pub fn restore(config: WasiConfig, state: &WasiState) -> Result<Self, WasiRestoreError> {
+        Self::restore_linked(config, state, &RestoreLinks::default())
+    }
+
+    /// [`WasiCtx::restore`] for a process of a sandbox: pipe ends and streams handed down are taken from
+    /// `links` (a stream whose owner is not there becomes the process's own).
+    pub(crate) fn restore_linked(
+        mut config: WasiConfig,
+        state: &WasiState,
+        links: &RestoreLinks,
+    ) -> Result<Self, WasiRestoreError> {
         let configured: Vec<String> = config
             .root
             .as_ref()
@@ -200,13 +312,13 @@ impl WasiCtx {
         let mut ctx = Self::without_fds(config, state.monotonic_ns)?;
         ctx.suspend.pending = state.pending.clone();
         for s in &state.fds {
-            let entry = ctx.reopen(s)?;
+            let entry = ctx.reopen(s, links)?;
             ctx.fds.insert(s.fd, entry);
         }
         Ok(ctx)
     }
 
-    fn reopen(&self, s: &FdState) -> Result<FdEntry, WasiRestoreError> {
+    fn reopen(&self, s: &FdState, links: &RestoreLinks) -> Result<FdEntry, WasiRestoreError> {
         let reopen_err = |source| WasiRestoreError::Reopen {
             fd: s.fd,
             path: s.path.clone(),
@@ -228,6 +340,31 @@ impl WasiCtx {
             FdKindState::Stdin => Handle::Stdin(self.stdin.clone()),
             FdKindState::Stdout => Handle::Stdout(self.stdout.clone()),
             FdKindState::Stderr => Handle::Stderr(self.stderr.clone()),
+            FdKindState::SharedStdin { owner } => Handle::Stdin(
+                links
+                    .streams
+                    .get(&owner)
+                    .map_or_else(|| self.stdin.clone(), |(i, _, _)| i.clone()),
+            ),
+            FdKindState::SharedStdout { owner } => Handle::Stdout(
+                links
+                    .streams
+                    .get(&owner)
+                    .map_or_else(|| self.stdout.clone(), |(_, o, _)| o.clone()),
+            ),
+            FdKindState::SharedStderr { owner } => Handle::Stderr(
+                links
+                    .streams
+                    .get(&owner)
+                    .map_or_else(|| self.stderr.clone(), |(_, _, e)| e.clone()),
+            ),
+            FdKindState::Pipe { pipe, write } => {
+                let (r, w) = links.pipes.get(&pipe).ok_or(WasiRestoreError::UnknownPipe {
+                    fd: s.fd,
+                    pipe,
+                })?;
+                Handle::Pipe(if write { w.duplicate() } else { r.duplicate() })
+            }
             FdKindState::PreopenDir => {
                 Handle::Dir(preopen(s.preopen)?.dir.try_clone().map_err(reopen_err)?)
             }

@@ -75,6 +75,31 @@ fn the_shell_runs_a_program_with_its_arguments_streams_and_status() -> Result<()
 }
 
 #[test]
+fn programs_run_in_the_background_and_wait_and_kill_reach_them() -> Result<()> {
+    let mut f = Fixture::new(SandboxLimits::default())?;
+    let (status, out, _) = f.sh("procs nested 2 & pid=$!; wait $pid; echo \"status $? of $pid\"")?;
+    assert_eq!(status, 0);
+    let pid = out.trim_end().rsplit(' ').next().unwrap_or_default();
+    assert!(pid.parse::<u32>().is_ok(), "$! is a pid: {out:?}");
+    assert_eq!(out, format!("depth 2\ndepth 1\ndepth 0\nstatus 2 of {pid}\n"));
+    let (_, out, _) = f.sh("procs nested 0 & procs nested 0 & wait; echo done")?;
+    assert_eq!(out, "depth 0\ndepth 0\ndone\n", "`wait` waits for every job");
+    let (_, out, _) = f.sh("sh -c 'sleep 30' & kill $!; wait $!; echo \"status $?\"")?;
+    assert_eq!(out, "status 143\n", "a SIGTERM ends a background program");
+    let (_, out, _) = f.sh("sh -c 'sleep 30' & kill -9 $!; wait $!; echo \"status $?\"")?;
+    assert_eq!(out, "status 137\n");
+    let (status, _, err) = f.sh("wait 99999")?;
+    assert_eq!(status, 127);
+    assert_eq!(err, "sh: wait: pid 99999 is not a child of this shell\n");
+    let (status, _, err) = f.sh("kill 99999")?;
+    assert_eq!(status, 1);
+    assert_eq!(err, "sh: kill: (99999) - No such process\n");
+    let (status, _, err) = f.sh("no-such-program &")?;
+    assert_eq!((status, err.as_str()), (127, "sh: no-such-program: command not found\n"));
+    Ok(())
+}
+
+#[test]
 fn megabytes_go_through_a_pipeline_of_programs_and_builtins() -> Result<()> {
     let mut f = Fixture::new(SandboxLimits::default())?;
     // 200,000 lines (1.3 MB) through three programs, twenty times the pipe's buffer.
@@ -190,41 +215,182 @@ fn children_are_listed_with_their_parent_and_killed_by_pid() -> Result<()> {
     Ok(())
 }
 
+/// Output collected from a streaming sink, shared with the test.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// Streams that collect stdout into `seen`.
+fn collecting(seen: &Seen) -> stasis::CommandIo {
+    let sink = seen.clone();
+    stasis::CommandIo {
+        stdin: stasis::wasi::Stdin::Empty,
+        stdout: stasis::wasi::OutputSink::stream(1 << 24, move |b| {
+            if let Ok(mut s) = sink.lock() {
+                s.extend_from_slice(b);
+            }
+        }),
+        stderr: stasis::wasi::OutputSink::discard(),
+    }
+}
+
+fn seen_text(seen: &Seen) -> String {
+    String::from_utf8_lossy(&seen.lock().map(|s| s.clone()).unwrap_or_default()).into_owned()
+}
+
+/// The line the tree runs: `seq` fills the pipe into a slow program at once (most of it still waits there
+/// at the first pause), whose output the shell collects; then a shell started by the shell runs a slow
+/// program that prints as it goes. At a pause, processes are mid-run and each waits in a different call
+/// (poll on a pipe, a sleep, a wait for a child).
+const TREE: &str =
+    "seq 1 120 | procs slow 5 | sh -c 'procs slow 3; echo inner done'; echo \"outer $?\"";
+
 #[test]
-fn a_pause_ends_a_process_tree_and_the_resumed_sandbox_runs_programs_again() -> Result<()> {
+fn a_process_tree_paused_with_bytes_in_its_pipes_finishes_as_if_never_paused() -> Result<()> {
     let mut f = Fixture::new(SandboxLimits::default())?;
-    let stdin = stasis::wasi::StdinPipe::new(1024);
-    let io = stasis::CommandIo {
-        stdin: stasis::wasi::Stdin::Pipe(stdin),
-        stdout: stasis::wasi::OutputSink::capture(1 << 20),
-        stderr: stasis::wasi::OutputSink::capture(1 << 20),
+    let expected = {
+        let seen = Seen::default();
+        let sh = f.sh.clone();
+        let out = f
+            .sandbox
+            .start_command(&sh, &["-c".into(), TREE.into()], &[], collecting(&seen))?
+            .run();
+        assert_eq!(out.exit_code, 0);
+        seen_text(&seen)
     };
+    assert!(expected.starts_with("1\n2\n") && expected.ends_with("120\ninner done\nouter 0\n"));
+    for pause_after_ms in [150, 900] {
+        let seen = Seen::default();
+        let sh = f.sh.clone();
+        let command =
+            f.sandbox
+                .start_command(&sh, &["-c".into(), TREE.into()], &[], collecting(&seen))?;
+        let thread = std::thread::spawn(move || command.run());
+        std::thread::sleep(Duration::from_millis(pause_after_ms));
+        let blob = f._tmp.path().join(format!("tree-{pause_after_ms}.blob"));
+        let report = f.sandbox.pause(&blob)?;
+        let first = thread.join().map_err(|_| anyhow::anyhow!("the command panicked"))?;
+        assert!(first.suspended, "the shell is suspended, not ended: {first:?}");
+        assert!(
+            report.suspended >= 2,
+            "the shell and the programs it started are suspended ({} were)",
+            report.suspended
+        );
+        let mut resumed = f._runtime.resume(&blob, stasis::ResumeOptions::default())?;
+        let children = resumed.children();
+        assert!(!children.is_empty(), "the kernel's table came back");
+        let top: Vec<u32> = resumed.suspended().iter().map(|p| p.pid).collect();
+        assert_eq!(top.len(), 1, "only the command the embedder started is its to continue");
+        let out = resumed.continue_command(top[0], collecting(&seen))?.run();
+        assert_eq!(out.exit_code, 0, "{out:?}");
+        assert_eq!(
+            seen_text(&seen),
+            expected,
+            "paused after {pause_after_ms} ms, the tree printed what it prints unpaused"
+        );
+        assert!(resumed.children().is_empty(), "every child was reaped");
+        f.sandbox = resumed;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_snapshot_of_a_running_tree_forks_sandboxes_that_each_finish_it() -> Result<()> {
+    let mut f = Fixture::new(SandboxLimits::default())?;
+    let seen = Seen::default();
+    let sh = f.sh.clone();
+    let command = f
+        .sandbox
+        .start_command(&sh, &["-c".into(), TREE.into()], &[], collecting(&seen))?;
+    let thread = std::thread::spawn(move || command.run());
+    std::thread::sleep(Duration::from_millis(200));
+    let blob = f._tmp.path().join("tree.snapshot");
+    f.sandbox
+        .snapshot(&blob, &stasis::snapshot::EncodeOptions::default())?;
+    let original = thread.join().map_err(|_| anyhow::anyhow!("the command panicked"))?;
+    assert_eq!(original.exit_code, 0, "the snapshotted tree carried on in place");
+    let whole = seen_text(&seen);
+    for _ in 0..2 {
+        let fork_seen = Seen::default();
+        let mut fork = f._runtime.resume(&blob, stasis::ResumeOptions::default())?;
+        let pid = fork.suspended()[0].pid;
+        let out = fork.continue_command(pid, collecting(&fork_seen))?.run();
+        assert_eq!(out.exit_code, 0);
+        let rest = seen_text(&fork_seen);
+        assert!(
+            whole.ends_with(&rest) && rest.ends_with("inner done\nouter 0\n"),
+            "a fork prints the rest of the run: {rest:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Streams with stdin from `pipe` and stdout collected into `seen`.
+fn piped(pipe: &stasis::wasi::StdinPipe, seen: &Seen) -> stasis::CommandIo {
+    stasis::CommandIo {
+        stdin: stasis::wasi::Stdin::Pipe(pipe.clone()),
+        ..collecting(seen)
+    }
+}
+
+/// A shell whose child reads the shell's own stdin, paused while the child waits for input: the blob,
+/// and the pid of the child.
+fn paused_reader(f: &mut Fixture) -> Result<(std::path::PathBuf, u32)> {
+    let pipe = stasis::wasi::StdinPipe::new(1024);
     let sh = f.sh.clone();
     let command = f.sandbox.start_command(
         &sh,
-        &["-c".into(), "echo file > /kept.txt; procs copy".into()],
+        &["-c".into(), "procs copy; echo \"status $?\"".into()],
         &[],
-        io,
+        piped(&pipe, &Seen::default()),
     )?;
     let thread = std::thread::spawn(move || command.run());
     let deadline = Instant::now() + Duration::from_secs(60);
-    while f.sandbox.children().is_empty() {
+    let child = loop {
+        if let Some(child) = f.sandbox.children().first() {
+            break child.pid;
+        }
         if Instant::now() > deadline {
             bail!("the child never appeared");
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-    let blob = f._tmp.path().join("tree.blob");
+    };
+    let blob = f._tmp.path().join(format!("reader-{child}.blob"));
     let report = f.sandbox.pause(&blob)?;
-    assert_eq!(report.suspended, 0, "a process tree is not suspended yet");
-    let output = thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the command panicked"))?;
-    assert_eq!(output.exit_code, 137);
-    assert_eq!(output.stopped, Some(stasis::wasi::StopReason::Pause));
+    assert_eq!(report.suspended, 2, "the shell and its child");
+    let first = thread.join().map_err(|_| anyhow::anyhow!("the command panicked"))?;
+    assert!(first.suspended);
+    Ok((blob, child))
+}
+
+#[test]
+fn a_child_reading_its_parents_stdin_reads_the_new_stdin_after_the_resume() -> Result<()> {
+    let mut f = Fixture::new(SandboxLimits::default())?;
+    let (blob, _) = paused_reader(&mut f)?;
     let mut resumed = f._runtime.resume(&blob, stasis::ResumeOptions::default())?;
+    let top = resumed.suspended()[0].pid;
+    let (pipe, seen) = (stasis::wasi::StdinPipe::new(1024), Seen::default());
+    let command = resumed.continue_command(top, piped(&pipe, &seen))?;
+    pipe.write(b"typed after the resume\n")?;
+    pipe.close();
+    let out = command.run();
+    assert_eq!(out.exit_code, 0);
+    assert_eq!(seen_text(&seen), "typed after the resume\nstatus 0\n");
+    Ok(())
+}
+
+#[test]
+fn a_suspended_child_killed_before_it_continues_is_its_parents_kill() -> Result<()> {
+    let mut f = Fixture::new(SandboxLimits::default())?;
+    let (blob, child) = paused_reader(&mut f)?;
+    let mut resumed = f._runtime.resume(&blob, stasis::ResumeOptions::default())?;
+    assert_eq!(resumed.children()[0].pid, child);
+    assert!(resumed.kill_process(child));
+    let top = resumed.suspended()[0].pid;
+    let seen = Seen::default();
+    let out = resumed
+        .continue_command(top, piped(&stasis::wasi::StdinPipe::new(16), &seen))?
+        .run();
+    assert_eq!(out.exit_code, 0);
+    assert_eq!(seen_text(&seen), "status 137\n");
     assert!(resumed.children().is_empty());
-    let out = resumed.run(&sh, &["-c".into(), "procs copy < /kept.txt".into()], b"")?;
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "file\n");
     Ok(())
 }

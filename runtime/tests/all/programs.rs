@@ -60,18 +60,35 @@ impl Programs {
     }
 
     /// Runs the interpreter with `args` after its name in a new sandbox holding `files` (paths relative to
-    /// [`WORK`]), with `PWD` set to [`WORK`] and `env` besides.
+    /// [`WORK`]), with `env`, and `PWD` set to [`WORK`] unless `env` sets it.
     fn run_with_env(
         &self,
         args: &[&str],
         env: &[(&str, &str)],
         files: &[(&str, &[u8])],
     ) -> Result<Exit> {
+        self.run_prepared(args, env, |work| {
+            for (path, bytes) in files {
+                write(&work.join(path), bytes)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Like [`Programs::run_with_env`], with `prepare` filling the [`WORK`] directory (its host path).
+    fn run_prepared(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Exit> {
         let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        env.push(("PWD".to_owned(), WORK.to_owned()));
+        if !env.iter().any(|(key, _)| key == "PWD") {
+            env.push(("PWD".to_owned(), WORK.to_owned()));
+        }
         let options = SandboxOptions {
             args: args.iter().map(|&arg| arg.to_owned()).collect(),
             env,
@@ -82,9 +99,7 @@ impl Programs {
             .create_sandbox(&stateful(&self.runtime)?, options)?;
         let work = sandbox.dir().join(WORK.trim_start_matches('/'));
         std::fs::create_dir_all(&work)?;
-        for (path, bytes) in files {
-            write(&work.join(path), bytes)?;
-        }
+        prepare(&work)?;
         let pid = sandbox.spawn(&self.template)?;
         let response = sandbox
             .call_process(pid, MAIN_HANDLER, b"")
@@ -104,6 +119,15 @@ impl Programs {
         self.run_with_env(args, &[], files)
     }
 }
+
+/// A file of `len` bytes at `path` that takes no room (sparse): a script too large to run.
+fn huge(path: &Path, len: u64) -> Result<()> {
+    std::fs::File::create(path)?.set_len(len)?;
+    Ok(())
+}
+
+/// The most a program's source may be (64 MiB), in both interpreters.
+const MAX_SOURCE_BYTES: u64 = 64 << 20;
 
 /// Writes `bytes` to `path`, creating its directory.
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -185,9 +209,51 @@ fn python_cli_runs_code_and_modules() -> Result<()> {
     expect_status(&exit, 0)?;
     assert_eq!(exit.stdout, "__main__ ['/work/tool.py', 'arg']\n");
 
+    let exit = python.run(&["-m", "nope"], &[])?;
+    expect_status(&exit, 1)?;
+    assert_eq!(exit.stderr, "python3: No module named nope\n");
+
     let exit = python.run(&["-V"], &[])?;
     expect_status(&exit, 0)?;
     assert!(exit.stdout.starts_with("Python 3."), "{exit:?}");
+    Ok(())
+}
+
+#[test]
+fn python_cli_honours_pythonpath_and_the_flags_that_change_something() -> Result<()> {
+    let python = Programs::python()?;
+    let files: &[(&str, &[u8])] = &[("lib/found.py", b"WHERE = 'lib'\n")];
+    let import = "import found; print(found.WHERE)";
+    let exit = python.run_with_env(&["-c", import], &[("PYTHONPATH", "lib")], files)?;
+    expect_status(&exit, 0)?;
+    assert_eq!(exit.stdout, "lib\n");
+    // `-E` and `-I` ignore PYTHONPATH.
+    for flag in ["-E", "-I"] {
+        let exit = python.run_with_env(&[flag, "-c", import], &[("PYTHONPATH", "lib")], files)?;
+        expect_status(&exit, 1)?;
+        assert!(
+            exit.stderr
+                .ends_with("ModuleNotFoundError: No module named 'found'\n"),
+            "{flag}: {exit:?}"
+        );
+    }
+    // `-O` drops assertions; `-S` leaves `site` out.
+    let exit = python.run(&["-O", "-c", "assert False; print('optimized')"], &[])?;
+    expect_status(&exit, 0)?;
+    assert_eq!(exit.stdout, "optimized\n");
+    let site = "import sys; print('site' in sys.modules)";
+    let exit = python.run(&["-c", site], &[])?;
+    assert_eq!(
+        (exit.status, exit.stdout.as_str()),
+        (0, "True\n"),
+        "{exit:?}"
+    );
+    let exit = python.run(&["-S", "-c", site], &[])?;
+    assert_eq!(
+        (exit.status, exit.stdout.as_str()),
+        (0, "False\n"),
+        "{exit:?}"
+    );
     Ok(())
 }
 
@@ -199,7 +265,7 @@ fn python_cli_exit_statuses() -> Result<()> {
     expect_status(&code("import sys; sys.exit(3)")?, 3)?;
     expect_status(&code("import sys; sys.exit()")?, 0)?;
     expect_status(&code("import sys; sys.exit(None)")?, 0)?;
-    // `exit()` comes from `site`, as in CPython.
+    // The `exit` builtin, as scripts use it.
     expect_status(&code("exit(4)")?, 4)?;
 
     let exit = code("import sys; print('out'); sys.exit('bye')")?;
@@ -259,6 +325,16 @@ fn python_cli_refuses_what_cpython_refuses() -> Result<()> {
     assert!(
         exit.stderr
             .starts_with("Argument expected for the -c option\n"),
+        "{exit:?}"
+    );
+
+    let exit = python.run_prepared(&["huge.py"], &[], |work| {
+        huge(&work.join("huge.py"), MAX_SOURCE_BYTES + 1)
+    })?;
+    expect_status(&exit, 2)?;
+    assert!(
+        exit.stderr
+            .starts_with("python3: can't open file '/work/huge.py': it is 67108865 bytes"),
         "{exit:?}"
     );
 
@@ -362,6 +438,16 @@ fn node_cli_evaluates_and_prints_code() -> Result<()> {
     let exit = node.run(&["--nope"], &[])?;
     expect_status(&exit, 9)?;
     assert_eq!(exit.stderr, "node: bad option: --nope\n");
+
+    // A working directory that does not exist is reported, not replaced by another.
+    let exit = node.run_with_env(&["-e", "console.log('ran')"], &[("PWD", "/nowhere")], &[])?;
+    expect_status(&exit, 1)?;
+    assert_eq!(exit.stdout, "");
+    assert!(
+        exit.stderr
+            .starts_with("node: cannot enter the working directory /nowhere: "),
+        "{exit:?}"
+    );
     Ok(())
 }
 
@@ -405,6 +491,21 @@ fn node_cli_exit_statuses() -> Result<()> {
     expect_status(&exit, 1)?;
     assert!(exit.stderr.starts_with("Error: boom\n    at "), "{exit:?}");
     assert!(exit.stderr.contains("/work/app.js:2:"), "{exit:?}");
+
+    // An `async` function's exception that nobody handles ends the program as in Node; a handled one does
+    // not.
+    let exit = node.run(&["-e", "(async () => { throw new Error('late') })()"], &[])?;
+    expect_status(&exit, 1)?;
+    assert!(exit.stderr.starts_with("Error: late\n"), "{exit:?}");
+    let exit = node.run(
+        &[
+            "-e",
+            "Promise.reject(new Error('x')).catch(e => console.log('caught', e.message))",
+        ],
+        &[],
+    )?;
+    expect_status(&exit, 0)?;
+    assert_eq!(exit.stdout, "caught x\n");
 
     let exit = node.run(&["missing.js"], &[])?;
     expect_status(&exit, 1)?;

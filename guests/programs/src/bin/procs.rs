@@ -6,7 +6,9 @@
 //! - `procs many N`: starts N children (`procs copy`, empty stdin) until one is refused, prints how many
 //!   started and why the next was refused, then waits for them all;
 //! - `procs nested DEPTH`: prints its depth and, above 0, runs itself one level deeper with its own
-//!   stdout, exiting with the child's status plus one.
+//!   stdout, exiting with the child's status plus one;
+//! - `procs slow MS`: copies stdin to stdout a line at a time, sleeping MS milliseconds after each, so
+//!   that a pause finds bytes waiting in its stdin pipe.
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
@@ -110,6 +112,18 @@ fn nested(depth: u32) -> i32 {
     status + 1
 }
 
+fn slow(ms: u64) {
+    use std::io::BufRead;
+    let mut out = std::io::stdout();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { std::process::exit(4) };
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            std::process::exit(3);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -119,8 +133,9 @@ fn main() {
         ["epipe"] => epipe(),
         ["many", n] => many(n.parse().unwrap_or(0)),
         ["nested", d] => std::process::exit(nested(d.parse().unwrap_or(0))),
+        ["slow", ms] => slow(ms.parse().unwrap_or(0)),
         _ => {
-            eprintln!("usage: procs copy [LIMIT] | epipe | many N | nested DEPTH");
+            eprintln!("usage: procs copy [LIMIT] | epipe | many N | nested DEPTH | slow MS");
             std::process::exit(2);
         }
     }

@@ -14,14 +14,18 @@
 //! - in a file, `__filename` and `__dirname`.
 //!
 //! The script runs as a classic script (not a CommonJS or ES module: there is no `require` and no
-//! `import`), then the promise job queue is run to completion. An uncaught error prints the error and its
-//! stack on stderr (`Error: boom` and `    at f (/abs/file.js:2:9)` lines) and is status 1; a file that
-//! does not exist is Node's `Error: Cannot find module '/abs/missing.js'`, status 1.
+//! `import`), then the promise job queue is run to completion. An uncaught error — thrown, or a promise
+//! rejected with no handler once the queue is empty — prints the error and its stack on stderr (`Error:
+//! boom` and `    at f (/abs/file.js:2:9)` lines) and is status 1; a file that does not exist is Node's
+//! `Error: Cannot find module '/abs/missing.js'`, status 1.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
+use boa_engine::builtins::promise::{OperationType, Promise, PromiseState};
+use boa_engine::context::HostHooks;
 use boa_engine::error::{EngineError, PanicError};
 use boa_engine::object::ObjectInitializer;
 use boa_engine::property::Attribute;
@@ -159,7 +163,8 @@ pub(crate) fn main() -> Result<i32, String> {
     let name = stasis_guest::program::program_name("node");
     if crate::has_context() {
         return Err(
-            "this process is a code-interpreter context; a program needs a process of its own".into(),
+            "this process is a code-interpreter context; a program needs a process of its own"
+                .into(),
         );
     }
     if STARTED.replace(true) {
@@ -243,9 +248,56 @@ pub(crate) fn main() -> Result<i32, String> {
         }
     };
     argv.extend(args);
-    let mut context = Context::default();
+    let rejections = Rc::new(RejectionTracker::default());
+    let mut context = Context::builder()
+        .host_hooks(rejections.clone())
+        .build()
+        .map_err(|e| format!("building the JavaScript context: {e}"))?;
     let process = setup(&mut context, &argv, &cwd, &path).map_err(|e| e.to_string())?;
-    Ok(run(&mut context, &process, &code, &path, print))
+    Ok(run(
+        &mut context,
+        &process,
+        &rejections,
+        &code,
+        &path,
+        print,
+    ))
+}
+
+/// The promises rejected with no handler attached, in the order they were rejected: once the job queue
+/// is empty, the first one still unhandled ends the program as an uncaught error, as in Node (an `async`
+/// function's exception nobody awaits is not lost).
+#[derive(Default)]
+struct RejectionTracker {
+    unhandled: RefCell<Vec<JsObject>>,
+}
+
+impl HostHooks for RejectionTracker {
+    fn promise_rejection_tracker(
+        &self,
+        promise: &JsObject<Promise>,
+        operation: OperationType,
+        _: &mut Context,
+    ) {
+        let promise = promise.clone().upcast();
+        let mut unhandled = self.unhandled.borrow_mut();
+        match operation {
+            OperationType::Reject => unhandled.push(promise),
+            OperationType::Handle => unhandled.retain(|p| !JsObject::equals(p, &promise)),
+        }
+    }
+}
+
+impl RejectionTracker {
+    /// The reason of the first rejection no handler has been attached to.
+    fn first_unhandled(&self) -> Option<JsValue> {
+        self.unhandled.borrow().iter().find_map(|promise| {
+            match JsValue::from(promise.clone()).as_promise()?.state() {
+                PromiseState::Rejected(reason) => Some(reason),
+                PromiseState::Pending | PromiseState::Fulfilled(_) => None,
+            }
+        })
+    }
 }
 
 /// `node -h`: what this `node` understands.
@@ -281,15 +333,23 @@ fn resolve(path: &Path) -> Option<PathBuf> {
 /// A script's text, or why it cannot be read.
 fn read_source(path: &Path) -> Result<String, String> {
     let shown = path.display();
+    let too_large = || {
+        format!(
+            "{shown} is more than the {} MiB a program may be",
+            MAX_SOURCE_BYTES >> 20
+        )
+    };
+    let cannot_read = |error: std::io::Error| format!("cannot read {shown}: {error}");
+    // Refused before reading when its size says so; the bounded read catches a file that grows meanwhile.
+    if std::fs::metadata(path).map_err(cannot_read)?.len() > MAX_SOURCE_BYTES {
+        return Err(too_large());
+    }
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|file| file.take(MAX_SOURCE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|error| format!("cannot read {shown}: {error}"))?;
+        .map_err(cannot_read)?;
     if bytes.len() as u64 > MAX_SOURCE_BYTES {
-        return Err(format!(
-            "{shown} is more than the {} MiB a program may be",
-            MAX_SOURCE_BYTES >> 20
-        ));
+        return Err(too_large());
     }
     Ok(decode(&bytes))
 }
@@ -313,7 +373,8 @@ fn setup(context: &mut Context, argv: &[String], cwd: &Path, path: &Path) -> JsR
         )?;
     }
     let argv_array = boa_engine::object::builtins::JsArray::from_iter(
-        argv.iter().map(|arg| JsValue::from(JsString::from(arg.as_str()))),
+        argv.iter()
+            .map(|arg| JsValue::from(JsString::from(arg.as_str()))),
         context,
     );
     let versions = ObjectInitializer::new(context)
@@ -330,7 +391,11 @@ fn setup(context: &mut Context, argv: &[String], cwd: &Path, path: &Path) -> JsR
     let process = ObjectInitializer::new(context)
         .property(js_string!("argv"), argv_array, Attribute::all())
         .property(js_string!("env"), env, Attribute::all())
-        .property(js_string!("exitCode"), JsValue::undefined(), Attribute::all())
+        .property(
+            js_string!("exitCode"),
+            JsValue::undefined(),
+            Attribute::all(),
+        )
         .property(js_string!("platform"), js_string!("wasi"), Attribute::all())
         .property(js_string!("version"), js_string!(VERSION), Attribute::all())
         .property(js_string!("versions"), versions, Attribute::all())
@@ -407,7 +472,9 @@ fn write_to(
 fn exit(_: &JsValue, args: &[JsValue], context: &mut Context) -> JsResult<JsValue> {
     if let Some(code) = args.first().filter(|code| !code.is_undefined()) {
         let code = code.to_i32(context)?;
-        let process = context.global_object().get(js_string!("process"), context)?;
+        let process = context
+            .global_object()
+            .get(js_string!("process"), context)?;
         if let Some(process) = process.as_object() {
             process.set(js_string!("exitCode"), code, false, context)?;
         }
@@ -417,7 +484,14 @@ fn exit(_: &JsValue, args: &[JsValue], context: &mut Context) -> JsResult<JsValu
 }
 
 /// Evaluates the program, runs the job queue, and returns the exit status.
-fn run(context: &mut Context, process: &JsObject, code: &str, path: &Path, print: bool) -> i32 {
+fn run(
+    context: &mut Context,
+    process: &JsObject,
+    rejections: &RejectionTracker,
+    code: &str,
+    path: &Path,
+    print: bool,
+) -> i32 {
     let source = Source::from_bytes(code).with_path(path);
     let evaluated = context.eval(source);
     if EXITING.get() {
@@ -439,9 +513,12 @@ fn run(context: &mut Context, process: &JsObject, code: &str, path: &Path, print
     if EXITING.get() {
         return exit_code(context, process);
     }
-    match jobs {
-        Ok(()) => exit_code(context, process),
-        Err(error) => uncaught(context, &error),
+    if let Err(error) = jobs {
+        return uncaught(context, &error);
+    }
+    match rejections.first_unhandled() {
+        Some(reason) => uncaught(context, &JsError::from_opaque(reason)),
+        None => exit_code(context, process),
     }
 }
 

@@ -11,6 +11,77 @@ pub fn true_(_sh: &mut Shell, _argv: &[String], _io: &Io) -> i32 {
     0
 }
 
+/// `wait [PID...]`: waits for the programs started in the background (all of them, or those named) and
+/// returns the status of the last one waited for.
+pub fn wait(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    if argv.len() == 1 {
+        return crate::external::wait_jobs(sh, None, io);
+    }
+    let mut status = 0;
+    for arg in &argv[1..] {
+        match arg.parse::<u32>() {
+            Ok(pid) => status = crate::external::wait_jobs(sh, Some(pid), io),
+            Err(_) => {
+                io.eprintln(&format!("sh: wait: `{arg}': not a pid or valid job spec"));
+                status = 2;
+            }
+        }
+    }
+    status
+}
+
+/// `kill [-s SIG | -SIG] PID...`: signals processes of the sandbox (SIG a number or a name: KILL, TERM,
+/// INT, HUP, QUIT; TERM by default).
+pub fn kill(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    let mut rest = &argv[1..];
+    let spec = match rest {
+        [flag, spec, tail @ ..] if flag.as_str() == "-s" => {
+            rest = tail;
+            Some(spec.as_str())
+        }
+        [first, tail @ ..] if first.starts_with('-') && first.len() > 1 => {
+            rest = tail;
+            Some(&first[1..])
+        }
+        _ => None,
+    };
+    let mut signal = 15;
+    if let Some(spec) = spec {
+        let name = spec.strip_prefix("SIG").unwrap_or(spec);
+        signal = match name {
+            "KILL" => 9,
+            "TERM" => 15,
+            "INT" => 2,
+            "HUP" => 1,
+            "QUIT" => 3,
+            n => match n.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => {
+                    io.eprintln(&format!("sh: kill: {spec}: invalid signal specification"));
+                    return 1;
+                }
+            },
+        };
+    }
+    let args = rest.iter();
+    let pids: Vec<&String> = args.collect();
+    if pids.is_empty() {
+        io.eprintln("sh: kill: usage: kill [-s sigspec | -sigspec] pid ...");
+        return 2;
+    }
+    let mut status = 0;
+    for pid in pids {
+        match pid.parse::<u32>() {
+            Ok(n) if crate::external::signal(n, signal) => {}
+            _ => {
+                io.eprintln(&format!("sh: kill: ({pid}) - No such process"));
+                status = 1;
+            }
+        }
+    }
+    status
+}
+
 /// `false`
 pub fn false_(_sh: &mut Shell, _argv: &[String], _io: &Io) -> i32 {
     1
@@ -519,7 +590,7 @@ pub fn seq(_sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
 const SHELL_BUILTINS: &[&str] = &[
     ".", ":", "[", "break", "cd", "command", "continue", "echo", "eval", "exec", "exit", "export",
     "false", "local", "printf", "pwd", "read", "return", "set", "shift", "source", "test", "true",
-    "type", "unset", "wait",
+    "kill", "type", "unset", "wait",
 ];
 
 /// `which NAME...`: builtins live in `/bin` as far as callers can tell; unknown names print nothing.

@@ -415,6 +415,11 @@ pub fn continue_suspended(
             },
         }
     }
+    // Programs whose command ended before the pause (orphans) continue on their own.
+    let orphans = sandbox.continue_children();
+    if orphans > 0 {
+        tracing::debug!(sandbox = %id, orphans, "suspended programs continue");
+    }
 }
 
 /// `POST /process.Process/Connect` (server streaming): the events of a running process from now on.
