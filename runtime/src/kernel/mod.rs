@@ -7,6 +7,11 @@
 //! starts a child without the sandbox's lock. The sandbox takes new children into its own table the next
 //! time it looks ([`Kernel::take_started`]), so listing, killing, pausing and dropping the sandbox reach
 //! them as they reach the commands it started itself.
+//!
+//! A pause suspends children like any command; the table ([`Kernel::save`]) and the bytes in the pipes go
+//! into the blob's manifest ([`crate::state::KernelState`]). A resume brings the table back with the
+//! children that ran *suspended* ([`Kernel::restore`]), and they continue on threads of their own when
+//! the command that started them does ([`crate::Sandbox::continue_children`]).
 
 pub(crate) mod spawn;
 pub(crate) mod table;
