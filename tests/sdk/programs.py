@@ -61,6 +61,16 @@ def main() -> None:
         assert (code, out) == (0, "apple\ndate\nfig\n"), (code, out)
         step("a pipeline mixing python3, sort and head")
 
+        handle = sandbox.commands.run(
+            "python3 -c 'name = input(\"name? \"); print(\"hello\", name[::-1])'",
+            background=True,
+            stdin=True,
+        )
+        sandbox.commands.send_stdin(handle.pid, "olleh\n")
+        result = handle.wait()
+        assert (result.exit_code, result.stdout) == (0, "name? hello hello\n"), result
+        step("an interactive python3 reads what send_stdin sends")
+
         sandbox.files.write(
             "/home/user/loop.py",
             "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.2)\n",
