@@ -8,8 +8,8 @@ most), never on timing.
 """
 
 import asyncio
-import sys
 import os
+import sys
 
 from e2b import AsyncSandbox, CommandExitException, NotFoundException, PtySize
 from e2b.exceptions import InvalidArgumentException
