@@ -418,10 +418,15 @@ impl Shell {
             self.run_command(&p.cmds[0], io)
         } else {
             let mut input = io.stdin.clone();
-            let mut status = 0;
-            let mut failed = 0;
+            // Each stage's status, or the pid of a program started to stream into the next stage.
+            let mut stages: Vec<Result<i32, u32>> = Vec::with_capacity(p.cmds.len());
             for (i, cmd) in p.cmds.iter().enumerate() {
                 let last = i + 1 == p.cmds.len();
+                if !last && let Some((started, next)) = self.start_stage(cmd, &input, io) {
+                    stages.push(started);
+                    input = next;
+                    continue;
+                }
                 let (out, buf) = if last {
                     (io.out.clone(), None)
                 } else {
@@ -430,21 +435,26 @@ impl Shell {
                 };
                 // Each stage is a subshell in bash: `exit` or `cd` inside it does not affect the shell.
                 let mut stage = self.clone();
-                status = stage.run_command(
+                stages.push(Ok(stage.run_command(
                     cmd,
                     &Io {
                         stdin: input.clone(),
                         out,
                         err: io.err.clone(),
                     },
-                );
-                if status != 0 {
-                    failed = status;
-                }
+                )));
                 if let Some(b) = buf {
                     input = Input::bytes(std::mem::take(&mut *b.borrow_mut()));
                 }
             }
+            // The last reader is done: programs still writing see a broken pipe, and end.
+            drop(input);
+            let statuses: Vec<i32> = stages
+                .into_iter()
+                .map(|stage| stage.unwrap_or_else(crate::external::reap))
+                .collect();
+            let status = statuses.last().copied().unwrap_or(0);
+            let failed = statuses.iter().rev().copied().find(|&s| s != 0).unwrap_or(0);
             if self.pipefail && status == 0 {
                 failed
             } else {
@@ -456,6 +466,35 @@ impl Shell {
         } else {
             status
         }
+    }
+
+    /// Starts pipeline stage `cmd` reading `input` without waiting for it, when it is a program (a simple
+    /// command naming no builtin or function, without assignments or redirections) whose input can be
+    /// handed over whole and whose stderr is the shell's own: the next stage reads its output as it is
+    /// written (a program directly, a builtin through a pipe it reads), so `yes | head` ends when `head`
+    /// does. Returns the stage (its pid, or the status of a start that failed) and the next stage's input;
+    /// `None` leaves the stage to run to its end first.
+    fn start_stage(
+        &mut self,
+        cmd: &Command,
+        input: &Input,
+        io: &Io,
+    ) -> Option<(Result<i32, u32>, Input)> {
+        let Command::Simple(s) = cmd else { return None };
+        let name = s.words.first()?.plain()?;
+        if !s.assigns.is_empty()
+            || !s.redirs.is_empty()
+            || self.functions.contains_key(name)
+            || builtins::lookup(name).is_some()
+            || name == "[["
+        {
+            return None;
+        }
+        let argv = expand::words(self, &s.words, io);
+        if std::mem::take(&mut self.expansion_failed) || argv.is_empty() {
+            return None;
+        }
+        crate::external::start_stage(self, &argv, input, io)
     }
 
     fn run_command(&mut self, cmd: &Command, io: &Io) -> i32 {

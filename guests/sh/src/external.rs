@@ -10,7 +10,7 @@
 //! status is `$?`. Names that are no program are `command not found` (127), as in bash.
 
 use crate::exec::Shell;
-use crate::io::Io;
+use crate::io::{Input, Io};
 
 /// Runs program `argv[0]` with `argv` and returns its exit status.
 pub fn run(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
@@ -101,6 +101,107 @@ fn spawn_failed(name: &str, error: stasis_guest::process::Errno, io: &Io) -> i32
     }
 }
 
+/// Starts pipeline stage `argv` with its stdin `input` and its stdout a new pipe, not waiting for it: its
+/// pid (or the status of a start that failed) and the pipe's read end as the next stage's input. `None`
+/// when the stage cannot stream: its stderr is not the shell's own, or its input is a reader or more
+/// bytes than a pipe holds (it would need feeding while the shell runs the next stage).
+#[cfg(target_os = "wasi")]
+pub fn start_stage(
+    sh: &mut Shell,
+    argv: &[String],
+    input: &Input,
+    io: &Io,
+) -> Option<(Result<i32, u32>, Input)> {
+    use std::io::Write as _;
+    use std::os::fd::FromRawFd;
+    use stasis_guest::process;
+
+    let stderr = io.err.raw_fd()?;
+    let stdin = match input.raw_fd() {
+        Some(fd) => Stdin::Fd(fd),
+        None if input.bytes_left()? <= PIPE_BYTES => Stdin::Bytes(input.read_all()),
+        None => return None,
+    };
+    let (out_r, out_w) = process::pipe().ok()?;
+    // SAFETY (both): fds just made by the host's `pipe`, owned here alone.
+    let close = |fd: u32| drop(unsafe { std::fs::File::from_raw_fd(fd as i32) });
+    let stdin_fd = match stdin {
+        Stdin::Fd(fd) => Some((fd, false)),
+        Stdin::Bytes(bytes) => match process::pipe() {
+            Ok((r, w)) => {
+                let mut writer = unsafe { std::fs::File::from_raw_fd(w as i32) };
+                // Fits in the pipe: written at once, then closed so the program sees the end.
+                let _ = writer.write_all(&bytes);
+                drop(writer);
+                Some((r, true))
+            }
+            Err(_) => {
+                close(out_r);
+                close(out_w);
+                return None;
+            }
+        },
+    };
+    let env: Vec<(String, String)> = sh
+        .vars
+        .iter()
+        .filter(|(_, v)| v.exported)
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
+    let name = &argv[0];
+    io.out.flush();
+    io.err.flush();
+    let spawned = match program_name(name) {
+        Some(program) => process::spawn(&stasis_guest::process::Spawn {
+            program: program.to_owned(),
+            args: argv.to_vec(),
+            env,
+            cwd: Some(sh.cwd.clone()),
+            stdin: stdin_fd.map(|(fd, _)| fd),
+            stdout: Some(out_w),
+            stderr: Some(stderr),
+        })
+        .map_err(|e| spawn_failed(name, e, io)),
+        None => {
+            io.eprintln(&format!("sh: {name}: command not found"));
+            Err(127)
+        }
+    };
+    // The program has its own copies now.
+    close(out_w);
+    if let Some((fd, true)) = stdin_fd {
+        close(fd);
+    }
+    let next = Input::pipe(out_r);
+    Some(match spawned {
+        Ok(pid) => (Err(pid), next),
+        Err(status) => (Ok(status), next),
+    })
+}
+
+#[cfg(not(target_os = "wasi"))]
+pub fn start_stage(
+    _sh: &mut Shell,
+    _argv: &[String],
+    _input: &Input,
+    _io: &Io,
+) -> Option<(Result<i32, u32>, Input)> {
+    None
+}
+
+/// Largest input handed to a streaming stage up front: what a pipe holds, so writing it never waits.
+#[cfg(target_os = "wasi")]
+const PIPE_BYTES: usize = 64 * 1024;
+
+/// A streaming stage's stdin.
+#[cfg(target_os = "wasi")]
+enum Stdin {
+    /// An fd of the shell's, handed over.
+    Fd(u32),
+    /// Bytes written into a pipe up front.
+    Bytes(Vec<u8>),
+}
+
 /// Waits for background program `pid` (every job with `None`) and returns its status — what `wait` does.
 pub fn wait_jobs(sh: &mut Shell, pid: Option<u32>, io: &Io) -> i32 {
     let pids: Vec<u32> = match pid {
@@ -119,8 +220,9 @@ pub fn wait_jobs(sh: &mut Shell, pid: Option<u32>, io: &Io) -> i32 {
     status
 }
 
+/// Waits for program `pid` to end and returns its status (127 when it cannot be waited for).
 #[cfg(target_os = "wasi")]
-fn reap(pid: u32) -> i32 {
+pub fn reap(pid: u32) -> i32 {
     loop {
         match stasis_guest::process::wait(Some(pid), true) {
             Ok((_, status)) => return status,
@@ -130,8 +232,9 @@ fn reap(pid: u32) -> i32 {
     }
 }
 
+/// Waits for program `pid` to end and returns its status (127 when it cannot be waited for).
 #[cfg(not(target_os = "wasi"))]
-fn reap(_pid: u32) -> i32 {
+pub fn reap(_pid: u32) -> i32 {
     127
 }
 

@@ -100,6 +100,30 @@ impl Input {
         })))
     }
 
+    /// Input read from pipe `fd` (a program's output), which it owns: a program the shell starts next is
+    /// handed the fd itself while nothing of it has been read.
+    #[cfg(target_os = "wasi")]
+    pub fn pipe(fd: u32) -> Self {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the fd was just made by the host's `pipe` and nothing else owns it.
+        let file = unsafe { std::fs::File::from_raw_fd(fd as i32) };
+        Input(Rc::new(RefCell::new(Source {
+            buf: Vec::new(),
+            pos: 0,
+            reader: Some(Box::new(file)),
+            fd: Some(fd),
+        })))
+    }
+
+    /// What is left of an input that is plain bytes (no reader behind it); `None` for a reader.
+    #[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
+    pub fn bytes_left(&self) -> Option<usize> {
+        let src = self.0.try_borrow().ok()?;
+        src.reader
+            .is_none()
+            .then(|| src.buf.len().saturating_sub(src.pos))
+    }
+
     /// The process's fd this input still reads straight from: its own stdin, with nothing buffered.
     #[cfg_attr(not(target_os = "wasi"), allow(dead_code))]
     pub fn raw_fd(&self) -> Option<u32> {

@@ -100,6 +100,24 @@ fn programs_run_in_the_background_and_wait_and_kill_reach_them() -> Result<()> {
 }
 
 #[test]
+fn a_program_streams_into_the_next_stage_and_ends_when_its_reader_does() -> Result<()> {
+    let mut f = Fixture::new(SandboxLimits::default())?;
+    // An endless producer into a builtin: `head` ends, the producer's next write is a broken pipe.
+    let (status, out, _) = f.sh("procs yes | head -2")?;
+    assert_eq!((status, out.as_str()), (0, "y\ny\n"));
+    let (status, out, _) = f.sh("set -o pipefail; procs yes | head -1")?;
+    assert_eq!((status, out.as_str()), (141, "y\n"), "the producer's status, with pipefail");
+    // Into another program, directly: both run at once.
+    let (status, out, _) = f.sh("procs yes | procs copy 6; echo \"$?\"")?;
+    assert_eq!((status, out.as_str()), (0, "y\ny\ny\n0\n"));
+    // A stage that names no program fails alone; the others still run.
+    let (status, out, err) = f.sh("no-such-program | procs copy; echo \"$?\"")?;
+    assert_eq!((status, out.as_str()), (0, "0\n"));
+    assert_eq!(err, "sh: no-such-program: command not found\n");
+    Ok(())
+}
+
+#[test]
 fn megabytes_go_through_a_pipeline_of_programs_and_builtins() -> Result<()> {
     let mut f = Fixture::new(SandboxLimits::default())?;
     // 200,000 lines (1.3 MB) through three programs, twenty times the pipe's buffer.

@@ -7,6 +7,7 @@
 //!   started and why the next was refused, then waits for them all;
 //! - `procs nested DEPTH`: prints its depth and, above 0, runs itself one level deeper with its own
 //!   stdout, exiting with the child's status plus one;
+//! - `procs yes`: writes `y` lines until a write fails, then exits 141 (as `yes` ends by SIGPIPE);
 //! - `procs slow MS`: copies stdin to stdout a line at a time, sleeping MS milliseconds after each, so
 //!   that a pause finds bytes waiting in its stdin pipe.
 use std::fs::File;
@@ -124,6 +125,15 @@ fn slow(ms: u64) {
     }
 }
 
+fn yes() -> ! {
+    let mut out = std::io::stdout();
+    loop {
+        if out.write_all(b"y\n").is_err() {
+            std::process::exit(141);
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -134,8 +144,9 @@ fn main() {
         ["many", n] => many(n.parse().unwrap_or(0)),
         ["nested", d] => std::process::exit(nested(d.parse().unwrap_or(0))),
         ["slow", ms] => slow(ms.parse().unwrap_or(0)),
+        ["yes"] => yes(),
         _ => {
-            eprintln!("usage: procs copy [LIMIT] | epipe | many N | nested DEPTH | slow MS");
+            eprintln!("usage: procs copy [LIMIT] | epipe | many N | nested DEPTH | slow MS | yes");
             std::process::exit(2);
         }
     }
