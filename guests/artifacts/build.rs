@@ -5,8 +5,9 @@
 //!
 //! The pattern is wasmtime's `crates/test-programs`: guests are ordinary Rust crates built by a nested
 //! `cargo build` with its own target directory, so they never fight the host build for its lock. That
-//! directory is `<host target dir>/wasm-guests`, one for every profile and every cargo command (build, test,
-//! clippy), not one per `OUT_DIR`: the Python guest takes minutes to compile and must be compiled once.
+//! directory is `<host target dir>/wasm-guests`, one for every profile, every cargo command (build, test,
+//! clippy) and every host triple (`--target`), not one per `OUT_DIR`: the Python guest takes minutes to
+//! compile and must be compiled once, and every host build must load the same guest bytes.
 
 use std::env;
 use std::fmt::Write as _;
@@ -67,13 +68,19 @@ fn main() {
         );
     }
 
+    // The paths rewritten out of the guests (see `remap_host_paths`).
+    println!("cargo:rerun-if-env-changed=CARGO_HOME");
+    println!("cargo:rerun-if-env-changed=HOME");
+
     ensure_target_installed();
 
     let target_dir = host_target_dir(&out_dir).join("wasm-guests");
+    let remap = remap_host_paths(&repo_root);
     cargo_build(
         &guests_dir,
         &["build", "--release", "--workspace", "--target", TARGET],
         &target_dir,
+        &remap,
         "the guest programs",
     );
     // `--locked`: RustPython builds only with the versions of its shipped lockfile (see guests/python/Cargo.toml).
@@ -81,12 +88,14 @@ fn main() {
         &python_dir,
         &["build", "--release", "--locked", "--target", TARGET],
         &target_dir,
+        &remap,
         "the Python guest",
     );
     cargo_build(
         &notebook_dir,
         &["build", "--release", "--target", TARGET],
         &target_dir,
+        &remap,
         "the example guest",
     );
 
@@ -145,30 +154,77 @@ fn main() {
     }
 }
 
-/// The host build's target directory, `<target>` in `OUT_DIR` = `<target>/[<triple>/]<profile>/build/<pkg>-<hash>/out`
-/// (with a `--target` host build, the triple's directory, which is as shared).
+/// The host build's target directory, `<target>` in `OUT_DIR` = `<target>/[<triple>/]<profile>/build/<pkg>-<hash>/out`.
+/// A `--target` build (a cross build for another CPU, say) lives in `<target>/<triple>/`, and it gets the
+/// same guest directory as the plain build: the guests are `wasm32-wasip1` whatever the host is, and a blob
+/// names its template by the sha256 of the wasm, so every host build of one checkout must load the very
+/// same bytes for blobs to move between them (and the Python guest is compiled once, not once per triple).
 fn host_target_dir(out_dir: &Path) -> PathBuf {
-    out_dir
-        .ancestors()
-        .nth(4)
-        .unwrap_or_else(|| {
-            panic!(
-                "OUT_DIR {} is not inside a target directory",
-                out_dir.display()
-            )
-        })
-        .to_path_buf()
+    let dir = out_dir.ancestors().nth(4).unwrap_or_else(|| {
+        panic!(
+            "OUT_DIR {} is not inside a target directory",
+            out_dir.display()
+        )
+    });
+    let triple = env::var_os("TARGET");
+    match dir.parent() {
+        // Cargo marks the root of every target directory with CACHEDIR.TAG; the triple's directory has none.
+        Some(root)
+            if triple.is_some()
+                && dir.file_name() == triple.as_deref()
+                && root.join("CACHEDIR.TAG").is_file() =>
+        {
+            root.to_path_buf()
+        }
+        _ => dir.to_path_buf(),
+    }
 }
 
-/// Runs a nested `cargo` with `args` in `dir`, building into `target_dir`; `what` names it in a failure.
-fn cargo_build(dir: &Path, args: &[&str], target_dir: &Path, what: &str) {
+/// A `--config` setting for the guest builds that rewrites the host's absolute paths in what rustc
+/// embeds (panic locations of registry crates: `/home/me/.cargo/registry/src/…/boa_engine-…/src/…`) to
+/// fixed ones, `/cargo` and `/stasis`. Without it, a guest built on a machine whose cargo home or checkout
+/// is elsewhere has other bytes, hence another sha256 — and a blob names its template by that sha256, so
+/// it would not resume there: the blob would carry the build machine's paths in its identity.
+fn remap_host_paths(repo_root: &Path) -> String {
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let mut flags = Vec::new();
+    for (from, to) in [
+        (cargo_home, "/cargo"),
+        (Some(repo_root.to_path_buf()), "/stasis"),
+    ] {
+        let Some(from) = from else { continue };
+        // Both spellings, should the path reach rustc through a symbolic link.
+        let mut spellings = vec![from.clone()];
+        if let Ok(real) = from.canonicalize()
+            && real != from
+        {
+            spellings.push(real);
+        }
+        for path in spellings {
+            flags.push(format!("--remap-path-prefix={}={to}", path.display()));
+        }
+    }
+    let quoted: Vec<String> = flags
+        .iter()
+        .map(|flag| format!("\"{}\"", flag.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("target.{TARGET}.rustflags=[{}]", quoted.join(", "))
+}
+
+/// Runs a nested `cargo` with `args` in `dir`, building into `target_dir` with the `--config` setting
+/// `config`; `what` names it in a failure.
+fn cargo_build(dir: &Path, args: &[&str], target_dir: &Path, config: &str, what: &str) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
         .current_dir(dir)
         .args(args)
         .arg("--target-dir")
-        .arg(target_dir);
+        .arg(target_dir)
+        .arg("--config")
+        .arg(config);
     // The outer cargo's settings (clippy wrappers, host RUSTFLAGS, jobserver of a different build) must not
     // leak into the guest build, nor change its fingerprints between `cargo build`, `test` and `clippy`.
     for var in [
