@@ -35,7 +35,8 @@ pub fn start(bench: &Bench, quick: bool) -> Result<Vec<Measurement>> {
     runtime.register_program("procs", procs.sha256());
     let mut lines: Vec<(&str, &str, &str)> = vec![("pipe", "echo hi | procs copy", "hi\n")];
     if !quick {
-        let python = runtime.load_template("python", &stasis_guests::bytes(stasis_guests::PYTHON))?;
+        let python =
+            runtime.load_template("python", &stasis_guests::bytes(stasis_guests::PYTHON))?;
         runtime.register_program("python3", python.sha256());
         lines.push(("python3", "python3 -c pass", ""));
     }

@@ -12,9 +12,7 @@ use crate::capture::{PauseError, PauseReport};
 use crate::restore::ResumeError;
 use crate::runtime::Runtime;
 use crate::sandbox::{CreateError, Sandbox, SandboxOptions};
-use crate::snapshot::{
-    ArchiveLimits, DecodedBlob, EncodeOptions, FsArchive, write_blob_atomic,
-};
+use crate::snapshot::{ArchiveLimits, DecodedBlob, EncodeOptions, FsArchive, write_blob_atomic};
 use crate::state::SandboxManifest;
 use crate::template::Template;
 use crate::wasi::StopReason;

@@ -188,10 +188,9 @@ impl Runtime {
             .map(|image| ((image.process(), image.memory()), image))
             .collect();
         let kernel = &decoded.manifest.kernel;
-        let mut links = RestoreLinks::with_pipes(
-            kernel.pipes.iter().map(|p| (p.id, p.bytes.clone())),
-        )
-        .map_err(|(pipe, bytes)| ResumeError::Pipe { pipe, bytes })?;
+        let mut links =
+            RestoreLinks::with_pipes(kernel.pipes.iter().map(|p| (p.id, p.bytes.clone())))
+                .map_err(|(pipe, bytes)| ResumeError::Pipe { pipe, bytes })?;
         sandbox.kernel.restore(&kernel.children);
         for state in &decoded.manifest.processes {
             let process = restore_process(&sandbox, state, &images, &links)?;

@@ -769,9 +769,10 @@ impl Sandbox {
                 }
                 None => continue,
             };
-            let (cpu_used, wall_used) = process.suspended.as_ref().map_or((0, 0), |call| {
-                (call.cpu_used_ms, call.wall_used_ms)
-            });
+            let (cpu_used, wall_used) = process
+                .suspended
+                .as_ref()
+                .map_or((0, 0), |call| (call.cpu_used_ms, call.wall_used_ms));
             let stdin = process.store.data().wasi.fd0_stdin_pipe();
             let command = prepare(
                 self.runtime.engine(),

@@ -361,9 +361,11 @@ impl Shell {
     /// streams) is started and not waited for — its pid is `$!` and `wait` reaps it; anything else runs
     /// in the foreground, as before programs could be started.
     fn run_background(&mut self, ao: &AndOr, io: &Io) -> i32 {
-        if let ([], [Command::Simple(s)], false) =
-            (ao.rest.as_slice(), ao.first.cmds.as_slice(), ao.first.negate)
-            && s.assigns.is_empty()
+        if let ([], [Command::Simple(s)], false) = (
+            ao.rest.as_slice(),
+            ao.first.cmds.as_slice(),
+            ao.first.negate,
+        ) && s.assigns.is_empty()
             && s.redirs.is_empty()
             && crate::external::can_start_in_background(io)
         {
@@ -454,7 +456,12 @@ impl Shell {
                 .map(|stage| stage.unwrap_or_else(crate::external::reap))
                 .collect();
             let status = statuses.last().copied().unwrap_or(0);
-            let failed = statuses.iter().rev().copied().find(|&s| s != 0).unwrap_or(0);
+            let failed = statuses
+                .iter()
+                .rev()
+                .copied()
+                .find(|&s| s != 0)
+                .unwrap_or(0);
             if self.pipefail && status == 0 {
                 failed
             } else {

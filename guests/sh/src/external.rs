@@ -112,9 +112,9 @@ pub fn start_stage(
     input: &Input,
     io: &Io,
 ) -> Option<(Result<i32, u32>, Input)> {
+    use stasis_guest::process;
     use std::io::Write as _;
     use std::os::fd::FromRawFd;
-    use stasis_guest::process;
 
     let stderr = io.err.raw_fd()?;
     let stdin = match input.raw_fd() {

@@ -167,6 +167,25 @@ impl Input {
         }
     }
 
+    /// The next line with its newline (none for a last line that lacks one), or `None` at end of input;
+    /// reads no further than that line.
+    pub fn read_line_raw(&self) -> Option<Vec<u8>> {
+        let mut src = self.0.try_borrow_mut().ok()?;
+        Self::fill_line(&mut src);
+        let start = src.pos.min(src.buf.len());
+        if start >= src.buf.len() {
+            return None;
+        }
+        let rest = &src.buf[start..];
+        let used = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |n| n + 1);
+        let line = rest[..used].to_vec();
+        src.pos = start + used;
+        Some(line)
+    }
+
     /// The next line without its newline, or `None` at end of input.
     pub fn read_line(&self) -> Option<Vec<u8>> {
         let mut src = self.0.try_borrow_mut().ok()?;

@@ -92,9 +92,12 @@ pub(crate) struct SaveLinks {
 impl SaveLinks {
     /// Records the own streams of `ctx`, process `pid`.
     pub(crate) fn add(&mut self, pid: u32, ctx: &WasiCtx) {
-        self.owners.insert(Arc::as_ptr(&ctx.stdin) as usize, (pid, 0));
-        self.owners.insert(Arc::as_ptr(&ctx.stdout) as usize, (pid, 1));
-        self.owners.insert(Arc::as_ptr(&ctx.stderr) as usize, (pid, 2));
+        self.owners
+            .insert(Arc::as_ptr(&ctx.stdin) as usize, (pid, 0));
+        self.owners
+            .insert(Arc::as_ptr(&ctx.stdout) as usize, (pid, 1));
+        self.owners
+            .insert(Arc::as_ptr(&ctx.stderr) as usize, (pid, 2));
     }
 
     fn owner<T>(&self, stream: &Arc<T>) -> Option<(u32, u8)> {
@@ -359,10 +362,10 @@ impl WasiCtx {
                     .map_or_else(|| self.stderr.clone(), |(_, _, e)| e.clone()),
             ),
             FdKindState::Pipe { pipe, write } => {
-                let (r, w) = links.pipes.get(&pipe).ok_or(WasiRestoreError::UnknownPipe {
-                    fd: s.fd,
-                    pipe,
-                })?;
+                let (r, w) = links
+                    .pipes
+                    .get(&pipe)
+                    .ok_or(WasiRestoreError::UnknownPipe { fd: s.fd, pipe })?;
                 Handle::Pipe(if write { w.duplicate() } else { r.duplicate() })
             }
             FdKindState::PreopenDir => {

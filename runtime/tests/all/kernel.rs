@@ -39,10 +39,15 @@ impl Fixture {
         let out = self
             .sandbox
             .run(&self.sh, &["-c".into(), line.into()], b"")?;
+        let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if let Some(trap) = &out.trap {
+            // A trap is never expected: say what it was, so an assertion on stderr shows it.
+            stderr.push_str(&format!("[trap: {trap}]"));
+        }
         Ok((
             out.exit_code,
             String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+            stderr,
         ))
     }
 }
@@ -77,13 +82,20 @@ fn the_shell_runs_a_program_with_its_arguments_streams_and_status() -> Result<()
 #[test]
 fn programs_run_in_the_background_and_wait_and_kill_reach_them() -> Result<()> {
     let mut f = Fixture::new(SandboxLimits::default())?;
-    let (status, out, _) = f.sh("procs nested 2 & pid=$!; wait $pid; echo \"status $? of $pid\"")?;
+    let (status, out, _) =
+        f.sh("procs nested 2 & pid=$!; wait $pid; echo \"status $? of $pid\"")?;
     assert_eq!(status, 0);
     let pid = out.trim_end().rsplit(' ').next().unwrap_or_default();
     assert!(pid.parse::<u32>().is_ok(), "$! is a pid: {out:?}");
-    assert_eq!(out, format!("depth 2\ndepth 1\ndepth 0\nstatus 2 of {pid}\n"));
+    assert_eq!(
+        out,
+        format!("depth 2\ndepth 1\ndepth 0\nstatus 2 of {pid}\n")
+    );
     let (_, out, _) = f.sh("procs nested 0 & procs nested 0 & wait; echo done")?;
-    assert_eq!(out, "depth 0\ndepth 0\ndone\n", "`wait` waits for every job");
+    assert_eq!(
+        out, "depth 0\ndepth 0\ndone\n",
+        "`wait` waits for every job"
+    );
     let (_, out, _) = f.sh("sh -c 'sleep 30' & kill $!; wait $!; echo \"status $?\"")?;
     assert_eq!(out, "status 143\n", "a SIGTERM ends a background program");
     let (_, out, _) = f.sh("sh -c 'sleep 30' & kill -9 $!; wait $!; echo \"status $?\"")?;
@@ -95,7 +107,10 @@ fn programs_run_in_the_background_and_wait_and_kill_reach_them() -> Result<()> {
     assert_eq!(status, 1);
     assert_eq!(err, "sh: kill: (99999) - No such process\n");
     let (status, _, err) = f.sh("no-such-program &")?;
-    assert_eq!((status, err.as_str()), (127, "sh: no-such-program: command not found\n"));
+    assert_eq!(
+        (status, err.as_str()),
+        (127, "sh: no-such-program: command not found\n")
+    );
     Ok(())
 }
 
@@ -103,10 +118,14 @@ fn programs_run_in_the_background_and_wait_and_kill_reach_them() -> Result<()> {
 fn a_program_streams_into_the_next_stage_and_ends_when_its_reader_does() -> Result<()> {
     let mut f = Fixture::new(SandboxLimits::default())?;
     // An endless producer into a builtin: `head` ends, the producer's next write is a broken pipe.
-    let (status, out, _) = f.sh("procs yes | head -2")?;
-    assert_eq!((status, out.as_str()), (0, "y\ny\n"));
+    let (status, out, err) = f.sh("procs yes | head -2")?;
+    assert_eq!((status, out.as_str()), (0, "y\ny\n"), "{err}");
     let (status, out, _) = f.sh("set -o pipefail; procs yes | head -1")?;
-    assert_eq!((status, out.as_str()), (141, "y\n"), "the producer's status, with pipefail");
+    assert_eq!(
+        (status, out.as_str()),
+        (141, "y\n"),
+        "the producer's status, with pipefail"
+    );
     // Into another program, directly: both run at once.
     let (status, out, _) = f.sh("procs yes | procs copy 6; echo \"$?\"")?;
     assert_eq!((status, out.as_str()), (0, "y\ny\ny\n0\n"));
@@ -275,7 +294,7 @@ fn a_process_tree_paused_with_bytes_in_its_pipes_finishes_as_if_never_paused() -
         seen_text(&seen)
     };
     assert!(expected.starts_with("1\n2\n") && expected.ends_with("120\ninner done\nouter 0\n"));
-    for pause_after_ms in [150, 900] {
+    for pause_after_ms in [150, 450] {
         let seen = Seen::default();
         let sh = f.sh.clone();
         let command =
@@ -285,8 +304,13 @@ fn a_process_tree_paused_with_bytes_in_its_pipes_finishes_as_if_never_paused() -
         std::thread::sleep(Duration::from_millis(pause_after_ms));
         let blob = f._tmp.path().join(format!("tree-{pause_after_ms}.blob"));
         let report = f.sandbox.pause(&blob)?;
-        let first = thread.join().map_err(|_| anyhow::anyhow!("the command panicked"))?;
-        assert!(first.suspended, "the shell is suspended, not ended: {first:?}");
+        let first = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the command panicked"))?;
+        assert!(
+            first.suspended,
+            "the shell is suspended, not ended: {first:?}"
+        );
         assert!(
             report.suspended >= 2,
             "the shell and the programs it started are suspended ({} were)",
@@ -296,7 +320,11 @@ fn a_process_tree_paused_with_bytes_in_its_pipes_finishes_as_if_never_paused() -
         let children = resumed.children();
         assert!(!children.is_empty(), "the kernel's table came back");
         let top: Vec<u32> = resumed.suspended().iter().map(|p| p.pid).collect();
-        assert_eq!(top.len(), 1, "only the command the embedder started is its to continue");
+        assert_eq!(
+            top.len(),
+            1,
+            "only the command the embedder started is its to continue"
+        );
         let out = resumed.continue_command(top[0], collecting(&seen))?.run();
         assert_eq!(out.exit_code, 0, "{out:?}");
         assert_eq!(
@@ -315,16 +343,21 @@ fn a_snapshot_of_a_running_tree_forks_sandboxes_that_each_finish_it() -> Result<
     let mut f = Fixture::new(SandboxLimits::default())?;
     let seen = Seen::default();
     let sh = f.sh.clone();
-    let command = f
-        .sandbox
-        .start_command(&sh, &["-c".into(), TREE.into()], &[], collecting(&seen))?;
+    let command =
+        f.sandbox
+            .start_command(&sh, &["-c".into(), TREE.into()], &[], collecting(&seen))?;
     let thread = std::thread::spawn(move || command.run());
     std::thread::sleep(Duration::from_millis(200));
     let blob = f._tmp.path().join("tree.snapshot");
     f.sandbox
         .snapshot(&blob, &stasis::snapshot::EncodeOptions::default())?;
-    let original = thread.join().map_err(|_| anyhow::anyhow!("the command panicked"))?;
-    assert_eq!(original.exit_code, 0, "the snapshotted tree carried on in place");
+    let original = thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the command panicked"))?;
+    assert_eq!(
+        original.exit_code, 0,
+        "the snapshotted tree carried on in place"
+    );
     let whole = seen_text(&seen);
     for _ in 0..2 {
         let fork_seen = Seen::default();
@@ -374,7 +407,9 @@ fn paused_reader(f: &mut Fixture) -> Result<(std::path::PathBuf, u32)> {
     let blob = f._tmp.path().join(format!("reader-{child}.blob"));
     let report = f.sandbox.pause(&blob)?;
     assert_eq!(report.suspended, 2, "the shell and its child");
-    let first = thread.join().map_err(|_| anyhow::anyhow!("the command panicked"))?;
+    let first = thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the command panicked"))?;
     assert!(first.suspended);
     Ok((blob, child))
 }

@@ -106,7 +106,13 @@ async fn a_command_template_is_registered_listed_and_run_by_name() -> Result<()>
     let base_box = server.create(json!({"templateID": "base"})).await;
     let events = run(&server, &base_box, "hello", &["x"]).await;
     assert_eq!(stdout_of(&events), "hello x\n");
-    let events = run(&server, &base_box, "sh", &["-c", "hello y | wc -l; echo $?"]).await;
+    let events = run(
+        &server,
+        &base_box,
+        "sh",
+        &["-c", "hello y | wc -l; echo $?"],
+    )
+    .await;
     assert_eq!(stdout_of(&events), "1\n0\n");
     Ok(())
 }

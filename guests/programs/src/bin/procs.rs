@@ -117,7 +117,9 @@ fn slow(ms: u64) {
     use std::io::BufRead;
     let mut out = std::io::stdout();
     for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { std::process::exit(4) };
+        let Ok(line) = line else {
+            std::process::exit(4)
+        };
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
             std::process::exit(3);
         }

@@ -500,6 +500,17 @@ fn head_tail(sh: &mut Shell, argv: &[String], io: &Io, tail: bool) -> i32 {
         ops
     };
     let mut status = 0;
+    if !tail && !bytes && files.len() == 1 && files[0] == "-" {
+        // Lines of stdin are read as they come and no further: `producer | head` ends when the lines
+        // are there, and the producer then finds its pipe broken, as with coreutils' `head`.
+        for _ in 0..n {
+            match io.stdin.read_line_raw() {
+                Some(line) => io.out.put(&line),
+                None => break,
+            }
+        }
+        return 0;
+    }
     for (k, f) in files.iter().enumerate() {
         let data = match read_input(sh, f, io) {
             Ok(d) => d,
