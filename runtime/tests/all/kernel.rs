@@ -447,3 +447,129 @@ fn a_suspended_child_killed_before_it_continues_is_its_parents_kill() -> Result<
     assert!(resumed.children().is_empty());
     Ok(())
 }
+
+#[test]
+fn bad_requests_to_the_process_imports_get_errnos_and_start_nothing() -> Result<()> {
+    let mut f = Fixture::new(SandboxLimits::default())?;
+    let (status, out, err) = f.sh("procs bad")?;
+    assert_eq!((status, err.as_str()), (0, ""));
+    assert_eq!(
+        out,
+        "not json: 28\nempty argv: 28\nover the bound: 1\nbad out-pointer: 21\n\
+         wait for no child: Some(12)\nkill no process: Some(71)\nbad signal: Some(28)\n"
+    );
+    assert!(
+        f.sandbox.children().is_empty(),
+        "no request started a process"
+    );
+    Ok(())
+}
+
+/// Pauses a sandbox of the `stateful` reactor and rewrites its blob with `pipes` as its saved pipes and
+/// the reactor's fd 0 the read end of pipe 7: what a forged blob could hold (a damaged one fails its
+/// checksum first).
+fn forged_blob(
+    f: &mut Fixture,
+    pipes: Vec<stasis::state::PipeSaved>,
+) -> Result<std::path::PathBuf> {
+    let stateful = f
+        ._runtime
+        .load_template("stateful", &stasis_guests::bytes(stasis_guests::STATEFUL))?;
+    let mut sandbox = f
+        ._runtime
+        .create_sandbox(&stateful, SandboxOptions::default())?;
+    let blob = f._tmp.path().join("honest.blob");
+    sandbox.pause(&blob)?;
+    let decoded =
+        stasis::state::read_sandbox_blob(&blob, &stasis::snapshot::DecodeLimits::default())?;
+    let mut manifest = decoded.manifest.clone();
+    manifest.kernel.pipes = pipes;
+    // The reactor's fd 0 becomes the read end of pipe 7.
+    let fd0 = manifest.processes[0]
+        .wasi
+        .fds
+        .iter_mut()
+        .find(|fd| fd.fd == 0)
+        .ok_or_else(|| anyhow::anyhow!("no fd 0"))?;
+    fd0.kind = stasis::wasi::FdKindState::Pipe {
+        pipe: 7,
+        write: false,
+    };
+    let bytes: Vec<Vec<u8>> = decoded
+        .memories
+        .iter()
+        .map(|m| {
+            let mut data = vec![0u8; usize::try_from(m.byte_len()).unwrap_or(0)];
+            for (offset, run) in m.present_runs() {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                if let Some(slot) = data.get_mut(start..start + run.len()) {
+                    slot.copy_from_slice(run);
+                }
+            }
+            data
+        })
+        .collect();
+    let sections: Vec<stasis::snapshot::MemorySection<'_>> = decoded
+        .memories
+        .iter()
+        .zip(&bytes)
+        .map(|(m, data)| stasis::snapshot::MemorySection {
+            process: m.process(),
+            memory: m.memory(),
+            data,
+        })
+        .collect();
+    let forged = f._tmp.path().join("forged.blob");
+    stasis::snapshot::write_blob_atomic(
+        &forged,
+        decoded.header.module_sha256,
+        &manifest,
+        &sections,
+        &decoded.filesystem,
+        &stasis::snapshot::EncodeOptions::default(),
+    )?;
+    Ok(forged)
+}
+
+#[test]
+fn a_blob_whose_pipe_holds_more_than_a_pipe_can_is_refused() -> Result<()> {
+    let mut f = Fixture::new(SandboxLimits::default())?;
+    let pipe = |len| stasis::state::PipeSaved {
+        id: 7,
+        bytes: vec![b'x'; len],
+    };
+    let blob = forged_blob(&mut f, vec![pipe(64 * 1024 + 1)])?;
+    let error = f
+        ._runtime
+        .resume(&blob, stasis::ResumeOptions::default())
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("the oversized pipe was accepted"))?;
+    assert!(
+        matches!(
+            error,
+            stasis::ResumeError::Pipe {
+                pipe: 7,
+                bytes: 65537
+            }
+        ),
+        "{error:?}"
+    );
+    // Within the bound, the same blob resumes and the reactor's fd 0 holds the bytes.
+    let blob = forged_blob(&mut f, vec![pipe(64 * 1024)])?;
+    f._runtime.resume(&blob, stasis::ResumeOptions::default())?;
+    Ok(())
+}
+
+#[test]
+fn a_blob_naming_a_pipe_it_does_not_have_is_refused() -> Result<()> {
+    let mut f = Fixture::new(SandboxLimits::default())?;
+    let blob = forged_blob(&mut f, Vec::new())?;
+    let error = f
+        ._runtime
+        .resume(&blob, stasis::ResumeOptions::default())
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("an fd of a missing pipe was accepted"))?;
+    let chain = format!("{:?}", anyhow::Error::from(error));
+    assert!(chain.contains("end of pipe 7"), "{chain}");
+    Ok(())
+}

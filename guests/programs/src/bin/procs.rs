@@ -7,6 +7,8 @@
 //!   started and why the next was refused, then waits for them all;
 //! - `procs nested DEPTH`: prints its depth and, above 0, runs itself one level deeper with its own
 //!   stdout, exiting with the child's status plus one;
+//! - `procs bad`: passes `proc_spawn` requests the host must refuse (not JSON, empty argv, over the size
+//!   bound, a bad out-pointer) and waits for and signals processes that do not exist, printing each errno;
 //! - `procs yes`: writes `y` lines until a write fails, then exits 141 (as `yes` ends by SIGPIPE);
 //! - `procs slow MS`: copies stdin to stdout a line at a time, sleeping MS milliseconds after each, so
 //!   that a pause finds bytes waiting in its stdin pipe.
@@ -127,6 +129,46 @@ fn slow(ms: u64) {
     }
 }
 
+#[link(wasm_import_module = "stasis")]
+unsafe extern "C" {
+    fn proc_spawn(req: *const u8, len: usize, pid: *mut u32) -> u16;
+}
+
+fn bad() {
+    let mut pid = 0u32;
+    let raw = |req: &[u8], len: usize, out: *mut u32| unsafe { proc_spawn(req.as_ptr(), len, out) };
+    let empty_args =
+        br#"{"program":"procs","args":[],"env":[],"stdin":null,"stdout":null,"stderr":null}"#;
+    println!("not json: {}", raw(b"{nope", 5, &mut pid));
+    println!(
+        "empty argv: {}",
+        raw(empty_args, empty_args.len(), &mut pid)
+    );
+    println!("over the bound: {}", raw(b"{}", (1 << 20) + 1, &mut pid));
+    let valid = process::Spawn {
+        program: "procs".into(),
+        args: vec!["procs".into(), "copy".into()],
+        ..Default::default()
+    }
+    .to_json();
+    println!(
+        "bad out-pointer: {}",
+        raw(valid.as_bytes(), valid.len(), usize::MAX as *mut u32)
+    );
+    println!(
+        "wait for no child: {:?}",
+        process::wait(None, true).err().map(|e| e.0)
+    );
+    println!(
+        "kill no process: {:?}",
+        process::kill(999_999, 9).err().map(|e| e.0)
+    );
+    println!(
+        "bad signal: {:?}",
+        process::kill(1, 1234).err().map(|e| e.0)
+    );
+}
+
 fn yes() -> ! {
     let mut out = std::io::stdout();
     loop {
@@ -147,8 +189,11 @@ fn main() {
         ["nested", d] => std::process::exit(nested(d.parse().unwrap_or(0))),
         ["slow", ms] => slow(ms.parse().unwrap_or(0)),
         ["yes"] => yes(),
+        ["bad"] => bad(),
         _ => {
-            eprintln!("usage: procs copy [LIMIT] | epipe | many N | nested DEPTH | slow MS | yes");
+            eprintln!(
+                "usage: procs copy [LIMIT] | epipe | many N | nested DEPTH | slow MS | yes | bad"
+            );
             std::process::exit(2);
         }
     }

@@ -30,6 +30,8 @@ pub(super) fn add<T: Send + 'static>(
                 return Ok(0);
             }
             run(&mut c, get, |m, ctx| {
+                // Every argument is checked before a process exists that a failure would leave behind.
+                m.slice(u(out), 4)?;
                 let pid = spawn(m, ctx, u(req), u(len))?;
                 m.write_u32(u(out), pid)
             })
