@@ -235,8 +235,10 @@ impl ProcessHost for Kernel {
     fn kill(&self, pid: u32, signal: u32) -> Result<(), Errno> {
         let reason = match signal {
             9 => StopReason::Kill,
-            // A guest cannot catch signals: every other one that ends a process ends it at once.
-            1 | 2 | 3 | 15 => StopReason::Terminate,
+            2 => StopReason::Interrupt,
+            // A guest cannot catch signals: every other one that ends a process ends it at once (HUP and
+            // QUIT as TERM does).
+            1 | 3 | 15 => StopReason::Terminate,
             0 => {
                 return self.table().control(pid).map(|_| ()).ok_or(Errno::Srch);
             }

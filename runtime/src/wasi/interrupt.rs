@@ -22,6 +22,9 @@ pub enum StopReason {
     Kill,
     /// `SIGTERM` from a client: a guest cannot catch signals, so it ends at once, with exit code 143.
     Terminate,
+    /// `SIGINT` sent to a program by another process of its sandbox (`kill -INT`): it ends at once, with
+    /// exit code 130.
+    Interrupt,
     /// The sandbox is being paused, and the command could not be suspended (its module cannot be paused
     /// mid-call, or it did not unwind in time), so it is ended (137).
     Pause,
@@ -34,6 +37,7 @@ impl StopReason {
     pub fn exit_code(self) -> i32 {
         match self {
             Self::Terminate => 128 + 15,
+            Self::Interrupt => 128 + 2,
             Self::Kill | Self::Pause | Self::SandboxGone => 128 + 9,
         }
     }
@@ -44,6 +48,7 @@ impl fmt::Display for StopReason {
         f.write_str(match self {
             Self::Kill => "killed by SIGKILL",
             Self::Terminate => "terminated by SIGTERM",
+            Self::Interrupt => "interrupted by SIGINT",
             Self::Pause => {
                 "ended because the sandbox was paused and the command could not be suspended"
             }

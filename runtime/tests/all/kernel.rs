@@ -100,6 +100,8 @@ fn programs_run_in_the_background_and_wait_and_kill_reach_them() -> Result<()> {
     assert_eq!(out, "status 143\n", "a SIGTERM ends a background program");
     let (_, out, _) = f.sh("sh -c 'sleep 30' & kill -9 $!; wait $!; echo \"status $?\"")?;
     assert_eq!(out, "status 137\n");
+    let (_, out, _) = f.sh("sh -c 'sleep 30' & kill -INT $!; wait $!; echo \"status $?\"")?;
+    assert_eq!(out, "status 130\n", "a SIGINT is 130");
     let (status, _, err) = f.sh("wait 99999")?;
     assert_eq!(status, 127);
     assert_eq!(err, "sh: wait: pid 99999 is not a child of this shell\n");
