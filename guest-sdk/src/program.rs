@@ -105,6 +105,19 @@ pub fn program_name(fallback: &str) -> String {
 }
 
 #[cfg(feature = "abi")]
+/// The program's arguments after argv\[0\], as text; the first one that is not valid UTF-8 is the
+/// error, shown lossily, for the program to report (`NAME: the argument … is not valid UTF-8`).
+pub fn arguments() -> Result<Vec<String>, String> {
+    std::env::args_os()
+        .skip(1)
+        .map(|arg| {
+            arg.into_string()
+                .map_err(|bad| bad.to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+#[cfg(feature = "abi")]
 /// Runs `program` under the convention: checks that the request is empty, enters `PWD`, runs it, flushes
 /// stdout and stderr, and encodes its status. Used by [`export_main!`](crate::export_main); not meant to be
 /// called directly.

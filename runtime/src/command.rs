@@ -266,14 +266,12 @@ fn main_status(process: &mut Process, values: &[Val], cpu_limit: Duration) -> wa
 }
 
 /// A command of `process`, its budgets armed for a sandbox with `limits` less what it used before a pause
-/// (`cpu_used`, `wall_used`), with `pipe` as the stdin its control wakes (and closes on a stop when it
-/// `owns_stdin`): ready to [`Command::run`].
+/// (`cpu_used`, `wall_used`), with `stdin` as what its control wakes: ready to [`Command::run`].
 pub(crate) fn prepare(
     engine: &crate::engine::StasisEngine,
     limits: &crate::limits::SandboxLimits,
     mut process: Box<Process>,
-    pipe: Option<crate::wasi::StdinPipe>,
-    owns_stdin: bool,
+    stdin: crate::running::StdinWake,
     (cpu_used, wall_used): (Duration, Duration),
 ) -> Command {
     let budget_ticks = engine
@@ -289,11 +287,7 @@ pub(crate) fn prepare(
         ticks_used.clone(),
         wall_deadline,
     );
-    let control = if owns_stdin {
-        crate::running::Control::new(&process, pipe, engine.engine().clone())
-    } else {
-        crate::running::Control::sharing_stdin(&process, pipe, engine.engine().clone())
-    };
+    let control = crate::running::Control::new(&process, stdin, engine.engine().clone());
     Command {
         process: Some(process),
         control,

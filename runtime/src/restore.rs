@@ -130,7 +130,7 @@ impl Runtime {
     /// little whatever the memory size. The file may be renamed over or deleted afterwards (as Stasis's own
     /// writes do), but must not be truncated or rewritten in place while the sandbox lives.
     pub fn resume(&self, blob: &Path, options: ResumeOptions) -> Result<Sandbox, ResumeError> {
-        let decoded: DecodedBlob<SandboxManifest> =
+        let mut decoded: DecodedBlob<SandboxManifest> =
             crate::state::read_sandbox_blob(blob, &self.config().decode_limits)?;
         let found = hex::encode(decoded.header.module_sha256);
         let template = match options.template {
@@ -182,16 +182,16 @@ impl Runtime {
         };
         // From here on, dropping `sandbox` on an error removes a directory we created.
         decoded.filesystem.restore_into(&sandbox.dir)?;
+        // The pipes' bytes move into the live pipes; nothing else reads them.
+        let pipes = std::mem::take(&mut decoded.manifest.kernel.pipes);
         let images: HashMap<(u32, u32), &MemoryImage> = decoded
             .memories
             .iter()
             .map(|image| ((image.process(), image.memory()), image))
             .collect();
-        let kernel = &decoded.manifest.kernel;
-        let mut links =
-            RestoreLinks::with_pipes(kernel.pipes.iter().map(|p| (p.id, p.bytes.clone())))
-                .map_err(|(pipe, bytes)| ResumeError::Pipe { pipe, bytes })?;
-        sandbox.kernel.restore(&kernel.children);
+        let mut links = RestoreLinks::with_pipes(pipes.into_iter().map(|p| (p.id, p.bytes)))
+            .map_err(|(pipe, bytes)| ResumeError::Pipe { pipe, bytes })?;
+        sandbox.kernel.restore(&decoded.manifest.kernel.children);
         for state in &decoded.manifest.processes {
             let process = restore_process(&sandbox, state, &images, &links)?;
             links.add(process.pid, &process.store.data().wasi);

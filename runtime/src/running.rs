@@ -88,12 +88,24 @@ impl std::fmt::Debug for Control {
     }
 }
 
+/// The stdin a [`Control`] wakes when it stops or suspends its process.
+pub(crate) enum StdinWake {
+    /// None to wake.
+    None,
+    /// The process's own: a stop closes it.
+    Own(StdinPipe),
+    /// One it shares with its parent (a child the kernel started): a stop only wakes it, since the
+    /// parent still reads it.
+    Shared(StdinPipe),
+}
+
 impl Control {
-    pub(crate) fn new(
-        process: &Process,
-        stdin: Option<StdinPipe>,
-        engine: wasmtime::Engine,
-    ) -> Self {
+    pub(crate) fn new(process: &Process, stdin: StdinWake, engine: wasmtime::Engine) -> Self {
+        let (stdin, owns_stdin) = match stdin {
+            StdinWake::None => (None, false),
+            StdinWake::Own(pipe) => (Some(pipe), true),
+            StdinWake::Shared(pipe) => (Some(pipe), false),
+        };
         Self {
             shared: Arc::new(Shared {
                 pid: process.pid,
@@ -102,7 +114,7 @@ impl Control {
                 kind: process.kind,
                 interrupt: process.interrupt.clone(),
                 stdin,
-                owns_stdin: true,
+                owns_stdin,
                 engine,
                 suspendable: process.template.inner.layout.pausable.mid_call(),
                 slot: Mutex::new(Slot::Running),
@@ -110,20 +122,6 @@ impl Control {
                 changed: Condvar::new(),
             }),
         }
-    }
-
-    /// A control for a process that shares `stdin` with its parent (a child the kernel started): a stop
-    /// wakes its wait on it instead of closing it.
-    pub(crate) fn sharing_stdin(
-        process: &Process,
-        stdin: Option<StdinPipe>,
-        engine: wasmtime::Engine,
-    ) -> Self {
-        let mut control = Self::new(process, stdin, engine);
-        if let Some(shared) = Arc::get_mut(&mut control.shared) {
-            shared.owns_stdin = false;
-        }
-        control
     }
 
     fn slot(&self) -> MutexGuard<'_, Slot> {

@@ -24,7 +24,7 @@ use crate::kernel::spawn::Launcher;
 use crate::kernel::{ChildInfo, Kernel};
 use crate::limits::SandboxLimits;
 use crate::process::{CallError, Process};
-use crate::running::Control;
+use crate::running::{Control, StdinWake};
 use crate::runtime::Runtime;
 use crate::state::ProcessKind;
 use crate::template::{ModuleKind, Template};
@@ -476,7 +476,11 @@ impl Sandbox {
             self.processes.insert(pid, Entry::Held(process));
             return Err(CallError::NotAReactor(pid));
         }
-        let control = Control::new(&process, None, self.runtime.engine().engine().clone());
+        let control = Control::new(
+            &process,
+            StdinWake::None,
+            self.runtime.engine().engine().clone(),
+        );
         self.processes.insert(pid, Entry::Running(control.clone()));
         let engine = self.runtime.engine();
         Ok(ProcessCall {
@@ -540,13 +544,8 @@ impl Sandbox {
     /// `reason`; false when no such child runs.
     pub fn stop_child(&mut self, pid: u32, reason: StopReason) -> bool {
         self.reap();
-        let running = self
-            .kernel
-            .children()
-            .iter()
-            .any(|c| c.pid == pid && c.running);
         match self.processes.get(&pid) {
-            Some(Entry::Running(control)) if running => control.stop(reason),
+            Some(Entry::Running(control)) if self.kernel.is_child(pid) => control.stop(reason),
             _ => false,
         }
     }
@@ -728,8 +727,7 @@ impl Sandbox {
             self.runtime.engine(),
             &self.limits,
             process,
-            pipe,
-            true,
+            pipe.map_or(StdinWake::None, StdinWake::Own),
             (cpu_used, wall_used),
         );
         self.processes
@@ -778,8 +776,7 @@ impl Sandbox {
                 self.runtime.engine(),
                 &self.limits,
                 process,
-                stdin,
-                false,
+                stdin.map_or(StdinWake::None, StdinWake::Shared),
                 (
                     Duration::from_millis(cpu_used),
                     Duration::from_millis(wall_used),

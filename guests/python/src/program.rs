@@ -223,19 +223,13 @@ pub(crate) fn main() -> Result<i32, String> {
     if STARTED.swap(true, Ordering::Relaxed) {
         return Err("this process has already run its program".into());
     }
-    let mut args = Vec::new();
-    for arg in std::env::args_os().skip(1) {
-        match arg.into_string() {
-            Ok(arg) => args.push(arg),
-            Err(arg) => {
-                eprintln!(
-                    "{name}: the argument {} is not valid UTF-8",
-                    arg.to_string_lossy()
-                );
-                return Ok(2);
-            }
+    let args = match stasis_guest::program::arguments() {
+        Ok(args) => args,
+        Err(bad) => {
+            eprintln!("{name}: the argument {bad} is not valid UTF-8");
+            return Ok(2);
         }
-    }
+    };
     let (source, args, flags) = match parse(&args) {
         Ok(Invocation::Run {
             source,

@@ -12,16 +12,112 @@
 use crate::exec::Shell;
 use crate::io::{Input, Io};
 
-/// Runs program `argv[0]` with `argv` and returns its exit status.
-pub fn run(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
-    let name = &argv[0];
-    let env: Vec<(String, String)> = sh
-        .vars
+/// The exported variables: a program's environment.
+#[cfg(target_os = "wasi")]
+fn exported_env(sh: &Shell) -> Vec<(String, String)> {
+    sh.vars
         .iter()
         .filter(|(_, v)| v.exported)
         .map(|(k, v)| (k.clone(), v.value.clone()))
-        .collect();
-    start(name, argv, env, &sh.cwd, io)
+        .collect()
+}
+
+/// Starts program `argv[0]` with `argv`, the shell's environment and working directory, and the shell's
+/// fds `stdio` as its 0, 1 and 2 (`None`: empty stdin, discarded output): its pid, or the status of a
+/// start that failed, reported as bash reports it (127 for no such program).
+#[cfg(target_os = "wasi")]
+fn spawn_program(
+    sh: &Shell,
+    argv: &[String],
+    stdio: [Option<u32>; 3],
+    io: &Io,
+) -> Result<u32, i32> {
+    use stasis_guest::process::{self, Errno, Spawn};
+
+    let name = &argv[0];
+    let Some(program) = program_name(name) else {
+        io.eprintln(&format!("sh: {name}: command not found"));
+        return Err(127);
+    };
+    // What the shell printed so far comes before what the program prints.
+    io.out.flush();
+    io.err.flush();
+    let [stdin, stdout, stderr] = stdio;
+    let spawn = Spawn {
+        program: program.to_owned(),
+        args: argv.to_vec(),
+        env: exported_env(sh),
+        cwd: Some(sh.cwd.clone()),
+        stdin,
+        stdout,
+        stderr,
+    };
+    process::spawn(&spawn).map_err(|error| {
+        let (message, status) = match error {
+            Errno::NOENT | Errno::NOSYS => ("command not found".to_owned(), 127),
+            Errno::NOEXEC => ("cannot execute binary file".to_owned(), 126),
+            e => (e.to_string(), 126),
+        };
+        io.eprintln(&format!("sh: {name}: {message}"));
+        status
+    })
+}
+
+/// The native build (the shell's own unit tests) has no host to start programs: every name is unknown.
+#[cfg(not(target_os = "wasi"))]
+fn spawn_program(
+    _sh: &Shell,
+    argv: &[String],
+    _stdio: [Option<u32>; 3],
+    io: &Io,
+) -> Result<u32, i32> {
+    io.eprintln(&format!("sh: {}: command not found", argv[0]));
+    Err(127)
+}
+
+/// Runs program `argv[0]` with `argv` and returns its exit status.
+#[cfg(not(target_os = "wasi"))]
+pub fn run(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    spawn_program(sh, argv, [None; 3], io).map_or_else(|status| status, |_| 127)
+}
+
+/// Runs program `argv[0]` with `argv` and returns its exit status.
+#[cfg(target_os = "wasi")]
+pub fn run(sh: &mut Shell, argv: &[String], io: &Io) -> i32 {
+    use stasis_guest::process::{self, Errno};
+
+    let name = &argv[0];
+    let mut wiring = match pump::Wiring::new(io) {
+        Ok(wiring) => wiring,
+        Err(e) => {
+            io.eprintln(&format!("sh: {name}: cannot make a pipe: {e}"));
+            return 126;
+        }
+    };
+    let stdio = wiring.child.map(Some);
+    let spawned = spawn_program(sh, argv, stdio, io);
+    // The child has its own copies of the ends it was given; the shell's must go, or readers never see
+    // the end of the stream.
+    wiring.close_child_ends();
+    let pid = match spawned {
+        Ok(pid) => pid,
+        Err(status) => return status,
+    };
+    wiring.pump(io);
+    loop {
+        match process::wait(Some(pid), true) {
+            Ok((_, status)) => return status,
+            // An interrupt (Ctrl-C) while waiting: the child got it too and ends; keep waiting for it.
+            Err(Errno::INTR) => {
+                crate::tty::note();
+                let _ = process::kill(pid, 2);
+            }
+            Err(e) => {
+                io.eprintln(&format!("sh: {name}: {e}"));
+                return 126;
+            }
+        }
+    }
 }
 
 /// Whether a program can be started in the background with `io`: its output must go to the shell's own
@@ -33,72 +129,7 @@ pub fn can_start_in_background(io: &Io) -> bool {
 /// Starts program `argv[0]` in the background (stdin empty, as bash gives a non-interactive shell's
 /// background jobs): its pid, or the status of a failed start (127 for no such program).
 pub fn start_in_background(sh: &mut Shell, argv: &[String], io: &Io) -> Result<u32, i32> {
-    let name = &argv[0];
-    let env: Vec<(String, String)> = sh
-        .vars
-        .iter()
-        .filter(|(_, v)| v.exported)
-        .map(|(k, v)| (k.clone(), v.value.clone()))
-        .collect();
-    spawn_detached(name, argv, env, &sh.cwd, io)
-}
-
-#[cfg(not(target_os = "wasi"))]
-fn spawn_detached(
-    name: &str,
-    _argv: &[String],
-    _env: Vec<(String, String)>,
-    _cwd: &str,
-    io: &Io,
-) -> Result<u32, i32> {
-    io.eprintln(&format!("sh: {name}: command not found"));
-    Err(127)
-}
-
-#[cfg(target_os = "wasi")]
-fn spawn_detached(
-    name: &str,
-    argv: &[String],
-    env: Vec<(String, String)>,
-    cwd: &str,
-    io: &Io,
-) -> Result<u32, i32> {
-    let Some(program) = program_name(name) else {
-        io.eprintln(&format!("sh: {name}: command not found"));
-        return Err(127);
-    };
-    io.out.flush();
-    io.err.flush();
-    let spawn = stasis_guest::process::Spawn {
-        program: program.to_owned(),
-        args: argv.to_vec(),
-        env,
-        cwd: Some(cwd.to_owned()),
-        stdin: None,
-        stdout: io.out.raw_fd(),
-        stderr: io.err.raw_fd(),
-    };
-    stasis_guest::process::spawn(&spawn).map_err(|e| spawn_failed(name, e, io))
-}
-
-/// Reports a failed start the way bash does, and its status.
-#[cfg(target_os = "wasi")]
-fn spawn_failed(name: &str, error: stasis_guest::process::Errno, io: &Io) -> i32 {
-    use stasis_guest::process::Errno;
-    match error {
-        Errno::NOENT | Errno::NOSYS => {
-            io.eprintln(&format!("sh: {name}: command not found"));
-            127
-        }
-        Errno::NOEXEC => {
-            io.eprintln(&format!("sh: {name}: cannot execute binary file"));
-            126
-        }
-        e => {
-            io.eprintln(&format!("sh: {name}: {e}"));
-            126
-        }
-    }
+    spawn_program(sh, argv, [None, io.out.raw_fd(), io.err.raw_fd()], io)
 }
 
 /// Starts pipeline stage `argv` with its stdin `input` and its stdout a new pipe, not waiting for it: its
@@ -117,59 +148,32 @@ pub fn start_stage(
     use std::os::fd::FromRawFd;
 
     let stderr = io.err.raw_fd()?;
-    let stdin = match input.raw_fd() {
-        Some(fd) => Stdin::Fd(fd),
-        None if input.bytes_left()? <= PIPE_BYTES => Stdin::Bytes(input.read_all()),
-        None => return None,
-    };
-    let (out_r, out_w) = process::pipe().ok()?;
-    // SAFETY (both): fds just made by the host's `pipe`, owned here alone.
+    let handed = input.raw_fd();
+    if handed.is_none() && input.bytes_left()? > PIPE_BYTES {
+        return None;
+    }
+    // SAFETY (every use): fds just made by the host's `pipe`, owned here alone.
     let close = |fd: u32| drop(unsafe { std::fs::File::from_raw_fd(fd as i32) });
-    let stdin_fd = match stdin {
-        Stdin::Fd(fd) => Some((fd, false)),
-        Stdin::Bytes(bytes) => match process::pipe() {
-            Ok((r, w)) => {
-                let mut writer = unsafe { std::fs::File::from_raw_fd(w as i32) };
-                // Fits in the pipe: written at once, then closed so the program sees the end.
-                let _ = writer.write_all(&bytes);
-                drop(writer);
-                Some((r, true))
-            }
-            Err(_) => {
+    let (out_r, out_w) = process::pipe().ok()?;
+    let stdin_fd = match handed {
+        Some(fd) => (fd, false),
+        None => {
+            let Ok((r, w)) = process::pipe() else {
                 close(out_r);
                 close(out_w);
                 return None;
-            }
-        },
-    };
-    let env: Vec<(String, String)> = sh
-        .vars
-        .iter()
-        .filter(|(_, v)| v.exported)
-        .map(|(k, v)| (k.clone(), v.value.clone()))
-        .collect();
-    let name = &argv[0];
-    io.out.flush();
-    io.err.flush();
-    let spawned = match program_name(name) {
-        Some(program) => process::spawn(&stasis_guest::process::Spawn {
-            program: program.to_owned(),
-            args: argv.to_vec(),
-            env,
-            cwd: Some(sh.cwd.clone()),
-            stdin: stdin_fd.map(|(fd, _)| fd),
-            stdout: Some(out_w),
-            stderr: Some(stderr),
-        })
-        .map_err(|e| spawn_failed(name, e, io)),
-        None => {
-            io.eprintln(&format!("sh: {name}: command not found"));
-            Err(127)
+            };
+            // Fits in the pipe: written at once, then closed (the writer dropped) so the program sees
+            // the end.
+            let mut writer = unsafe { std::fs::File::from_raw_fd(w as i32) };
+            let _ = writer.write_all(&input.read_all());
+            (r, true)
         }
     };
+    let spawned = spawn_program(sh, argv, [Some(stdin_fd.0), Some(out_w), Some(stderr)], io);
     // The program has its own copies now.
     close(out_w);
-    if let Some((fd, true)) = stdin_fd {
+    if let (fd, true) = stdin_fd {
         close(fd);
     }
     let next = Input::pipe(out_r);
@@ -192,15 +196,6 @@ pub fn start_stage(
 /// Largest input handed to a streaming stage up front: what a pipe holds, so writing it never waits.
 #[cfg(target_os = "wasi")]
 const PIPE_BYTES: usize = 64 * 1024;
-
-/// A streaming stage's stdin.
-#[cfg(target_os = "wasi")]
-enum Stdin {
-    /// An fd of the shell's, handed over.
-    Fd(u32),
-    /// Bytes written into a pipe up front.
-    Bytes(Vec<u8>),
-}
 
 /// Waits for background program `pid` (every job with `None`) and returns its status — what `wait` does.
 pub fn wait_jobs(sh: &mut Shell, pid: Option<u32>, io: &Io) -> i32 {
@@ -252,69 +247,10 @@ pub fn signal(pid: u32, signal: u32) -> bool {
 }
 
 /// The program a command names: its last path component, so `/usr/bin/python3` is `python3`.
+#[cfg(target_os = "wasi")]
 fn program_name(name: &str) -> Option<&str> {
     let program = name.rsplit('/').next().unwrap_or(name);
     (!program.is_empty()).then_some(program)
-}
-
-#[cfg(not(target_os = "wasi"))]
-fn start(name: &str, _argv: &[String], _env: Vec<(String, String)>, _cwd: &str, io: &Io) -> i32 {
-    // The native build (the shell's own unit tests) has no host to start programs.
-    let _ = program_name(name);
-    io.eprintln(&format!("sh: {name}: command not found"));
-    127
-}
-
-#[cfg(target_os = "wasi")]
-fn start(name: &str, argv: &[String], env: Vec<(String, String)>, cwd: &str, io: &Io) -> i32 {
-    use stasis_guest::process::{self, Errno, Spawn};
-
-    let Some(program) = program_name(name) else {
-        io.eprintln(&format!("sh: {name}: command not found"));
-        return 127;
-    };
-    // What the shell printed so far comes before what the program prints.
-    io.out.flush();
-    io.err.flush();
-    let mut wiring = match pump::Wiring::new(io) {
-        Ok(wiring) => wiring,
-        Err(e) => {
-            io.eprintln(&format!("sh: {name}: cannot make a pipe: {e}"));
-            return 126;
-        }
-    };
-    let spawn = Spawn {
-        program: program.to_owned(),
-        args: argv.to_vec(),
-        env,
-        cwd: Some(cwd.to_owned()),
-        stdin: Some(wiring.child[0]),
-        stdout: Some(wiring.child[1]),
-        stderr: Some(wiring.child[2]),
-    };
-    let spawned = process::spawn(&spawn);
-    // The child has its own copies of the ends it was given; the shell's must go, or readers never see
-    // the end of the stream.
-    wiring.close_child_ends();
-    let pid = match spawned {
-        Ok(pid) => pid,
-        Err(e) => return spawn_failed(name, e, io),
-    };
-    wiring.pump(io);
-    loop {
-        match process::wait(Some(pid), true) {
-            Ok((_, status)) => return status,
-            // An interrupt (Ctrl-C) while waiting: the child got it too and ends; keep waiting for it.
-            Err(Errno::INTR) => {
-                crate::tty::note();
-                let _ = process::kill(pid, 2);
-            }
-            Err(e) => {
-                io.eprintln(&format!("sh: {name}: {e}"));
-                return 126;
-            }
-        }
-    }
 }
 
 #[cfg(target_os = "wasi")]

@@ -188,18 +188,10 @@ impl Input {
 
     /// The next line without its newline, or `None` at end of input.
     pub fn read_line(&self) -> Option<Vec<u8>> {
-        let mut src = self.0.try_borrow_mut().ok()?;
-        Self::fill_line(&mut src);
-        let start = src.pos.min(src.buf.len());
-        if start >= src.buf.len() {
-            return None;
+        let mut line = self.read_line_raw()?;
+        if line.last() == Some(&b'\n') {
+            line.pop();
         }
-        let rest = &src.buf[start..];
-        let (line, used) = match rest.iter().position(|&b| b == b'\n') {
-            Some(n) => (rest[..n].to_vec(), n + 1),
-            None => (rest.to_vec(), rest.len()),
-        };
-        src.pos = start + used;
         Some(line)
     }
 }

@@ -11,6 +11,7 @@ use super::Kernel;
 use crate::command::{Command, prepare};
 use crate::instantiate::{SpawnError, new_process};
 use crate::limits::SandboxLimits;
+use crate::running::StdinWake;
 use crate::runtime::Runtime;
 use crate::state::ProcessKind;
 use crate::template::ModuleKind;
@@ -90,8 +91,7 @@ impl Launcher {
             self.runtime.engine(),
             &self.limits,
             Box::new(process),
-            stdin,
-            false,
+            stdin.map_or(StdinWake::None, StdinWake::Shared),
             (Duration::ZERO, Duration::ZERO),
         ))
     }

@@ -52,6 +52,80 @@ impl Fixture {
     }
 }
 
+/// Output collected from a streaming sink, shared with the test.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// Streams that collect stdout into `seen`.
+fn collecting(seen: &Seen) -> stasis::CommandIo {
+    let sink = seen.clone();
+    stasis::CommandIo {
+        stdin: stasis::wasi::Stdin::Empty,
+        stdout: stasis::wasi::OutputSink::stream(1 << 24, move |b| {
+            if let Ok(mut s) = sink.lock() {
+                s.extend_from_slice(b);
+            }
+        }),
+        stderr: stasis::wasi::OutputSink::discard(),
+    }
+}
+
+fn seen_text(seen: &Seen) -> String {
+    String::from_utf8_lossy(&seen.lock().map(|s| s.clone()).unwrap_or_default()).into_owned()
+}
+
+/// Streams with stdin from `pipe` and stdout collected into `seen`.
+fn piped(pipe: &stasis::wasi::StdinPipe, seen: &Seen) -> stasis::CommandIo {
+    stasis::CommandIo {
+        stdin: stasis::wasi::Stdin::Pipe(pipe.clone()),
+        ..collecting(seen)
+    }
+}
+
+/// Polls `done` every 10 ms for up to a minute; fails saying `what` did not happen.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        if Instant::now() > deadline {
+            bail!("{what} never happened");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+impl Fixture {
+    /// Starts `sh -c line` with `io` on a thread of its own: the shell's pid and the thread.
+    fn start(
+        &mut self,
+        line: &str,
+        io: stasis::CommandIo,
+    ) -> Result<(u32, std::thread::JoinHandle<stasis::CommandOutput>)> {
+        let sh = self.sh.clone();
+        let command = self
+            .sandbox
+            .start_command(&sh, &["-c".into(), line.into()], &[], io)?;
+        let pid = command.control().pid();
+        Ok((pid, std::thread::spawn(move || command.run())))
+    }
+
+    /// The first child, once one has started.
+    fn first_child(&mut self) -> Result<stasis::ChildInfo> {
+        let mut found = None;
+        wait_until("a child's start", || {
+            found = self.sandbox.children().into_iter().next();
+            found.is_some()
+        })?;
+        found.ok_or_else(|| anyhow::anyhow!("no child"))
+    }
+}
+
+/// The output of a command run on a thread.
+fn joined(thread: std::thread::JoinHandle<stasis::CommandOutput>) -> Result<stasis::CommandOutput> {
+    thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the command panicked"))
+}
+
 #[test]
 fn the_shell_runs_a_program_with_its_arguments_streams_and_status() -> Result<()> {
     let mut f = Fixture::new(SandboxLimits::default())?;
@@ -197,36 +271,10 @@ fn the_process_limit_refuses_a_spawn_clearly_and_loses_nothing() -> Result<()> {
 #[test]
 fn children_are_listed_with_their_parent_and_killed_by_pid() -> Result<()> {
     let mut f = Fixture::new(SandboxLimits::default())?;
-    let stdin = stasis::wasi::StdinPipe::new(1024);
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let io = stasis::CommandIo {
-        stdin: stasis::wasi::Stdin::Pipe(stdin.clone()),
-        stdout: stasis::wasi::OutputSink::capture(1 << 20).with_callback(move |b| {
-            sink.lock().map(|mut s| s.extend_from_slice(b)).ok();
-        }),
-        stderr: stasis::wasi::OutputSink::capture(1 << 20),
-    };
-    let sh = f.sh.clone();
+    let (stdin, seen) = (stasis::wasi::StdinPipe::new(1024), Seen::default());
     // The child reads the shell's own stdin, which never ends: it runs until it is killed.
-    let command = f.sandbox.start_command(
-        &sh,
-        &["-c".into(), "procs copy; echo \"status $?\"".into()],
-        &[],
-        io,
-    )?;
-    let parent = command.control().pid();
-    let thread = std::thread::spawn(move || command.run());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let child = loop {
-        if let Some(child) = f.sandbox.children().into_iter().next() {
-            break child;
-        }
-        if Instant::now() > deadline {
-            bail!("the child never appeared");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (parent, thread) = f.start("procs copy; echo \"status $?\"", piped(&stdin, &seen))?;
+    let child = f.first_child()?;
     assert_eq!(child.ppid, parent);
     assert_eq!(child.args, ["procs", "copy"]);
     assert!(child.running);
@@ -235,44 +283,16 @@ fn children_are_listed_with_their_parent_and_killed_by_pid() -> Result<()> {
         "a running child is a process of the sandbox"
     );
     stdin.write(b"typed\n")?;
-    while !seen.lock().map(|s| s.ends_with(b"typed\n")).unwrap_or(true) {
-        if Instant::now() > deadline {
-            bail!("the child never echoed its input");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the child's echo", || seen_text(&seen).ends_with("typed\n"))?;
     assert!(f.sandbox.kill_process(child.pid));
-    let output = thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the command panicked"))?;
+    joined(thread)?;
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
+        seen_text(&seen),
         "typed\nstatus 137\n",
         "the child read its parent's stdin, and its kill is the parent's $?"
     );
     assert!(f.sandbox.children().is_empty());
     Ok(())
-}
-
-/// Output collected from a streaming sink, shared with the test.
-type Seen = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
-
-/// Streams that collect stdout into `seen`.
-fn collecting(seen: &Seen) -> stasis::CommandIo {
-    let sink = seen.clone();
-    stasis::CommandIo {
-        stdin: stasis::wasi::Stdin::Empty,
-        stdout: stasis::wasi::OutputSink::stream(1 << 24, move |b| {
-            if let Ok(mut s) = sink.lock() {
-                s.extend_from_slice(b);
-            }
-        }),
-        stderr: stasis::wasi::OutputSink::discard(),
-    }
-}
-
-fn seen_text(seen: &Seen) -> String {
-    String::from_utf8_lossy(&seen.lock().map(|s| s.clone()).unwrap_or_default()).into_owned()
 }
 
 /// The line the tree runs: `seq` fills the pipe into a slow program at once (most of it still waits there
@@ -287,28 +307,18 @@ fn a_process_tree_paused_with_bytes_in_its_pipes_finishes_as_if_never_paused() -
     let mut f = Fixture::new(SandboxLimits::default())?;
     let expected = {
         let seen = Seen::default();
-        let sh = f.sh.clone();
-        let out = f
-            .sandbox
-            .start_command(&sh, &["-c".into(), TREE.into()], &[], collecting(&seen))?
-            .run();
-        assert_eq!(out.exit_code, 0);
+        let (_, thread) = f.start(TREE, collecting(&seen))?;
+        assert_eq!(joined(thread)?.exit_code, 0);
         seen_text(&seen)
     };
     assert!(expected.starts_with("1\n2\n") && expected.ends_with("120\ninner done\nouter 0\n"));
     for pause_after_ms in [150, 450] {
         let seen = Seen::default();
-        let sh = f.sh.clone();
-        let command =
-            f.sandbox
-                .start_command(&sh, &["-c".into(), TREE.into()], &[], collecting(&seen))?;
-        let thread = std::thread::spawn(move || command.run());
+        let (_, thread) = f.start(TREE, collecting(&seen))?;
         std::thread::sleep(Duration::from_millis(pause_after_ms));
         let blob = f._tmp.path().join(format!("tree-{pause_after_ms}.blob"));
         let report = f.sandbox.pause(&blob)?;
-        let first = thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("the command panicked"))?;
+        let first = joined(thread)?;
         assert!(
             first.suspended,
             "the shell is suspended, not ended: {first:?}"
@@ -344,18 +354,12 @@ fn a_process_tree_paused_with_bytes_in_its_pipes_finishes_as_if_never_paused() -
 fn a_snapshot_of_a_running_tree_forks_sandboxes_that_each_finish_it() -> Result<()> {
     let mut f = Fixture::new(SandboxLimits::default())?;
     let seen = Seen::default();
-    let sh = f.sh.clone();
-    let command =
-        f.sandbox
-            .start_command(&sh, &["-c".into(), TREE.into()], &[], collecting(&seen))?;
-    let thread = std::thread::spawn(move || command.run());
+    let (_, thread) = f.start(TREE, collecting(&seen))?;
     std::thread::sleep(Duration::from_millis(200));
     let blob = f._tmp.path().join("tree.snapshot");
     f.sandbox
         .snapshot(&blob, &stasis::snapshot::EncodeOptions::default())?;
-    let original = thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the command panicked"))?;
+    let original = joined(thread)?;
     assert_eq!(
         original.exit_code, 0,
         "the snapshotted tree carried on in place"
@@ -376,43 +380,19 @@ fn a_snapshot_of_a_running_tree_forks_sandboxes_that_each_finish_it() -> Result<
     Ok(())
 }
 
-/// Streams with stdin from `pipe` and stdout collected into `seen`.
-fn piped(pipe: &stasis::wasi::StdinPipe, seen: &Seen) -> stasis::CommandIo {
-    stasis::CommandIo {
-        stdin: stasis::wasi::Stdin::Pipe(pipe.clone()),
-        ..collecting(seen)
-    }
-}
-
 /// A shell whose child reads the shell's own stdin, paused while the child waits for input: the blob,
 /// and the pid of the child.
 fn paused_reader(f: &mut Fixture) -> Result<(std::path::PathBuf, u32)> {
     let pipe = stasis::wasi::StdinPipe::new(1024);
-    let sh = f.sh.clone();
-    let command = f.sandbox.start_command(
-        &sh,
-        &["-c".into(), "procs copy; echo \"status $?\"".into()],
-        &[],
+    let (_, thread) = f.start(
+        "procs copy; echo \"status $?\"",
         piped(&pipe, &Seen::default()),
     )?;
-    let thread = std::thread::spawn(move || command.run());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let child = loop {
-        if let Some(child) = f.sandbox.children().first() {
-            break child.pid;
-        }
-        if Instant::now() > deadline {
-            bail!("the child never appeared");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let child = f.first_child()?.pid;
     let blob = f._tmp.path().join(format!("reader-{child}.blob"));
     let report = f.sandbox.pause(&blob)?;
     assert_eq!(report.suspended, 2, "the shell and its child");
-    let first = thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the command panicked"))?;
-    assert!(first.suspended);
+    assert!(joined(thread)?.suspended);
     Ok((blob, child))
 }
 

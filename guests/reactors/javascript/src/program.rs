@@ -170,19 +170,13 @@ pub(crate) fn main() -> Result<i32, String> {
     if STARTED.replace(true) {
         return Err("this process has already run its program".into());
     }
-    let mut args = Vec::new();
-    for arg in std::env::args_os().skip(1) {
-        match arg.into_string() {
-            Ok(arg) => args.push(arg),
-            Err(arg) => {
-                eprintln!(
-                    "{name}: the argument {} is not valid UTF-8",
-                    arg.to_string_lossy()
-                );
-                return Ok(BAD_OPTION_STATUS);
-            }
+    let args = match stasis_guest::program::arguments() {
+        Ok(args) => args,
+        Err(bad) => {
+            eprintln!("{name}: the argument {bad} is not valid UTF-8");
+            return Ok(BAD_OPTION_STATUS);
         }
-    }
+    };
     let (source, args) = match parse(&args) {
         Ok(Invocation::Run(source, args)) => (source, args),
         Ok(Invocation::Version) => {

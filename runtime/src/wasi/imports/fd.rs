@@ -7,7 +7,8 @@ use std::sync::Arc;
 use cap_fs_ext::MetadataExt as _;
 use wasmtime::{Caller, Linker};
 
-use super::{Getter, run, u};
+use super::{Getter, Ran, run, run_unwind_point, u};
+use crate::wasi::MODULE;
 use crate::wasi::ctx::{FdEntry, Handle, WasiCtx, lock};
 use crate::wasi::errno::{Errno, GuestResult};
 use crate::wasi::memory::GuestMemory;
@@ -15,7 +16,6 @@ use crate::wasi::pipe::{PipeRead, PipeWrite, Wake, waker};
 use crate::wasi::quota::DiskQuota;
 use crate::wasi::stdio::StdinRead;
 use crate::wasi::types::{DIRENT_SIZE, FILESTAT_SIZE, fdflags, filetype, fstflags, rights, whence};
-use crate::wasi::{MODULE, PendingCall, SuspendEntry, suspend_enter, suspend_unwind};
 
 pub(super) fn add<T: Send + 'static>(
     linker: &mut Linker<T>,
@@ -121,27 +121,12 @@ pub(super) fn add<T: Send + 'static>(
         MODULE,
         "fd_read",
         move |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, out: i32| {
-            let retry = || PendingCall::Retry {
-                import: "fd_read".into(),
-            };
-            if let SuspendEntry::Unwound = suspend_enter(&mut c, get, |_| retry())? {
-                return Ok(0);
-            }
-            let mut suspended = false;
-            let errno = run(&mut c, get, |m, ctx| {
+            run_unwind_point(&mut c, get, "fd_read", |m, ctx| {
                 match read_file(m, ctx, u(fd), u(iovs), u(n), None)? {
-                    Some(read) => m.write_u32(u(out), read),
-                    None => {
-                        suspended = true;
-                        Ok(())
-                    }
+                    Some(read) => m.write_u32(u(out), read).map(|()| Ran::Done),
+                    None => Ok(Ran::Suspended),
                 }
-            })?;
-            if suspended {
-                suspend_unwind(&mut c, get, retry())?;
-                return Ok(0);
-            }
-            Ok(errno)
+            })
         },
     )?;
     linker.func_wrap(
@@ -160,27 +145,12 @@ pub(super) fn add<T: Send + 'static>(
         MODULE,
         "fd_write",
         move |mut c: Caller<'_, T>, fd: i32, iovs: i32, n: i32, out: i32| {
-            let retry = || PendingCall::Retry {
-                import: "fd_write".into(),
-            };
-            if let SuspendEntry::Unwound = suspend_enter(&mut c, get, |_| retry())? {
-                return Ok(0);
-            }
-            let mut suspended = false;
-            let errno = run(&mut c, get, |m, ctx| {
+            run_unwind_point(&mut c, get, "fd_write", |m, ctx| {
                 match write_file(m, ctx, u(fd), u(iovs), u(n), None)? {
-                    Some(written) => m.write_u32(u(out), written),
-                    None => {
-                        suspended = true;
-                        Ok(())
-                    }
+                    Some(written) => m.write_u32(u(out), written).map(|()| Ran::Done),
+                    None => Ok(Ran::Suspended),
                 }
-            })?;
-            if suspended {
-                suspend_unwind(&mut c, get, retry())?;
-                return Ok(0);
-            }
-            Ok(errno)
+            })
         },
     )?;
     linker.func_wrap(

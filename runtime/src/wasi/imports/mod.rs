@@ -62,6 +62,44 @@ pub(crate) fn run<T>(
     Ok(errno)
 }
 
+/// What an unwind-point import's body did: it ran (its errno is the guest's answer), or a wait of
+/// its was cut short by a suspend request before it had done anything.
+pub(crate) enum Ran {
+    /// It ran.
+    Done,
+    /// It was asked to suspend while it waited: the import unwinds and is re-issued whole.
+    Suspended,
+}
+
+/// Runs unwind-point import `import` (see [`crate::wasi::suspend`]): it unwinds at once when a pause
+/// asks, or else runs `f` like [`run`]; when `f` reports its wait cut short ([`Ran::Suspended`]) it
+/// unwinds then. Either way the rewind re-issues the call as it was.
+pub(crate) fn run_unwind_point<T>(
+    caller: &mut Caller<'_, T>,
+    get: Getter<T>,
+    import: &str,
+    f: impl FnOnce(&mut GuestMemory<'_>, &mut WasiCtx) -> GuestResult<Ran>,
+) -> wasmtime::Result<i32> {
+    let retry = || crate::wasi::PendingCall::Retry {
+        import: import.into(),
+    };
+    if let crate::wasi::SuspendEntry::Unwound =
+        crate::wasi::suspend_enter(caller, get, |_| retry())?
+    {
+        return Ok(0);
+    }
+    let mut suspended = false;
+    let errno = run(caller, get, |m, ctx| {
+        suspended = matches!(f(m, ctx)?, Ran::Suspended);
+        Ok(())
+    })?;
+    if suspended {
+        crate::wasi::suspend_unwind(caller, get, retry())?;
+        return Ok(0);
+    }
+    Ok(errno)
+}
+
 /// Guest `u32` values arrive as `i32`; this reinterprets the bits.
 pub(crate) fn u(v: i32) -> u32 {
     v as u32

@@ -4,36 +4,31 @@
 
 use wasmtime::{Caller, Linker};
 
-use super::{Getter, run, u};
+use super::{Getter, Ran, run_unwind_point, u};
 use crate::wasi::ctx::{FdEntry, Handle, WasiCtx};
 use crate::wasi::errno::{Errno, GuestResult};
 use crate::wasi::memory::GuestMemory;
 use crate::wasi::pipe::{PIPE_CAPACITY, Pipe, Wake, waker};
 use crate::wasi::process::{ChildStdio, MAX_SPAWN_REQUEST, MODULE, SpawnRequest, WAIT_NOHANG};
-use crate::wasi::{PendingCall, SuspendEntry, suspend_enter, suspend_unwind};
 
 pub(super) fn add<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: Getter<T>,
 ) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "pipe", move |mut c: Caller<'_, T>, out: i32| {
-        if let SuspendEntry::Unwound = suspend_enter(&mut c, get, |_| retry("pipe"))? {
-            return Ok(0);
-        }
-        run(&mut c, get, |m, ctx| pipe(m, ctx, u(out)))
+        run_unwind_point(&mut c, get, "pipe", |m, ctx| {
+            pipe(m, ctx, u(out)).map(|()| Ran::Done)
+        })
     })?;
     linker.func_wrap(
         MODULE,
         "proc_spawn",
         move |mut c: Caller<'_, T>, req: i32, len: i32, out: i32| {
-            if let SuspendEntry::Unwound = suspend_enter(&mut c, get, |_| retry("proc_spawn"))? {
-                return Ok(0);
-            }
-            run(&mut c, get, |m, ctx| {
+            run_unwind_point(&mut c, get, "proc_spawn", |m, ctx| {
                 // Every argument is checked before a process exists that a failure would leave behind.
                 m.slice(u(out), 4)?;
                 let pid = spawn(m, ctx, u(req), u(len))?;
-                m.write_u32(u(out), pid)
+                m.write_u32(u(out), pid).map(|()| Ran::Done)
             })
         },
     )?;
@@ -41,11 +36,7 @@ pub(super) fn add<T: Send + 'static>(
         MODULE,
         "proc_wait",
         move |mut c: Caller<'_, T>, pid: i32, flags: i32, pid_out: i32, status_out: i32| {
-            if let SuspendEntry::Unwound = suspend_enter(&mut c, get, |_| retry("proc_wait"))? {
-                return Ok(0);
-            }
-            let mut suspended = false;
-            let errno = run(&mut c, get, |m, ctx| {
+            run_unwind_point(&mut c, get, "proc_wait", |m, ctx| {
                 let host = ctx.processes.clone().ok_or(Errno::Nosys)?;
                 let which = u32::try_from(pid).ok();
                 let block = u(flags) & WAIT_NOHANG == 0;
@@ -53,45 +44,28 @@ pub(super) fn add<T: Send + 'static>(
                 match host.wait(ctx.pid, which, block, &wake)? {
                     Ok(reaped) => {
                         m.write_u32(u(pid_out), reaped.pid)?;
-                        m.write_u32(u(status_out), reaped.status as u32)
+                        m.write_u32(u(status_out), reaped.status as u32)?;
+                        Ok(Ran::Done)
                     }
-                    Err(Wake::Suspend) => {
-                        suspended = true;
-                        Ok(())
-                    }
+                    Err(Wake::Suspend) => Ok(Ran::Suspended),
                     Err(Wake::Interrupted) => Err(Errno::Intr),
                 }
-            })?;
-            if suspended {
-                suspend_unwind(&mut c, get, retry("proc_wait"))?;
-                return Ok(0);
-            }
-            Ok(errno)
+            })
         },
     )?;
     linker.func_wrap(
         MODULE,
         "proc_kill",
         move |mut c: Caller<'_, T>, pid: i32, signal: i32| {
-            if let SuspendEntry::Unwound = suspend_enter(&mut c, get, |_| retry("proc_kill"))? {
-                return Ok(0);
-            }
-            run(&mut c, get, |_, ctx| {
+            run_unwind_point(&mut c, get, "proc_kill", |_, ctx| {
                 let host = ctx.processes.clone().ok_or(Errno::Nosys)?;
                 let pid = u32::try_from(pid).map_err(|_| Errno::Srch)?;
                 let signal = u32::try_from(signal).map_err(|_| Errno::Inval)?;
-                host.kill(pid, signal)
+                host.kill(pid, signal).map(|()| Ran::Done)
             })
         },
     )?;
     Ok(())
-}
-
-/// The pending call of a `stasis` import that unwound before doing anything: re-issued as it was.
-fn retry(import: &str) -> PendingCall {
-    PendingCall::Retry {
-        import: import.into(),
-    }
 }
 
 fn pipe(m: &mut GuestMemory<'_>, ctx: &mut WasiCtx, out: u32) -> GuestResult<()> {
