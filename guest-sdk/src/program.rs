@@ -51,6 +51,23 @@
 //! ```
 
 //!
+//! # Starting from an image
+//!
+//! A program whose start is expensive (an interpreter that builds its runtime and imports its standard
+//! library) may also export the handler [`PREINIT_HANDLER`] (`stasis_handle_preinit`) with
+//! [`export_preinit!`](crate::export_preinit). The host then runs `_initialize` and `preinit` once per
+//! module, in a neutral world — argv is the bare program name, no environment, an empty root directory,
+//! output discarded — saves the instance's memory and globals as the program's *image*, and starts every
+//! run of the program from a copy of it: `main` is called on an instance that never ran `_initialize`
+//! itself, whose memory is the image's.
+//!
+//! What `preinit` does must therefore hold for every run: it may build data structures and read the
+//! module's own resources, but must not keep anything of the neutral world — argv, the environment, the
+//! standard streams' state, files (it must close every file it opens), the time or random numbers it
+//! would use later. [`preinitialized`] tells `main` that it runs from an image. Before `main` runs, this
+//! module makes wasi-libc forget the environment and the preopened directories it read during `preinit`,
+//! so `std::env` and paths see the run's own.
+//!
 //! [`MAIN_HANDLER`] is there for hosts too; the rest, what a guest links, comes with the `abi` feature.
 
 #[cfg(feature = "abi")]
@@ -58,6 +75,65 @@ use std::io::Write;
 
 /// The name of the handler a program exports: the host calls `stasis_handle_main`.
 pub const MAIN_HANDLER: &str = "main";
+
+/// The name of the optional handler that makes a program's image (see [Starting from an
+/// image](crate::program#starting-from-an-image)): the host calls `stasis_handle_preinit` once per module.
+pub const PREINIT_HANDLER: &str = "preinit";
+
+#[cfg(feature = "abi")]
+/// Set by [`run_preinit`]: in an instance started from the image, it is already set when `main` runs.
+static PREINITIALIZED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(feature = "abi")]
+/// Whether this instance started from the program's image: its `preinit` handler ran (in the neutral world
+/// the image was made in) before `main`.
+pub fn preinitialized() -> bool {
+    PREINITIALIZED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(all(feature = "abi", target_os = "wasi"))]
+unsafe extern "C" {
+    /// wasi-libc: frees the environment it read (the neutral world's).
+    fn __wasilibc_deinitialize_environ();
+    /// wasi-libc: reads the environment again, from `environ_get`.
+    fn __wasilibc_initialize_environ();
+    /// wasi-libc: forgets the preopened directories it found, so the next path lookup finds them again.
+    fn __wasilibc_reset_preopens();
+}
+
+#[cfg(feature = "abi")]
+/// Makes wasi-libc drop what it cached of the world the image was made in: the environment and the
+/// preopened directories, which the run's world has its own of.
+fn forget_image_world() {
+    #[cfg(target_os = "wasi")]
+    // SAFETY: wasi-libc's own entry points for this (they exist for pre-initialisers such as Wizer); no
+    // other thread exists, and nothing holds a pointer into the old environment across this call: `main`
+    // has not started.
+    unsafe {
+        __wasilibc_deinitialize_environ();
+        __wasilibc_initialize_environ();
+        __wasilibc_reset_preopens();
+    }
+}
+
+#[cfg(feature = "abi")]
+/// Runs a program's `preinit` function under the convention: checks that the request is empty, runs it,
+/// and marks the instance pre-initialised. Used by [`export_preinit!`](crate::export_preinit); not meant
+/// to be called directly.
+#[doc(hidden)]
+pub fn run_preinit(request: &[u8], preinit: fn() -> Result<(), String>) -> Result<Vec<u8>, String> {
+    if !request.is_empty() {
+        return Err(format!(
+            "handler {PREINIT_HANDLER} takes an empty request, got {} bytes",
+            request.len()
+        ));
+    }
+    preinit()?;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    PREINITIALIZED.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(Vec::new())
+}
 
 #[cfg(feature = "abi")]
 /// What a program function returns: its exit status, or a host-level failure.
@@ -130,6 +206,9 @@ pub fn run<S: ExitStatus>(request: &[u8], program: fn() -> S) -> Result<Vec<u8>,
             request.len()
         ));
     }
+    if preinitialized() {
+        forget_image_world();
+    }
     let status = match enter_working_directory() {
         Ok(()) => program().into_status(),
         Err(error) => {
@@ -164,6 +243,26 @@ macro_rules! export_main {
             extern "C" fn handle(ptr: i32, len: i32) -> i64 {
                 // SAFETY: the host follows the ABI: `ptr`/`len` come from `stasis_alloc`.
                 unsafe { $crate::dispatch(ptr, len, main_handler) }
+            }
+        };
+    };
+}
+
+#[cfg(feature = "abi")]
+/// Exports `preinit`, a `fn() -> Result<(), String>`, as the [`PREINIT_HANDLER`] handler: the host runs it
+/// once per module to make the program's image (see [Starting from an
+/// image](crate::program#starting-from-an-image)). An error makes the program start fresh every time.
+#[macro_export]
+macro_rules! export_preinit {
+    ($preinit:path) => {
+        const _: () = {
+            fn preinit_handler(request: &[u8]) -> Result<Vec<u8>, String> {
+                $crate::program::run_preinit(request, $preinit)
+            }
+            #[unsafe(export_name = "stasis_handle_preinit")]
+            extern "C" fn handle(ptr: i32, len: i32) -> i64 {
+                // SAFETY: the host follows the ABI: `ptr`/`len` come from `stasis_alloc`.
+                unsafe { $crate::dispatch(ptr, len, preinit_handler) }
             }
         };
     };

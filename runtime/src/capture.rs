@@ -347,7 +347,7 @@ const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Records one process's globals, memory sizes, table sizes and WASI state, and returns handles to its
 /// memories (their bytes are read later, by the encoder, without a copy).
-fn capture_process(
+pub(crate) fn capture_process(
     process: &mut Process,
     links: &SaveLinks,
 ) -> Result<(ProcessState, Vec<(u32, Memory)>), PauseError> {

@@ -79,6 +79,9 @@ pub struct Command {
     /// Wall time already used before this run (by the run before a pause), and when this one started.
     pub(crate) wall_used: Duration,
     pub(crate) started: Instant,
+    /// The instance already holds its initialised state (a program started from its pre-initialised
+    /// image): its start function and `_initialize` are not run again.
+    pub(crate) initialized: bool,
 }
 
 impl Command {
@@ -119,12 +122,14 @@ impl Command {
             None => {
                 let template = process.template.clone();
                 let instance = process.instance;
-                let cpu = process.store.data().limits.usage().running();
-                let initialized =
-                    crate::instantiate::initialize(&template, &mut process.store, &instance);
-                drop(cpu);
-                if let Err(error) = initialized {
-                    return self.ended(Some(process), Err(error));
+                if !self.initialized {
+                    let cpu = process.store.data().limits.usage().running();
+                    let initialized =
+                        crate::instantiate::initialize(&template, &mut process.store, &instance);
+                    drop(cpu);
+                    if let Err(error) = initialized {
+                        return self.ended(Some(process), Err(error));
+                    }
                 }
                 if template.kind() == crate::template::ModuleKind::Reactor {
                     // A reactor program: its `main` handler, with an empty request, is the program.
@@ -298,6 +303,7 @@ pub(crate) fn prepare(
         tick: engine.epoch_tick(),
         wall_used,
         started: Instant::now(),
+        initialized: false,
     }
 }
 

@@ -6,15 +6,17 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use wasmtime::{V128, Val};
+use wasmtime::{Instance, Store, V128, Val};
 
 use crate::instantiate::{SpawnError, instantiate, new_store};
 use crate::limits::SandboxLimits;
-use crate::process::Process;
+use crate::process::{Process, ProcessData};
 use crate::runtime::Runtime;
 use crate::sandbox::{Sandbox, random_name};
 use crate::snapshot::{ArchiveError, DecodeError, DecodedBlob, MemoryImage};
-use crate::state::{GlobalValue, ProcessState, SandboxManifest};
+use crate::state::{
+    GlobalState, GlobalValue, MemoryState, ProcessState, SandboxManifest, TableState,
+};
 use crate::template::Template;
 use crate::wasi::{RestoreLinks, Stdin, WasiCtx, WasiRestoreError};
 
@@ -267,6 +269,67 @@ fn restore_process(
         .map_err(|source| ResumeError::Instantiate { pid, source })?;
     crate::sandbox::attach_unwind_globals(&template, &mut store, &instance)
         .map_err(|source| ResumeError::Instantiate { pid, source })?;
+    let parts = InstanceParts {
+        globals: &state.globals,
+        memories: &state.memories,
+        tables: &state.tables,
+        suspended: state.suspended.is_some(),
+    };
+    put_back(&template, &mut store, &instance, &parts, |index| {
+        images.get(&(pid, index)).copied()
+    })
+    .map_err(|error| match error {
+        PutBackError::Layout(reason) => ResumeError::Layout { pid, reason },
+        PutBackError::Decode(error) => ResumeError::Decode(error),
+    })?;
+
+    Ok(Process {
+        pid,
+        template,
+        store,
+        instance,
+        poisoned: state.poisoned,
+        label: state.label.clone(),
+        kind: state.kind,
+        interrupt,
+        suspended: state.suspended.clone(),
+    })
+}
+
+/// What of a process's saved state [`put_back`] writes into a fresh instance.
+pub(crate) struct InstanceParts<'a> {
+    /// Every mutable global's value.
+    pub(crate) globals: &'a [GlobalState],
+    /// Every memory's size (the bytes come from the images).
+    pub(crate) memories: &'a [MemoryState],
+    /// Every table's size, which must be the module's.
+    pub(crate) tables: &'a [TableState],
+    /// Whether a call was suspended: then the unwind stage's own state must be there too.
+    pub(crate) suspended: bool,
+}
+
+/// Why saved state could not be put back into an instance.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PutBackError {
+    /// The state does not fit the module (a global or memory it lacks, a memory over the limit).
+    #[error("{0}")]
+    Layout(String),
+    /// A memory image could not be read.
+    #[error("a memory image could not be read")]
+    Decode(#[source] DecodeError),
+}
+
+/// Writes `parts` into `instance`, a fresh instance of `template` none of whose code has run: grows each
+/// memory to its saved size and overwrites it with its image (`images` by memory index, mapped copy-on-write
+/// when it comes from a file), sets every mutable global and checks the tables. What a resume does for each
+/// process, and what starting a program from its pre-initialised image does.
+pub(crate) fn put_back<'i>(
+    template: &Template,
+    store: &mut Store<ProcessData>,
+    instance: &Instance,
+    parts: &InstanceParts<'_>,
+    images: impl Fn(u32) -> Option<&'i MemoryImage>,
+) -> Result<(), PutBackError> {
     let layout = &template.inner.layout;
     // The unwind stage's own state may be missing from a blob made before it (or by a module without it):
     // it then starts fresh, which is right for a process that was not suspended.
@@ -278,57 +341,59 @@ fn restore_process(
         .collect();
     let frame_memory = layout.unwind.as_ref().map(|u| u.frame_memory);
 
-    for saved in &state.memories {
+    for saved in parts.memories {
         if !layout.memories.iter().any(|m| m.index == saved.index) {
-            return Err(layout_error(format!(
+            return Err(PutBackError::Layout(format!(
                 "memory {} is saved, but the module has no such memory",
                 saved.index
             )));
         }
     }
     for desc in &layout.memories {
-        let Some(saved) = state.memories.iter().find(|m| m.index == desc.index) else {
-            if Some(desc.index) == frame_memory && state.suspended.is_none() {
+        let Some(saved) = parts.memories.iter().find(|m| m.index == desc.index) else {
+            if Some(desc.index) == frame_memory && !parts.suspended {
                 continue;
             }
-            return Err(layout_error(format!(
+            return Err(PutBackError::Layout(format!(
                 "the module has memory {}, which the blob does not have",
                 desc.index
             )));
         };
         let memory = instance
-            .get_memory(&mut store, &desc.export_name)
-            .ok_or_else(|| layout_error(format!("memory {} is not exported", desc.index)))?;
-        let image = images.get(&(pid, saved.index)).ok_or_else(|| {
-            layout_error(format!(
+            .get_memory(&mut *store, &desc.export_name)
+            .ok_or_else(|| {
+                PutBackError::Layout(format!("memory {} is not exported", desc.index))
+            })?;
+        let image = images(saved.index).ok_or_else(|| {
+            PutBackError::Layout(format!(
                 "the blob has no contents for memory {}",
                 saved.index
             ))
         })?;
         if image.byte_len() != saved.pages.saturating_mul(WASM_PAGE) {
-            return Err(layout_error(format!(
+            return Err(PutBackError::Layout(format!(
                 "memory {} image size disagrees with its page count",
                 saved.index
             )));
         }
-        let current = memory.size(&store);
+        let current = memory.size(&*store);
         if saved.pages < current {
-            return Err(layout_error(format!(
+            return Err(PutBackError::Layout(format!(
                 "memory {} saved smaller than the module's minimum",
                 saved.index
             )));
         }
         memory
-            .grow(&mut store, saved.pages - current)
+            .grow(&mut *store, saved.pages - current)
             .map_err(|e| {
-                layout_error(format!(
+                PutBackError::Layout(format!(
                     "memory {} cannot grow to {} pages: {e}",
                     saved.index, saved.pages
                 ))
             })?;
-        let data = memory.data_mut(&mut store);
+        let data = memory.data_mut(&mut *store);
         if !map_runs(image, data) {
-            image.copy_into(data)?;
+            image.copy_into(data).map_err(PutBackError::Decode)?;
         }
         // A fresh instance is all zeros except where active data segments were copied in; wherever the
         // saved memory had zero pages, those segments must be wiped again.
@@ -349,30 +414,32 @@ fn restore_process(
         }
     }
 
-    for saved in &state.globals {
+    for saved in parts.globals {
         let known = layout.globals.iter().any(|g| g.index == saved.index);
         // A blob's unwind state for a module this runtime did not rewrite is void (nothing is suspended).
-        let void = state.suspended.is_none() && !known;
+        let void = !parts.suspended && !known;
         if !known && !void {
-            return Err(layout_error(format!(
+            return Err(PutBackError::Layout(format!(
                 "global {} is saved, but the module has no such mutable global",
                 saved.index
             )));
         }
     }
     for desc in &layout.globals {
-        let Some(saved) = state.globals.iter().find(|g| g.index == desc.index) else {
-            if unwind_globals.contains(&desc.index) && state.suspended.is_none() {
+        let Some(saved) = parts.globals.iter().find(|g| g.index == desc.index) else {
+            if unwind_globals.contains(&desc.index) && !parts.suspended {
                 continue;
             }
-            return Err(layout_error(format!(
+            return Err(PutBackError::Layout(format!(
                 "the module has mutable global {}, which the blob does not have",
                 desc.index
             )));
         };
         let global = instance
-            .get_global(&mut store, &desc.export_name)
-            .ok_or_else(|| layout_error(format!("global {} is not exported", desc.index)))?;
+            .get_global(&mut *store, &desc.export_name)
+            .ok_or_else(|| {
+                PutBackError::Layout(format!("global {} is not exported", desc.index))
+            })?;
         let value = match saved.value {
             GlobalValue::I32(v) => Val::I32(v),
             GlobalValue::I64(v) => Val::I64(v),
@@ -381,33 +448,23 @@ fn restore_process(
             GlobalValue::V128(v) => Val::V128(V128::from(v)),
         };
         global
-            .set(&mut store, value)
-            .map_err(|e| layout_error(format!("global {}: {e}", desc.index)))?;
+            .set(&mut *store, value)
+            .map_err(|e| PutBackError::Layout(format!("global {}: {e}", desc.index)))?;
     }
 
-    for (saved, desc) in state.tables.iter().zip(&layout.tables) {
+    for (saved, desc) in parts.tables.iter().zip(&layout.tables) {
         let table = instance
-            .get_table(&mut store, &desc.export_name)
-            .ok_or_else(|| layout_error(format!("table {} is not exported", desc.index)))?;
-        if table.size(&store) != saved.size {
-            return Err(layout_error(format!(
+            .get_table(&mut *store, &desc.export_name)
+            .ok_or_else(|| PutBackError::Layout(format!("table {} is not exported", desc.index)))?;
+        if table.size(&*store) != saved.size {
+            return Err(PutBackError::Layout(format!(
                 "table {} has a different size than saved",
                 desc.index
             )));
         }
     }
 
-    Ok(Process {
-        pid,
-        template,
-        store,
-        instance,
-        poisoned: state.poisoned,
-        label: state.label.clone(),
-        kind: state.kind,
-        interrupt,
-        suspended: state.suspended.clone(),
-    })
+    Ok(())
 }
 
 /// Maps the present runs of `image` copy-on-write from its blob file straight into the linear memory

@@ -27,6 +27,10 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// How templates are instrumented (by default with the unwind stage, so running calls can be paused).
     pub instrument: crate::instrument::InstrumentOptions,
+    /// Whether programs that export a `preinit` handler start from a pre-initialised image (made once per
+    /// module, see [`crate::kernel`]'s `preinit`) rather than running their whole start every time. On by
+    /// default; off, every program starts fresh (what differential tests compare against).
+    pub preinit_programs: bool,
 }
 
 impl RuntimeConfig {
@@ -38,6 +42,7 @@ impl RuntimeConfig {
             decode_limits: DecodeLimits::default(),
             cache_dir: None,
             instrument: crate::instrument::InstrumentOptions::default(),
+            preinit_programs: true,
         }
     }
 
@@ -88,6 +93,8 @@ pub(crate) struct RuntimeInner {
     /// The programs a sandbox's processes can start by name ([`Runtime::register_program`]): the sha256 of
     /// each one's template, loaded or deferred.
     pub(crate) programs: Mutex<std::collections::BTreeMap<String, [u8; 32]>>,
+    /// The programs' pre-initialised images, made on first use.
+    pub(crate) images: crate::kernel::preinit::ImageCache,
 }
 
 impl Runtime {
@@ -117,6 +124,7 @@ impl Runtime {
                 templates: Mutex::new(HashMap::new()),
                 deferred: Mutex::new(HashMap::new()),
                 programs: Mutex::new(std::collections::BTreeMap::new()),
+                images: crate::kernel::preinit::ImageCache::default(),
             }),
         })
     }
@@ -322,6 +330,27 @@ impl Runtime {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(name)?;
         self.template_by_hash(&sha256)
+    }
+
+    /// Makes program `name`'s pre-initialised image now (or reads it from the cache directory), so that its
+    /// first start is as fast as the next ones: what a server does for every program when it starts.
+    /// Returns whether the program starts from an image — `false` when no program has the name, images are
+    /// off ([`RuntimeConfig::preinit_programs`]), the module has no `preinit` handler, or its image could
+    /// not be made (logged).
+    pub fn prepare_program(&self, name: &str) -> bool {
+        self.program(name)
+            .is_some_and(|template| self.program_image(&template).is_some())
+    }
+
+    /// The image `template`'s children start from, when it has one.
+    pub(crate) fn program_image(
+        &self,
+        template: &Template,
+    ) -> Option<Arc<crate::kernel::preinit::ProgramImage>> {
+        if !self.inner.config.preinit_programs {
+            return None;
+        }
+        self.inner.images.get(self, template)
     }
 
     fn templates(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Template>> {

@@ -269,3 +269,4 @@ fn execute(request: &[u8]) -> Result<Vec<u8>, String> {
 stasis_guest::export_handler!(execute);
 
 stasis_guest::export_main!(program::main);
+stasis_guest::export_preinit!(program::preinit);

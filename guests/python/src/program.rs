@@ -12,7 +12,32 @@
 //! A process is either a context (cells) or a program: the interpreter is built here for the one run of the
 //! program, with its argv in `sys.argv`, and a process that has run cells does not run a program, nor the
 //! other way round.
+//!
+//! # Starting from an image
+//!
+//! Building the interpreter and importing what CPython imports at start (`encodings`, `io`, `warnings`,
+//! `site`…) is most of a short program's time, so [`preinit`] does it once, for the program's image (see
+//! `stasis_guest::program`): an interpreter for the default options, kept in memory. A run with the default
+//! options takes it and brings its own world into it ([`adopt`]):
+//!
+//! - `sys.argv`, `sys.orig_argv`, `sys.executable` and `sys._base_executable`;
+//! - `PYTHONPATH`, in front of `sys.path` as at a fresh start;
+//! - the environment: `posix.environ`, which `os.environ` and `os.environb` read, refilled in place;
+//! - new standard streams over its fds 0, 1 and 2, line-buffered where a fresh start's would be;
+//! - `site`'s site-packages directories (and their `.pth` files) and `sitecustomize` in its own files;
+//! - the import system's caches, emptied.
+//!
+//! The objects of the image are frozen (`gc.freeze()`, as a server does before it forks): the collector
+//! does not look at them again, at any collection or at the end of a run, and `gc.get_freeze_count()` counts
+//! them. `sys._stasis_image` is `True` in a run that started from the image (and missing otherwise): how tests
+//! and the curious tell the two apart.
+//!
+//! When the run's path configuration (prefix, stdlib, search path) would differ from the image's, or a
+//! run gives `-E`, `-I`, `-P`, `-S`, `-u`, `-O` or `-W`, it builds its own interpreter as before. One thing
+//! stays from the image: the secret `str` hashes are salted with, the same for every run of the image, as
+//! with a fixed `PYTHONHASHSEED` (a new image, one per machine and module, has a new one).
 
+use std::cell::RefCell;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +46,9 @@ use rustpython::InterpreterBuilderExt;
 use rustpython::vm::builtins::PyBaseExceptionRef;
 use rustpython::vm::compiler::Mode;
 use rustpython::vm::scope::Scope;
-use rustpython::vm::{AsObject as _, InterpreterBuilder, PyResult, Settings, VirtualMachine};
+use rustpython::vm::{
+    AsObject as _, Interpreter, InterpreterBuilder, PyObjectRef, PyResult, Settings, VirtualMachine,
+};
 
 /// The largest program source read from a file or stdin (64 MiB): a bound far above any real script, so
 /// a huge file is refused with a message instead of exhausting the instance's memory.
@@ -42,6 +69,30 @@ pub(crate) fn started() -> bool {
     STARTED.load(Ordering::Relaxed)
 }
 
+thread_local! {
+    /// The interpreter [`preinit`] built for a run with the default options, until a run takes it.
+    static PREBUILT: RefCell<Option<Interpreter>> = const { RefCell::new(None) };
+}
+
+/// The `preinit` handler: builds the interpreter a run with the default options starts from, and runs the
+/// start CPython makes before any program (see the module documentation).
+pub(crate) fn preinit() -> Result<(), String> {
+    if crate::has_context() || started() {
+        return Err("preinit runs before anything else in its process".into());
+    }
+    let flags = Flags::default();
+    let interpreter = build(settings(&flags));
+    let python_part = interpreter
+        .enter(|vm| start(vm, &flags).and_then(|_| define_adopt(vm)))
+        .map_err(|_| "the interpreter's start failed".to_owned())?;
+    ADOPT_FN.with(|adopt| *adopt.borrow_mut() = Some(python_part));
+    // What the start made lives as long as any run: the collector need not look at it again, at every
+    // collection and at the end of every run (`gc.freeze()`, as a server does before it forks).
+    rustpython::vm::gc_state::gc_state().freeze();
+    PREBUILT.with(|prebuilt| *prebuilt.borrow_mut() = Some(interpreter));
+    Ok(())
+}
+
 /// Where the program's code comes from.
 #[derive(Debug)]
 enum Source {
@@ -59,7 +110,7 @@ enum Source {
 }
 
 /// The options that change how the program runs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Flags {
     /// `-E` or `-I`: `PYTHONPATH` is ignored.
     ignore_environment: bool,
@@ -305,18 +356,7 @@ fn run(name: &str, source: Source, args: Vec<String>, flags: &Flags) -> i32 {
         None => None,
     };
 
-    let mut settings = Settings::default();
-    // A program of the sandbox: no signal handlers (WASI has none), no `.pyc` files written into it.
-    settings.install_signal_handlers = false;
-    settings.write_bytecode = false;
-    settings.ignore_environment = flags.ignore_environment;
-    settings.isolated = flags.isolated;
-    settings.safe_path = flags.safe_path;
-    settings.import_site = !flags.no_site;
-    settings.buffered_stdio = !flags.unbuffered;
-    settings.optimize = flags.optimize;
-    settings.user_site_directory = false;
-    settings.warnoptions = flags.warnoptions.clone();
+    let mut settings = settings(flags);
     settings.argv = std::iter::once(argv0).chain(args).collect();
     if !flags.ignore_environment
         && let Ok(path) = std::env::var("PYTHONPATH")
@@ -327,12 +367,30 @@ fn run(name: &str, source: Source, args: Vec<String>, flags: &Flags) -> i32 {
             .map(|entry| cwd.join(entry).to_string_lossy().into_owned())
             .collect();
     }
-    let interpreter = InterpreterBuilder::new()
-        .settings(settings)
-        .init_stdlib()
-        .interpreter();
+    let prebuilt = if *flags == Flags::default() {
+        PREBUILT.with(|prebuilt| prebuilt.borrow_mut().take())
+    } else {
+        None
+    };
+    // An interpreter that cannot take this run's world (an error on the way is one) is dropped for a new one.
+    let adopted = prebuilt.filter(|interpreter| {
+        interpreter
+            .enter(|vm| adopt(vm, &settings))
+            .unwrap_or(false)
+    });
+    let from_image = adopted.is_some();
+    let interpreter = match adopted {
+        Some(interpreter) => interpreter,
+        None => build(settings),
+    };
     let status = interpreter.enter(|vm| {
-        let outcome = start(vm, flags).and_then(|scope| match &source {
+        let scope = if from_image {
+            // The image ran the start; the program gets a `__main__` of its own.
+            vm.new_scope_with_main()
+        } else {
+            start(vm, flags)
+        };
+        let outcome = scope.and_then(|scope| match &source {
             Source::File(_) => match (&script, file) {
                 (Some(path), Some(file)) => run_file(vm, scope, path, file, flags),
                 _ => Ok(()),
@@ -356,9 +414,185 @@ fn run(name: &str, source: Source, args: Vec<String>, flags: &Flags) -> i32 {
             Err(error) => exit_status(vm, error),
         }
     });
-    // Runs `atexit` functions and flushes `sys.stdout` and `sys.stderr`, as the end of CPython's main does.
-    interpreter.finalize(None);
+    finalize(interpreter);
     status
+}
+
+/// The end of the run, as CPython's: flushes the standard streams, waits for the threads `threading`
+/// started, runs the `atexit` functions, then tears the modules down (which runs the `__del__` methods and
+/// closes the files the program left open) and flushes again.
+///
+/// RustPython's own `Interpreter::finalize` does the same, but imports `threading` to wait for its threads
+/// when the program never imported it — most of the time of a short program. CPython only looks for it
+/// among the modules already imported, and so does this.
+fn finalize(interpreter: Interpreter) {
+    interpreter.enter(|vm| {
+        let flush = || {
+            for name in ["stdout", "stderr"] {
+                if let Ok(stream) = vm.sys_module.get_attr(name, vm)
+                    && !vm.is_none(&stream)
+                {
+                    let closed = stream
+                        .get_attr("closed", vm)
+                        .and_then(|closed| closed.try_to_bool(vm))
+                        .unwrap_or(true);
+                    if !closed && let Err(error) = vm.call_method(&stream, "flush", ()) {
+                        if name == "stdout" {
+                            vm.run_unraisable(error, None, stream);
+                        }
+                    }
+                }
+            }
+        };
+        flush();
+        let threading = vm
+            .sys_module
+            .get_attr("modules", vm)
+            .and_then(|modules| modules.get_item("threading", vm))
+            .ok()
+            .filter(|module| !vm.is_none(module));
+        if let Some(threading) = threading
+            && let Ok(shutdown) = threading.get_attr("_shutdown", vm)
+            && let Err(error) = shutdown.call((), vm)
+        {
+            vm.run_unraisable(
+                error,
+                Some("Exception ignored in threading shutdown".to_owned()),
+                threading,
+            );
+        }
+        rustpython::vm::stdlib::atexit::_run_exitfuncs(vm);
+        vm.state
+            .finalizing
+            .store(true, std::sync::atomic::Ordering::Release);
+        rustpython::vm::gc_state::gc_state().collect_force(2);
+        vm.finalize_modules();
+        flush();
+    });
+}
+
+/// The interpreter's settings for a run with `flags`, before its argv and `PYTHONPATH`.
+fn settings(flags: &Flags) -> Settings {
+    let mut settings = Settings::default();
+    // A program of the sandbox: no signal handlers (WASI has none), no `.pyc` files written into it.
+    settings.install_signal_handlers = false;
+    settings.write_bytecode = false;
+    settings.ignore_environment = flags.ignore_environment;
+    settings.isolated = flags.isolated;
+    settings.safe_path = flags.safe_path;
+    settings.import_site = !flags.no_site;
+    settings.buffered_stdio = !flags.unbuffered;
+    settings.optimize = flags.optimize;
+    settings.user_site_directory = false;
+    settings.warnoptions = flags.warnoptions.clone();
+    settings
+}
+
+/// An interpreter with `settings` and the standard library.
+fn build(settings: Settings) -> Interpreter {
+    InterpreterBuilder::new()
+        .settings(settings)
+        .init_stdlib()
+        .interpreter()
+}
+
+/// The part of [`adopt`] written in Python, compiled into the image by [`preinit`] (compiling it on every
+/// run would cost as much as running it). `_adopt()`:
+///
+/// - makes the standard streams again over this run's fds, as a fresh start's are (`make_stdio` in
+///   RustPython's start, for buffered stdio and the default encoding);
+/// - empties what the import system cached of the image's file system: the finder of each `sys.path`
+///   entry, with its directory listing or the note that the directory was missing
+///   (`importlib.invalidate_caches` would also import `importlib.metadata`, which a fresh start has not);
+/// - has `site` look for site-packages directories (and their `.pth` files) and `sitecustomize` in this
+///   run's files: in the neutral root it found none.
+const ADOPT: &str = r#"
+def _adopt():
+    import sys, _io, site
+    def stdio(name, fd, write):
+        buf = _io.open(fd, "wb" if write else "rb", buffering=-1, closefd=False)
+        raw = buf.raw
+        raw.name = "<%s>" % name
+        line = raw.isatty() or fd == 2
+        errors = "backslashreplace" if fd == 2 else "surrogateescape"
+        stream = _io.TextIOWrapper(buf, None, errors, "\n", line, False)
+        stream.mode = "w" if write else "r"
+        return stream
+    for name, fd, write in (("stdin", 0, False), ("stdout", 1, True), ("stderr", 2, True)):
+        stream = stdio(name, fd, write)
+        setattr(sys, "__%s__" % name, stream)
+        setattr(sys, name, stream)
+    sys.path_importer_cache.clear()
+    site.addsitepackages(site.removeduppaths())
+    site.execsitecustomize()
+    sys._stasis_image = True
+"#;
+
+thread_local! {
+    /// `_adopt` of [`ADOPT`], made by [`preinit`].
+    static ADOPT_FN: RefCell<Option<PyObjectRef>> = const { RefCell::new(None) };
+}
+
+/// Brings this run's world into the interpreter [`preinit`] built (see the module documentation), whose
+/// settings are those of a run with the default options but `settings`' argv and `PYTHONPATH`. `false`
+/// when the run's path configuration is not the image's: the run then needs an interpreter of its own.
+fn adopt(vm: &VirtualMachine, settings: &Settings) -> PyResult<bool> {
+    // The path configuration depends on argv[0] and on files (a `pyvenv.cfg`), so it is worked out again,
+    // for the image's settings, in this run's world. (`stdlib_dir` is not: the frozen standard library's
+    // start hook sets it whatever the world.)
+    let image = &vm.state.config.paths;
+    let run = rustpython::vm::getpath::init_path_config(&vm.state.config.settings);
+    let same = run.prefix == image.prefix
+        && run.base_prefix == image.base_prefix
+        && run.exec_prefix == image.exec_prefix
+        && run.base_exec_prefix == image.base_exec_prefix
+        && run.module_search_paths == image.module_search_paths;
+    if !same {
+        return Ok(false);
+    }
+    let sys = &vm.sys_module;
+    let strings = |items: &mut dyn Iterator<Item = String>| -> PyObjectRef {
+        vm.ctx
+            .new_list(items.map(|item| vm.ctx.new_str(item).into()).collect())
+            .into()
+    };
+    sys.set_attr("executable", vm.ctx.new_str(run.executable), vm)?;
+    sys.set_attr("_base_executable", vm.ctx.new_str(run.base_executable), vm)?;
+    sys.set_attr("argv", strings(&mut settings.argv.iter().cloned()), vm)?;
+    sys.set_attr(
+        "orig_argv",
+        strings(&mut std::env::args_os().map(|arg| arg.to_string_lossy().into_owned())),
+        vm,
+    )?;
+    // `PYTHONPATH` comes first, as in the search path a fresh start computes.
+    let path = sys.get_attr("path", vm)?;
+    for (at, entry) in settings.path_list.iter().enumerate() {
+        vm.call_method(&path, "insert", (at, entry.as_str()))?;
+    }
+    // `os.environ` (and `os.environb`) wrap this very dict on POSIX.
+    let environ = vm.import("posix", 0)?.get_attr("environ", vm)?;
+    vm.call_method(&environ, "clear", ())?;
+    for (key, value) in std::env::vars_os() {
+        // On WASI an OS string's encoded bytes are its bytes, as `posix` itself reads them.
+        let key = vm.ctx.new_bytes(key.into_encoded_bytes());
+        let value = vm.ctx.new_bytes(value.into_encoded_bytes());
+        environ.set_item(key.as_object(), value.into(), vm)?;
+    }
+    let Some(python_part) = ADOPT_FN.with(|adopt| adopt.borrow_mut().take()) else {
+        return Ok(false);
+    };
+    python_part.call((), vm)?;
+    Ok(true)
+}
+
+/// Defines [`ADOPT`]'s `_adopt` in a namespace of its own and returns it.
+fn define_adopt(vm: &VirtualMachine) -> PyResult<PyObjectRef> {
+    let compiled = vm
+        .compile(ADOPT, Mode::Exec, "<stasis-adopt>".to_owned())
+        .map_err(|error| vm.new_syntax_error(&error, Some(ADOPT)))?;
+    let scope = vm.new_scope_with_builtins();
+    vm.run_code_obj(compiled, scope.clone())?;
+    scope.globals.get_item("_adopt", vm)
 }
 
 /// What the interpreter does before the program, as CPython's start: the recursion limit, `warnings` (to

@@ -13,6 +13,7 @@
 //! children that ran *suspended* ([`Kernel::restore`]), and they continue on threads of their own when
 //! the command that started them does ([`crate::Sandbox::continue_children`]).
 
+pub(crate) mod preinit;
 pub(crate) mod spawn;
 pub(crate) mod table;
 

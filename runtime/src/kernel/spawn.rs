@@ -1,7 +1,8 @@
 //! Starting a program: looking its name up among the runtime's programs, giving it a WASI context over
 //! the sandbox's directories with the fds its parent handed down, and instantiating it as a command
-//! ([`crate::Command`]) with the sandbox's budgets — what [`crate::Sandbox::start_command`] does for the
-//! commands an embedder starts, without the sandbox's lock.
+//! ([`crate::Command`]) with the sandbox's budgets, from its pre-initialised image ([`super::preinit`]) when
+//! it has one: what [`crate::Sandbox::start_command`] does for the commands an embedder starts, without
+//! the sandbox's lock.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,7 +74,7 @@ impl Launcher {
         }
         let stdin = wasi.fd0_stdin_pipe();
         wasi.set_process_host(pid, kernel);
-        let process = new_process(
+        let mut process = new_process(
             self.runtime.engine(),
             &self.limits,
             &self.usage,
@@ -87,12 +88,33 @@ impl Launcher {
             SpawnError::TooManyProcesses(_) => Errno::Again,
             _ => Errno::Nomem,
         })?;
-        Ok(prepare(
+        // From its image, the program's memory and globals are those of its start, already made: nothing
+        // of its initialisation runs again. An image that does not fit this instance (a memory limit below
+        // its size) means a child that cannot start at all, as a fresh start would fail the same way.
+        let initialized = match self.runtime.program_image(&template) {
+            Some(image) => {
+                image
+                    .apply(&template, &mut process.store, &process.instance)
+                    .map_err(|error| {
+                        tracing::warn!(
+                            program = template.name(),
+                            %error,
+                            "the program's image does not fit its process"
+                        );
+                        Errno::Nomem
+                    })?;
+                true
+            }
+            None => false,
+        };
+        let mut command = prepare(
             self.runtime.engine(),
             &self.limits,
             Box::new(process),
             stdin.map_or(StdinWake::None, StdinWake::Shared),
             (Duration::ZERO, Duration::ZERO),
-        ))
+        );
+        command.initialized = initialized;
+        Ok(command)
     }
 }

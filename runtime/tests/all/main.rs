@@ -12,6 +12,7 @@ mod javascript;
 mod kernel;
 mod lifecycle;
 mod persistence;
+mod preinit;
 mod programs;
 mod proptests;
 mod python;

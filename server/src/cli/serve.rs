@@ -35,8 +35,9 @@ pub struct ServeArgs {
     /// test runs, so the interpreter guests are compiled once per machine.
     #[arg(long, env = "STASIS_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
-    /// Do not load the interpreter guests at start; they are then loaded by the first code-interpreter
-    /// call that needs one (which waits for it). For short-lived servers, such as tests restarting one.
+    /// Do not load the interpreter guests at start, nor make the programs' pre-initialised images; they
+    /// are then made by the first code-interpreter call or program start that needs one (which waits for
+    /// it). For short-lived servers, such as tests restarting one.
     #[arg(long, env = "STASIS_NO_WARM_UP")]
     no_warm_up: bool,
     /// Seconds between two usage samples of each running sandbox (`GET /sandboxes/{id}/metrics`).
