@@ -124,13 +124,14 @@ impl ProgramImage {
     }
 }
 
+/// One module's image, made once: `None` when it cannot be.
+type ImageCell = OnceLock<Option<Arc<ProgramImage>>>;
+
 /// The images of a runtime's programs, by instrumented module: made at most once each, also when several
 /// children of the same program start at the same moment.
 #[derive(Default)]
 pub(crate) struct ImageCache {
-    images: std::sync::Mutex<
-        std::collections::HashMap<[u8; 32], Arc<OnceLock<Option<Arc<ProgramImage>>>>>,
-    >,
+    images: std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<ImageCell>>>,
 }
 
 impl ImageCache {
