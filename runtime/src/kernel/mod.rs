@@ -75,6 +75,11 @@ impl Kernel {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The sandbox's network, shared by all its processes and outliving each of them.
+    pub(crate) fn network(&self) -> &crate::net::Network {
+        &self.launcher.network
+    }
+
     /// A new pid, for any process of the sandbox.
     pub(crate) fn allocate_pid(&self) -> u32 {
         self.next_pid.fetch_add(1, Ordering::Relaxed)

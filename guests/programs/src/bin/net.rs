@@ -1,0 +1,236 @@
+//! A guest that uses sockets through the `wasmedge_wasi_socket` crate, for the virtual network's tests:
+//!
+//! - `net echo PORT`: listens on PORT and, one connection at a time, sends back what it reads until the
+//!   peer ends; it prints `served N` to stderr after each connection, and never ends;
+//! - `net http PORT`: listens on PORT and answers each request (read up to its blank line) with an
+//!   HTTP/1.0 response whose body names the request line;
+//! - `net idle PORT`: listens on PORT, accepts one connection and never reads from it;
+//! - `net backlog PORT N`: listens on PORT with a backlog of N and never accepts;
+//! - `net connect HOST PORT`: connects to HOST:PORT, sends `ping`, prints what comes back, or
+//!   `error N` (the errno) and exits 1;
+//! - `net self PORT HOST`: listens on PORT, connects to HOST:PORT (its own listener), sends through the
+//!   connection both ways and prints what each side read;
+//! - `net nonblock PORT`: listens on PORT without blocking; prints the error an accept with nothing
+//!   waiting gives and what a poll for the listener's readiness does;
+//! - `net listeners N`: listens on N ports (from 20000) until one fails, and prints how many and the errno;
+//! - `net resolve NAME`: prints the addresses `sock_getaddrinfo` gives for NAME;
+//! - `net options`: prints socket options set and read back, and the errnos of bad uses.
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+use wasmedge_wasi_socket::socket::{AddressFamily, Socket, SocketOptLevel, SocketOptName, SocketType};
+use wasmedge_wasi_socket::{Shutdown, TcpListener, TcpStream};
+
+fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+fn listen(port: u16) -> TcpListener {
+    TcpListener::bind(("0.0.0.0", port), false).unwrap_or_else(|e| {
+        eprintln!("bind {port}: error {}", errno(&e));
+        std::process::exit(2)
+    })
+}
+
+fn echo(port: u16) {
+    let listener = listen(port);
+    loop {
+        let (mut stream, _) = match listener.accept(false) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("accept: error {}", errno(&e));
+                continue;
+            }
+        };
+        let mut served = 0usize;
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    served += n;
+                }
+                Err(e) => {
+                    eprintln!("read: error {}", errno(&e));
+                    break;
+                }
+            }
+        }
+        eprintln!("served {served}");
+    }
+}
+
+fn http(port: u16) {
+    let listener = listen(port);
+    loop {
+        let Ok((mut stream, peer)) = listener.accept(false) else {
+            continue;
+        };
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16384 {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&request);
+        let line = text.lines().next().unwrap_or("");
+        let body = format!("hello from port {port}: {line} (peer {})\n", peer.ip());
+        let response = format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes());
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+fn idle(port: u16) {
+    let listener = listen(port);
+    let _kept = listener.accept(false);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+fn backlog(port: u16, n: i32) {
+    let socket = Socket::new(AddressFamily::Inet4, SocketType::Stream).expect("sock_open");
+    socket
+        .bind(&SocketAddr::from(([0, 0, 0, 0], port)))
+        .expect("bind");
+    socket.listen(n).expect("listen");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+fn connect(host: &str, port: u16) {
+    match TcpStream::connect((host, port)) {
+        Ok(mut stream) => {
+            stream.write_all(b"ping").expect("send");
+            let _ = stream.shutdown(Shutdown::Write);
+            let mut got = String::new();
+            let _ = stream.read_to_string(&mut got);
+            println!("connected, got {got:?}");
+        }
+        Err(e) => {
+            println!("error {}", errno(&e));
+            std::process::exit(1);
+        }
+    }
+}
+
+fn connect_self(port: u16, host: &str) {
+    let listener = listen(port);
+    let mut client = match TcpStream::connect((host, port)) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("connect: error {}", errno(&e));
+            std::process::exit(1);
+        }
+    };
+    let (mut server, peer) = listener.accept(false).expect("accept");
+    client.write_all(b"to server").expect("client send");
+    let mut buf = [0u8; 64];
+    let n = server.read(&mut buf).expect("server read");
+    println!("server read {:?} from {}", String::from_utf8_lossy(&buf[..n]), peer.ip());
+    server.write_all(b"to client").expect("server send");
+    drop(server);
+    let mut got = String::new();
+    client.read_to_string(&mut got).expect("client read");
+    println!("client read {got:?}");
+    println!(
+        "client local {} peer {}",
+        client.local_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+        client.peer_addr().map(|a| a.port()).unwrap_or(0)
+    );
+}
+
+fn nonblock(port: u16) {
+    let listener = TcpListener::bind(("127.0.0.1", port), true).expect("bind");
+    match listener.accept(false) {
+        Ok(_) => println!("accepted?"),
+        Err(e) => println!("accept: error {}", errno(&e)),
+    }
+    println!("listening {}", listener.local_addr().map(|a| a.port()).unwrap_or(0));
+}
+
+fn listeners(n: u16) {
+    let mut held = Vec::new();
+    for i in 0..n {
+        match TcpListener::bind(("0.0.0.0", 20000 + i), false) {
+            Ok(l) => held.push(l),
+            Err(e) => {
+                println!("listening on {} then error {}", held.len(), errno(&e));
+                return;
+            }
+        }
+    }
+    // Binding a port taken is refused too.
+    match TcpListener::bind(("0.0.0.0", 20000), false) {
+        Ok(_) => println!("listening on {} twice?", held.len()),
+        Err(e) => println!("listening on {}; again: error {}", held.len(), errno(&e)),
+    }
+}
+
+fn resolve(name: &str) {
+    match wasmedge_wasi_socket::nslookup(name, "http") {
+        Ok(addrs) => {
+            let shown: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            println!("{}", shown.join(" "));
+        }
+        Err(e) => println!("error {}", errno(&e)),
+    }
+}
+
+fn options() {
+    let socket = Socket::new(AddressFamily::Inet4, SocketType::Stream).expect("sock_open");
+    println!("reuse before {}", socket.reuse_address().expect("get"));
+    socket
+        .setsockopt(SocketOptLevel::SolSocket, SocketOptName::SoReuseaddr, 1i32)
+        .expect("set");
+    println!("reuse after {}", socket.reuse_address().expect("get"));
+    socket
+        .set_recv_timeout(Some(std::time::Duration::from_millis(1500)))
+        .expect("set timeout");
+    println!("timeout {:?}", socket.get_recv_timeout().expect("get timeout"));
+    println!("listener {}", socket.is_listener().expect("acceptconn"));
+    println!("error {:?}", socket.take_error().map_err(|e| errno(&e)));
+    println!("nonblocking {}", socket.nonblocking().expect("fcntl"));
+    socket.set_nonblocking(true).expect("set nonblocking");
+    println!("nonblocking {}", socket.nonblocking().expect("fcntl"));
+    let mut buf = [0u8; 4];
+    println!("recv unconnected: error {:?}", socket.recv(&mut buf).map_err(|e| errno(&e)));
+    println!("peer unconnected: error {:?}", socket.get_peer().map_err(|e| errno(&e)));
+    println!("udp: error {:?}", Socket::new(AddressFamily::Inet4, SocketType::Datagram).map_err(|e| errno(&e)));
+    println!(
+        "bind elsewhere: error {:?}",
+        socket.bind(&SocketAddr::from(([8, 8, 8, 8], 80))).map_err(|e| errno(&e))
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    let num = |i: usize| arg(i).parse::<u16>().unwrap_or(0);
+    match arg(1) {
+        "echo" => echo(num(2)),
+        "http" => http(num(2)),
+        "idle" => idle(num(2)),
+        "backlog" => backlog(num(2), i32::from(num(3))),
+        "connect" => connect(arg(2), num(3)),
+        "self" => connect_self(num(2), arg(3)),
+        "nonblock" => nonblock(num(2)),
+        "listeners" => listeners(num(2)),
+        "resolve" => resolve(arg(2)),
+        "options" => options(),
+        other => {
+            eprintln!("unknown command {other:?}");
+            std::process::exit(2);
+        }
+    }
+}
