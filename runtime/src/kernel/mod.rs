@@ -1,7 +1,9 @@
 //! A sandbox's kernel: the part of its small operating system that lets processes start other processes.
 //! It holds the process table of children ([`table`]), starts programs by name ([`spawn`]) on threads of
 //! their own, and answers the `stasis` imports ([`crate::wasi::process`]) — spawn, wait, kill — for every
-//! process of the sandbox. Pipes between processes are WASI fds ([`crate::wasi::pipe`]).
+//! process of the sandbox. Pipes between processes are WASI fds ([`crate::wasi::pipe`]). It also holds
+//! the sandbox's virtual network ([`crate::net::Network`]), which every process's sockets share and which
+//! outlives each of them.
 //!
 //! The kernel is shared (an `Arc`) by the sandbox and the WASI contexts of all its processes, so a guest
 //! starts a child without the sandbox's lock. The sandbox takes new children into its own table the next

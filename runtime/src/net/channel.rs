@@ -159,10 +159,7 @@ impl Channel {
     pub(crate) fn writable(&self) -> (bool, usize) {
         let state = self.lock();
         let room = self.capacity.saturating_sub(state.bytes.len());
-        (
-            room > 0 || state.reader_closed || state.writer_closed,
-            room,
-        )
+        (room > 0 || state.reader_closed || state.writer_closed, room)
     }
 
     /// Whether the reader is gone.
@@ -224,5 +221,80 @@ impl Channel {
             state.wakers.remove(0);
         }
         state.wakers.push(waker.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bytes_are_bounded_then_read_in_order_then_end_of_file() {
+        let channel = Channel::new(4);
+        assert_eq!(channel.write(b"abcdef"), Write::Written(4));
+        assert_eq!(channel.write(b"ef"), Write::Full);
+        assert_eq!(channel.writable(), (false, 0));
+        let mut buf = [0u8; 3];
+        assert_eq!(channel.read(&mut buf, true), Read::Data(3));
+        assert_eq!(channel.buffered(), 4, "a peek leaves the bytes");
+        assert_eq!(channel.read(&mut buf, false), Read::Data(3));
+        assert_eq!(&buf, b"abc");
+        channel.close_writer(false);
+        assert_eq!(channel.write(b"x"), Write::Closed);
+        assert_eq!(channel.read(&mut buf, false), Read::Data(1));
+        assert_eq!(channel.read(&mut buf, false), Read::Eof);
+        assert!(channel.readable().0);
+    }
+
+    #[test]
+    fn a_reset_comes_after_the_bytes_and_a_gone_reader_refuses_writes() {
+        let channel = Channel::new(8);
+        assert_eq!(channel.write(b"ab"), Write::Written(2));
+        channel.close_writer(true);
+        let mut buf = [0u8; 8];
+        assert_eq!(channel.read(&mut buf, false), Read::Data(2));
+        assert_eq!(channel.read(&mut buf, false), Read::Reset);
+
+        let other = Channel::new(8);
+        assert_eq!(other.read(&mut buf, false), Read::Empty);
+        other.close_reader();
+        assert!(other.reader_closed());
+        assert_eq!(other.write(b"x"), Write::Closed);
+        assert!(other.writable().0, "a write would not wait: it fails");
+    }
+
+    #[test]
+    fn waits_end_with_a_change_or_at_their_time() {
+        let channel = std::sync::Arc::new(Channel::new(1));
+        let started = Instant::now();
+        assert!(!channel.wait_readable(Instant::now() + Duration::from_millis(30)));
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        let writer = channel.clone();
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            writer.write(b"z")
+        });
+        assert!(channel.wait_readable(Instant::now() + Duration::from_secs(30)));
+        assert_eq!(thread.join().ok(), Some(Write::Written(1)));
+        assert!(!channel.wait_writable(Instant::now() + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn an_async_waiter_is_woken_by_the_next_change() {
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let flag = std::sync::Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let channel = Channel::new(8);
+        channel.register(&waker);
+        channel.register(&waker);
+        assert!(!flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        channel.write(b"x");
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

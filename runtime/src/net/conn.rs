@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::channel::Channel;
 use super::Slot;
+use super::channel::Channel;
 
 /// One end of a connection, cheap to clone; the end closes when its last clone is dropped.
 #[derive(Clone)]

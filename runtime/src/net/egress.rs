@@ -39,7 +39,9 @@ impl IpNet {
     /// longer than the address. An IPv4-mapped IPv6 range is kept as the IPv4 range it maps.
     pub fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
         let (addr, prefix) = match canonical(addr) {
-            IpAddr::V4(v4) if matches!(addr, IpAddr::V6(_)) => (IpAddr::V4(v4), prefix.checked_sub(96)?),
+            IpAddr::V4(v4) if matches!(addr, IpAddr::V6(_)) => {
+                (IpAddr::V4(v4), prefix.checked_sub(96)?)
+            }
             other => (other, prefix),
         };
         let bits = match addr {
@@ -52,10 +54,14 @@ impl IpNet {
     /// Whether `ip` is in the range.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(u128::from(u32::from(net)) << 96, u128::from(u32::from(ip)) << 96, self.prefix)
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
+                u128::from(u32::from(net)) << 96,
+                u128::from(u32::from(ip)) << 96,
+                self.prefix,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(u128::from(net), u128::from(ip), self.prefix)
             }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(u128::from(net), u128::from(ip), self.prefix),
             _ => false,
         }
     }
@@ -152,7 +158,9 @@ pub enum EgressDenied {
     #[error("{0} is in the sandbox's deny list")]
     DenyList(IpAddr),
     /// The address is of a kind denied unless allowed by name.
-    #[error("{addr} is a {kind} address, which sandboxes may not reach unless the policy allows it")]
+    #[error(
+        "{addr} is a {kind} address, which sandboxes may not reach unless the policy allows it"
+    )]
     Special {
         /// The address.
         addr: IpAddr,
@@ -358,7 +366,13 @@ mod tests {
                 other => panic!("{addr}: {other:?}"),
             }
         }
-        for public in ["1.1.1.1", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111"] {
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+        ] {
             assert_eq!(policy.check(ip(public)), Ok(()), "{public}");
         }
     }
@@ -414,7 +428,11 @@ mod tests {
     #[test]
     fn a_stored_network_policy_gives_its_addresses() {
         let stored = crate::lifecycle::network::NetworkPolicy {
-            allow_out: Some(vec!["1.2.3.4".into(), "example.com".into(), "10.0.0.0/8".into()]),
+            allow_out: Some(vec![
+                "1.2.3.4".into(),
+                "example.com".into(),
+                "10.0.0.0/8".into(),
+            ]),
             deny_out: Some(vec!["0.0.0.0/0".into()]),
             allow_internet_access: Some(false),
             ..Default::default()

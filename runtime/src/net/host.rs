@@ -169,7 +169,8 @@ impl io::Read for HostStream {
             }
             let slice_end = Instant::now() + SLICE;
             let until = deadline.map_or(slice_end, |d| d.min(slice_end));
-            if !self.stream.rx().wait_readable(until) && deadline.is_some_and(|d| Instant::now() >= d)
+            if !self.stream.rx().wait_readable(until)
+                && deadline.is_some_and(|d| Instant::now() >= d)
             {
                 return Err(io::ErrorKind::TimedOut.into());
             }
@@ -187,7 +188,8 @@ impl io::Write for HostStream {
             }
             let slice_end = Instant::now() + SLICE;
             let until = deadline.map_or(slice_end, |d| d.min(slice_end));
-            if !self.stream.tx().wait_writable(until) && deadline.is_some_and(|d| Instant::now() >= d)
+            if !self.stream.tx().wait_writable(until)
+                && deadline.is_some_and(|d| Instant::now() >= d)
             {
                 return Err(io::ErrorKind::TimedOut.into());
             }

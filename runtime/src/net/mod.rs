@@ -364,3 +364,96 @@ impl Network {
         self.listen(saved.addr(), saved.backlog as usize)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+
+    fn any(port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+    }
+
+    #[test]
+    fn a_port_is_listened_on_once_and_listeners_are_bounded() {
+        let network = Network::new(
+            "test",
+            NetworkLimits {
+                max_listeners: 2,
+                ..NetworkLimits::default()
+            },
+        );
+        let a = network.listen(any(80), 4).expect("a first listener");
+        assert_eq!(network.listen(any(80), 4).err(), Some(ListenError::InUse));
+        let b = network.listen(any(0), 4).expect("an ephemeral port");
+        assert!(b.port() >= EPHEMERAL_START);
+        assert_eq!(network.listen(any(81), 4).err(), Some(ListenError::TooMany));
+        assert_eq!(network.listening_ports(), vec![80, b.port()]);
+        network.unlisten(&a);
+        assert_eq!(network.listening_ports(), vec![b.port()]);
+    }
+
+    #[test]
+    fn the_host_connects_through_the_backlog_and_a_closed_network_refuses() {
+        let network = Network::new("test", NetworkLimits::default());
+        assert_eq!(
+            network.connect(80).err(),
+            Some(ConnectError::NotListening(80))
+        );
+        let listener = network.listen(any(80), 1).expect("listen");
+        let mut host = network.connect(80).expect("connect");
+        assert_eq!(
+            network.connect(80).err(),
+            Some(ConnectError::BacklogFull(80))
+        );
+        let guest = listener.take().expect("a connection waits");
+        assert_eq!(guest.local(), SocketAddr::from((Ipv4Addr::LOCALHOST, 80)));
+        assert_eq!(guest.peer(), host.peer_addr_in_sandbox());
+        host.write_all(b"hi").expect("write");
+        let mut buf = [0u8; 2];
+        assert_eq!(guest.rx().read(&mut buf, false), channel::Read::Data(2));
+        assert_eq!(guest.tx().write(b"yo"), channel::Write::Written(2));
+        drop(guest);
+        let mut answer = Vec::new();
+        host.read_to_end(&mut answer).expect("read");
+        assert_eq!(answer, b"yo");
+        assert_eq!(
+            network.connection_count(),
+            1,
+            "the host still holds its end"
+        );
+        drop(host);
+        assert_eq!(network.connection_count(), 0);
+        network.close();
+        assert!(network.is_closed());
+        assert_eq!(network.connect(80).err(), Some(ConnectError::Closed));
+        assert!(listener.is_closed());
+        assert_eq!(network.listen(any(81), 1).err(), Some(ListenError::Closed));
+    }
+
+    #[test]
+    fn a_guest_reaches_its_own_listener_and_only_it() {
+        let network = Network::new("test", NetworkLimits::default());
+        assert!(
+            network
+                .connect_guest(80, Ipv4Addr::LOCALHOST.into())
+                .is_none()
+        );
+        let listener = network.listen(any(80), 1).expect("listen");
+        let mine = network
+            .connect_guest(80, Ipv4Addr::LOCALHOST.into())
+            .expect("a listener")
+            .expect("a connection");
+        let theirs = listener.take().expect("queued");
+        assert_eq!(mine.peer(), theirs.local());
+        assert_eq!(theirs.peer(), mine.local());
+        let _queued = network.connect_guest(80, Ipv4Addr::LOCALHOST.into());
+        assert_eq!(
+            network
+                .connect_guest(80, Ipv4Addr::LOCALHOST.into())
+                .and_then(Result::err),
+            Some(crate::wasi::Errno::Connrefused),
+            "a full backlog refuses"
+        );
+    }
+}

@@ -102,7 +102,9 @@ pub(crate) fn connect(
             return Err(Failed::Errno(Errno::Again));
         }
     }
-    Ok(Stream::from_channels(to_guest, from_guest, local, target, slot))
+    Ok(Stream::from_channels(
+        to_guest, from_guest, local, target, slot,
+    ))
 }
 
 /// The errno a guest sees for a failed connect.

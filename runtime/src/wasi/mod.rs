@@ -283,7 +283,9 @@ pub enum WasiRestoreError {
         pipe: u64,
     },
     /// A saved fd listens on a port the saved sandbox's network does not have.
-    #[error("fd {fd} listens on listener {listener}, which the saved sandbox's network does not have")]
+    #[error(
+        "fd {fd} listens on listener {listener}, which the saved sandbox's network does not have"
+    )]
     UnknownListener {
         /// The guest fd.
         fd: u32,

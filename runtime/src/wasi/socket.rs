@@ -312,16 +312,29 @@ fn woken(why: Wake) -> GuestResult<Option<u32>> {
     }
 }
 
-/// The end of the next wait slice, bounded by `deadline`.
-fn slice_end(deadline: Option<Instant>) -> Instant {
+/// The end of the next wait slice, bounded by `deadline` and the call's own deadline.
+fn slice_end(deadline: Option<Instant>, call: Option<Instant>) -> Instant {
     let end = Instant::now() + WAIT_SLICE;
-    deadline.map_or(end, |d| d.min(end))
+    [deadline, call]
+        .into_iter()
+        .flatten()
+        .fold(end, Instant::min)
+}
+
+/// `ETIMEDOUT` once the call into the guest is past its deadline ([`WasiCtx::set_deadline`]): a handler
+/// call must not outlive its time waiting on a socket, where the engine's deadline does not reach.
+fn check_call(call: Option<Instant>) -> GuestResult<()> {
+    match call {
+        Some(d) if Instant::now() >= d => Err(Errno::Timedout),
+        _ => Ok(()),
+    }
 }
 
 /// `sock_accept`: the next connection waiting on the listening socket, as a new fd with `new_flags`
 /// (only `NONBLOCK` means something); `None` when a suspend request came while it waited.
 pub(crate) fn accept(ctx: &mut WasiCtx, fd: u32, new_flags: u16) -> GuestResult<Option<u32>> {
     let wake = waker(ctx.interrupt.clone(), ctx.suspendable());
+    let call = ctx.deadline;
     let (socket, flags) = ctx.socket(fd)?;
     let SockState::Listening(bound) = &socket.state else {
         return Err(Errno::Inval);
@@ -342,7 +355,8 @@ pub(crate) fn accept(ctx: &mut WasiCtx, fd: u32, new_flags: u16) -> GuestResult<
         if let Some(why) = wake() {
             return woken(why);
         }
-        listener.wait(slice_end(deadline));
+        check_call(call)?;
+        listener.wait(slice_end(deadline, call));
     };
     let entry = FdEntry::socket(
         Socket::connected(family, stream),
@@ -410,6 +424,7 @@ pub(crate) fn recv(
 ) -> GuestResult<Option<u32>> {
     let iovs = m.read_iovecs(iovs, n)?;
     let wake = waker(ctx.interrupt.clone(), ctx.suspendable());
+    let call = ctx.deadline;
     let (socket, flags) = ctx.socket(fd)?;
     let stream = match &socket.state {
         SockState::Connected(stream) => stream.clone(),
@@ -452,7 +467,12 @@ pub(crate) fn recv(
                         }
                         break 'iovs;
                     }
-                    stream.rx().wait_readable(slice_end(deadline));
+                    if total == 0 {
+                        check_call(call)?;
+                    } else if call.is_some_and(|d| Instant::now() >= d) {
+                        break 'iovs;
+                    }
+                    stream.rx().wait_readable(slice_end(deadline, call));
                 }
             }
         }
@@ -474,6 +494,7 @@ pub(crate) fn send(
 ) -> GuestResult<Option<u32>> {
     let iovs = m.read_iovecs(iovs, n)?;
     let wake = waker(ctx.interrupt.clone(), ctx.suspendable());
+    let call = ctx.deadline;
     let (socket, flags) = ctx.socket(fd)?;
     let stream = match &socket.state {
         SockState::Connected(stream) => stream.clone(),
@@ -506,7 +527,8 @@ pub(crate) fn send(
                     if let Some(why) = wake() {
                         return woken(why);
                     }
-                    stream.tx().wait_writable(slice_end(deadline));
+                    check_call(call)?;
+                    stream.tx().wait_writable(slice_end(deadline, call));
                 }
             }
         }
@@ -577,7 +599,12 @@ pub(crate) enum OptValue {
 }
 
 /// `sock_getsockopt` of `SOL_SOCKET` option `name`.
-pub(crate) fn get_option(ctx: &mut WasiCtx, fd: u32, level: u32, name: u32) -> GuestResult<OptValue> {
+pub(crate) fn get_option(
+    ctx: &mut WasiCtx,
+    fd: u32,
+    level: u32,
+    name: u32,
+) -> GuestResult<OptValue> {
     if level != 0 {
         return Err(Errno::Noprotoopt);
     }
@@ -594,10 +621,9 @@ pub(crate) fn get_option(ctx: &mut WasiCtx, fd: u32, level: u32, name: u32) -> G
         opt::SNDBUF | opt::RCVBUF => OptValue::Int(i32::try_from(capacity).unwrap_or(i32::MAX)),
         opt::RCVTIMEO => OptValue::Time(socket.recv_timeout),
         opt::SNDTIMEO => OptValue::Time(socket.send_timeout),
-        opt::ACCEPTCONN => OptValue::Int(i32::from(matches!(
-            socket.state,
-            SockState::Listening(_)
-        ))),
+        opt::ACCEPTCONN => {
+            OptValue::Int(i32::from(matches!(socket.state, SockState::Listening(_))))
+        }
         opt::BINDTODEVICE => OptValue::Bytes(Vec::new()),
         _ => return Err(Errno::Noprotoopt),
     })

@@ -144,9 +144,7 @@ impl RestoreLinks {
     ) -> Result<(), crate::net::ListenerSaved> {
         self.network = Some(network.clone());
         for saved in listeners {
-            let listener = network
-                .restore_listener(saved)
-                .map_err(|_| saved.clone())?;
+            let listener = network.restore_listener(saved).map_err(|_| saved.clone())?;
             self.listeners.insert(
                 saved.id,
                 Arc::new(crate::net::listener::Bound::new(listener, network.clone())),
@@ -391,13 +389,10 @@ impl WasiCtx {
                     .map_or_else(|| self.stderr.clone(), |(_, _, e)| e.clone()),
             ),
             FdKindState::Pipe { pipe, write } => {
-                let (r, w) = links
-                    .pipes
-                    .get(pipe)
-                    .ok_or(WasiRestoreError::UnknownPipe {
-                        fd: s.fd,
-                        pipe: *pipe,
-                    })?;
+                let (r, w) = links.pipes.get(pipe).ok_or(WasiRestoreError::UnknownPipe {
+                    fd: s.fd,
+                    pipe: *pipe,
+                })?;
                 Handle::Pipe(if *write { w.duplicate() } else { r.duplicate() })
             }
             FdKindState::Socket(saved) => {

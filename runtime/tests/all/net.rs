@@ -41,8 +41,9 @@ impl Server {
 fn wait_text(collected: &Arc<Mutex<Vec<u8>>>, marker: &str) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let seen = String::from_utf8_lossy(&collected.lock().map(|s| s.clone()).unwrap_or_default())
-            .into_owned();
+        let seen =
+            String::from_utf8_lossy(&collected.lock().map(|s| s.clone()).unwrap_or_default())
+                .into_owned();
         if seen.contains(marker) {
             return Ok(seen);
         }
@@ -106,7 +107,10 @@ impl Fixture {
         if let Some(trap) = &out.trap {
             bail!("net {line} trapped: {trap}");
         }
-        Ok((out.exit_code, String::from_utf8_lossy(&out.stdout).into_owned()))
+        Ok((
+            out.exit_code,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
     }
 }
 
@@ -175,7 +179,11 @@ fn a_large_exchange_moves_through_the_bounded_buffers() -> Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
     let deadline = Instant::now() + Duration::from_secs(60);
     while got.len() < data.len() {
-        ensure!(Instant::now() < deadline, "stuck at {sent} sent, {} back", got.len());
+        ensure!(
+            Instant::now() < deadline,
+            "stuck at {sent} sent, {} back",
+            got.len()
+        );
         if sent < data.len() {
             match stream.try_write(&data[sent..]) {
                 Ok(n) => sent += n,
@@ -207,7 +215,11 @@ fn an_http_ish_server_answers_many_connections_in_turn_and_at_once() -> Result<(
     let _server = f.start("http 8000")?;
     wait_listening(&f.sandbox, 8000)?;
     for i in 0..40 {
-        let answer = exchange(&f.sandbox, 8000, format!("GET /{i} HTTP/1.0\r\n\r\n").as_bytes())?;
+        let answer = exchange(
+            &f.sandbox,
+            8000,
+            format!("GET /{i} HTTP/1.0\r\n\r\n").as_bytes(),
+        )?;
         let answer = String::from_utf8(answer)?;
         ensure!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer:?}");
         ensure!(
@@ -298,7 +310,9 @@ fn a_guest_that_never_reads_makes_host_writes_hit_the_bound() -> Result<()> {
     assert_eq!(stream.pending_to_guest(), stream.buffer_capacity());
     stream.set_write_timeout(Some(Duration::from_millis(200)));
     let started = Instant::now();
-    let blocked = stream.write(&chunk).expect_err("a blocking write waits, then times out");
+    let blocked = stream
+        .write(&chunk)
+        .expect_err("a blocking write waits, then times out");
     assert_eq!(blocked.kind(), std::io::ErrorKind::TimedOut);
     ensure!(started.elapsed() >= Duration::from_millis(200));
     assert!(!stream.wait_writable(Duration::from_millis(50)));
@@ -352,7 +366,10 @@ fn outbound_to_loopback_is_denied_by_default_and_allowed_by_the_policy() -> Resu
     // A deny list entry wins over nothing, and a private address stays denied.
     f.sandbox.set_egress_policy(EgressPolicy::default());
     assert_eq!(f.run("connect 10.0.0.1 80")?, (1, "error 2\n".to_owned()));
-    assert_eq!(f.run("connect 169.254.169.254 80")?, (1, "error 2\n".to_owned()));
+    assert_eq!(
+        f.run("connect 169.254.169.254 80")?,
+        (1, "error 2\n".to_owned())
+    );
     Ok(())
 }
 
@@ -388,7 +405,10 @@ fn listeners_are_bounded_and_a_port_is_listened_on_once() -> Result<()> {
         f.run("listeners 3")?,
         (0, "listening on 3; again: error 3\n".to_owned())
     );
-    assert!(f.sandbox.listening_ports().is_empty(), "closing the fds frees the ports");
+    assert!(
+        f.sandbox.listening_ports().is_empty(),
+        "closing the fds frees the ports"
+    );
     Ok(())
 }
 
@@ -431,7 +451,10 @@ fn a_pause_while_blocked_in_accept_resumes_and_the_listener_accepts_again() -> R
     let network = f.sandbox.network();
     let blob = f.tmp.path().join("accepting.blob");
     assert_eq!(f.sandbox.pause(&blob)?.suspended, 1);
-    let output = server.thread.join().map_err(|_| anyhow::anyhow!("panicked"))?;
+    let output = server
+        .thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("panicked"))?;
     assert!(output.suspended, "{output:?}");
     match network.connect(7300) {
         Err(ConnectError::Closed) => {}
@@ -439,7 +462,11 @@ fn a_pause_while_blocked_in_accept_resumes_and_the_listener_accepts_again() -> R
     }
     drop(f.sandbox);
     let mut resumed = f.runtime.resume(&blob, Default::default())?;
-    assert_eq!(resumed.listening_ports(), vec![7300], "the port is back at once");
+    assert_eq!(
+        resumed.listening_ports(),
+        vec![7300],
+        "the port is back at once"
+    );
     let stderr = Arc::new(Mutex::new(Vec::new()));
     let command = resumed.continue_command(server.pid, io(&stderr))?;
     let _thread = std::thread::spawn(move || command.run());
@@ -461,7 +488,11 @@ fn a_connection_open_at_the_pause_is_closed_after_the_resume() -> Result<()> {
     let blob = f.tmp.path().join("connected.blob");
     assert_eq!(f.sandbox.pause(&blob)?.suspended, 1);
     let mut rest = Vec::new();
-    assert_eq!(open.read_to_end(&mut rest)?, 0, "the client sees the connection end");
+    assert_eq!(
+        open.read_to_end(&mut rest)?,
+        0,
+        "the client sees the connection end"
+    );
     assert!(open.write_all(b"more").is_err(), "and cannot write into it");
     drop(f.sandbox);
     let mut resumed = f.runtime.resume(&blob, Default::default())?;
@@ -472,5 +503,29 @@ fn a_connection_open_at_the_pause_is_closed_after_the_resume() -> Result<()> {
     wait_text(&stderr, "served 1")?;
     assert_eq!(exchange(&resumed, 7400, b"again")?, b"again");
     wait_text(&stderr, "served 5")?;
+    Ok(())
+}
+
+#[test]
+fn poll_waits_for_a_connection_and_for_bytes() -> Result<()> {
+    let mut f = Fixture::new()?;
+    let server = f.start("poll 7600")?;
+    wait_listening(&f.sandbox, 7600)?;
+    server.wait_stderr("polling")?;
+    // Give the guest time to be inside `poll_oneoff` before anything is ready.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut stream = f.sandbox.connect(7600)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)));
+    server.wait_stderr("listener readable")?;
+    std::thread::sleep(Duration::from_millis(100));
+    stream.write_all(b"xyz")?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    assert_eq!(answer, b"xyz");
+    let seen = server.wait_stderr("answered 3")?;
+    assert_eq!(
+        seen,
+        "polling\nlistener readable\nstream readable\nanswered 3\n"
+    );
     Ok(())
 }

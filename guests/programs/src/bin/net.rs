@@ -12,6 +12,8 @@
 //!   connection both ways and prints what each side read;
 //! - `net nonblock PORT`: listens on PORT without blocking; prints the error an accept with nothing
 //!   waiting gives and what a poll for the listener's readiness does;
+//! - `net poll PORT`: listens on PORT without blocking, waits in `poll_oneoff` for a connection, then
+//!   for bytes on it, and sends them back;
 //! - `net listeners N`: listens on N ports (from 20000) until one fails, and prints how many and the errno;
 //! - `net resolve NAME`: prints the addresses `sock_getaddrinfo` gives for NAME;
 //! - `net options`: prints socket options set and read back, and the errnos of bad uses.
@@ -178,7 +180,11 @@ fn connect_self(port: u16, host: &str) {
     client.write_all(b"to server").expect("client send");
     let mut buf = [0u8; 64];
     let n = server.read(&mut buf).expect("server read");
-    println!("server read {:?} from {}", String::from_utf8_lossy(&buf[..n]), peer.ip());
+    println!(
+        "server read {:?} from {}",
+        String::from_utf8_lossy(&buf[..n]),
+        peer.ip()
+    );
     server.write_all(b"to client").expect("server send");
     drop(server);
     let mut got = String::new();
@@ -200,6 +206,38 @@ fn nonblock(port: u16) {
         Err(e) => println!("accept: error {}", errno(&e)),
     }
     println!("listening {:?}", address(&listener, false));
+}
+
+/// Waits for `fd` to be readable with `poll_oneoff` (at most 30 s), and says how that went.
+fn poll_readable(fd: &impl AsRawFd, what: &str) {
+    use wasmedge_wasi_socket::poll::{EventType, Subscription, poll};
+    let timeout = std::time::SystemTime::now() + std::time::Duration::from_secs(30);
+    match poll(&[Subscription::io(1, fd, true, false, Some(timeout))]) {
+        Ok(events) => {
+            for event in events {
+                match event.event_type {
+                    EventType::Read => eprintln!("{what} readable"),
+                    EventType::Timeout => eprintln!("{what} timed out"),
+                    EventType::Write => eprintln!("{what} writable"),
+                    EventType::Error(e) => eprintln!("{what}: error {}", errno(&e)),
+                }
+            }
+        }
+        Err(e) => eprintln!("poll: error {}", errno(&e)),
+    }
+}
+
+fn poll_once(port: u16) {
+    let listener = TcpListener::bind(("0.0.0.0", port), true).expect("bind");
+    eprintln!("polling");
+    poll_readable(&listener, "listener");
+    let (mut stream, _) = listener.accept(true).expect("accept after a readable poll");
+    poll_readable(&stream, "stream");
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).expect("read after a readable poll");
+    stream.write_all(&buf[..n]).expect("send");
+    let _ = stream.shutdown(Shutdown::Write);
+    eprintln!("answered {n}");
 }
 
 fn listeners(n: u16) {
@@ -240,20 +278,31 @@ fn options() {
     socket
         .set_recv_timeout(Some(std::time::Duration::from_millis(1500)))
         .expect("set timeout");
-    println!("timeout {:?}", socket.get_recv_timeout().expect("get timeout"));
+    println!(
+        "timeout {:?}",
+        socket.get_recv_timeout().expect("get timeout")
+    );
     println!("listener {}", socket.is_listener().expect("acceptconn"));
     println!("error {:?}", socket.take_error().map_err(|e| errno(&e)));
     println!("nonblocking {}", socket.nonblocking().expect("fcntl"));
     socket.set_nonblocking(true).expect("set nonblocking");
     println!("nonblocking {}", socket.nonblocking().expect("fcntl"));
     let mut buf = [0u8; 4];
-    println!("recv unconnected: error {:?}", socket.recv(&mut buf).map_err(|e| errno(&e)));
+    println!(
+        "recv unconnected: error {:?}",
+        socket.recv(&mut buf).map_err(|e| errno(&e))
+    );
     println!("peer unconnected: error {:?}", address(&socket, true));
     println!("local unbound {:?}", address(&socket, false));
-    println!("udp: error {:?}", Socket::new(AddressFamily::Inet4, SocketType::Datagram).map_err(|e| errno(&e)));
+    println!(
+        "udp: error {:?}",
+        Socket::new(AddressFamily::Inet4, SocketType::Datagram).map_err(|e| errno(&e))
+    );
     println!(
         "bind elsewhere: error {:?}",
-        socket.bind(&SocketAddr::from(([8, 8, 8, 8], 80))).map_err(|e| errno(&e))
+        socket
+            .bind(&SocketAddr::from(([8, 8, 8, 8], 80)))
+            .map_err(|e| errno(&e))
     );
 }
 
@@ -269,6 +318,7 @@ fn main() {
         "connect" => connect(arg(2), num(3)),
         "self" => connect_self(num(2), arg(3)),
         "nonblock" => nonblock(num(2)),
+        "poll" => poll_once(num(2)),
         "listeners" => listeners(num(2)),
         "resolve" => resolve(arg(2)),
         "options" => options(),
