@@ -529,3 +529,172 @@ fn poll_waits_for_a_connection_and_for_bytes() -> Result<()> {
     );
     Ok(())
 }
+
+/// Writes a copy of `blob` with its manifest changed by `change`: what a forged blob could hold (a
+/// damaged one fails its checksum first).
+fn rewrite_blob(
+    blob: &std::path::Path,
+    out: &std::path::Path,
+    change: impl FnOnce(&mut stasis::state::SandboxManifest),
+) -> Result<()> {
+    let decoded =
+        stasis::state::read_sandbox_blob(blob, &stasis::snapshot::DecodeLimits::default())?;
+    let mut manifest = decoded.manifest.clone();
+    change(&mut manifest);
+    let bytes: Vec<Vec<u8>> = decoded
+        .memories
+        .iter()
+        .map(|m| {
+            let mut data = vec![0u8; usize::try_from(m.byte_len()).unwrap_or(0)];
+            for (offset, run) in m.present_runs() {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                if let Some(slot) = data.get_mut(start..start + run.len()) {
+                    slot.copy_from_slice(run);
+                }
+            }
+            data
+        })
+        .collect();
+    let sections: Vec<stasis::snapshot::MemorySection<'_>> = decoded
+        .memories
+        .iter()
+        .zip(&bytes)
+        .map(|(m, data)| stasis::snapshot::MemorySection {
+            process: m.process(),
+            memory: m.memory(),
+            data,
+        })
+        .collect();
+    stasis::snapshot::write_blob_atomic(
+        out,
+        decoded.header.module_sha256,
+        &manifest,
+        &sections,
+        &decoded.filesystem,
+        &stasis::snapshot::EncodeOptions::default(),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn the_listening_port_and_the_policy_are_saved_and_a_forged_listener_is_refused() -> Result<()> {
+    let mut f = Fixture::new()?;
+    let _server = f.start("echo 7700")?;
+    wait_listening(&f.sandbox, 7700)?;
+    let policy = EgressPolicy {
+        allow_internet: false,
+        allow: vec!["127.0.0.1/32".parse()?],
+        deny: Vec::new(),
+    };
+    f.sandbox.set_egress_policy(policy.clone());
+    let blob = f.tmp.path().join("listening.blob");
+    f.sandbox.pause(&blob)?;
+    drop(f.sandbox);
+    let decoded =
+        stasis::state::read_sandbox_blob(&blob, &stasis::snapshot::DecodeLimits::default())?;
+    let network = &decoded.manifest.network;
+    assert_eq!(network.egress, policy);
+    assert_eq!(network.listeners.len(), 1);
+    assert_eq!(network.listeners[0].addr.port(), 7700);
+
+    let resumed = f.runtime.resume(&blob, Default::default())?;
+    assert_eq!(resumed.egress_policy(), policy);
+    assert_eq!(resumed.listening_ports(), vec![7700]);
+    drop(resumed);
+    let overridden = f.runtime.resume(
+        &blob,
+        stasis::ResumeOptions {
+            egress: Some(EgressPolicy::default()),
+            ..Default::default()
+        },
+    )?;
+    assert_eq!(overridden.egress_policy(), EgressPolicy::default());
+    drop(overridden);
+
+    // The same port saved twice cannot be listened on twice.
+    let twice = f.tmp.path().join("twice.blob");
+    rewrite_blob(&blob, &twice, |m| {
+        let mut again = m.network.listeners[0].clone();
+        again.id += 1000;
+        m.network.listeners.push(again);
+    })?;
+    match f.runtime.resume(&twice, Default::default()) {
+        Err(stasis::ResumeError::Listener { port: 7700 }) => {}
+        other => bail!("a port saved twice: {:?}", other.map(|_| ())),
+    }
+    // A listening fd naming a listener the network does not have.
+    let missing = f.tmp.path().join("missing.blob");
+    rewrite_blob(&blob, &missing, |m| m.network.listeners.clear())?;
+    let error = f
+        .runtime
+        .resume(&missing, Default::default())
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("an fd of a missing listener was accepted"))?;
+    let chain = format!("{:?}", anyhow::Error::from(error));
+    ensure!(chain.contains("listens on listener"), "{chain}");
+    Ok(())
+}
+
+#[test]
+fn every_sandbox_resumed_from_a_snapshot_listens_on_its_own() -> Result<()> {
+    let mut f = Fixture::new()?;
+    let server = f.start("echo 7800")?;
+    wait_listening(&f.sandbox, 7800)?;
+    let blob = f.tmp.path().join("snapshot.blob");
+    f.sandbox
+        .snapshot(&blob, &stasis::snapshot::EncodeOptions::default())?;
+    // The source keeps serving.
+    assert_eq!(exchange(&f.sandbox, 7800, b"source")?, b"source");
+    let mut forks = Vec::new();
+    for _ in 0..2 {
+        let mut fork = f.runtime.resume(&blob, Default::default())?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let command = fork.continue_command(server.pid, io(&stderr))?;
+        std::thread::spawn(move || command.run());
+        forks.push((fork, stderr));
+    }
+    for (i, (fork, stderr)) in forks.iter().enumerate() {
+        let message = format!("fork {i}");
+        assert_eq!(
+            exchange(fork, 7800, message.as_bytes())?,
+            message.as_bytes()
+        );
+        wait_text(stderr, &format!("served {}", message.len()))?;
+        ensure!(
+            !fork.network().same(&f.sandbox.network()),
+            "each has a network of its own"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_guest_blocked_sending_to_a_client_that_never_reads_is_suspended_and_then_sees_epipe()
+-> Result<()> {
+    let mut f = Fixture::new()?;
+    let server = f.start("flood 7900")?;
+    wait_listening(&f.sandbox, 7900)?;
+    let client = f.sandbox.connect(7900)?;
+    // The guest fills the 64 KiB toward the host and waits in `sock_send` for room.
+    server.wait_stderr("sent 65536")?;
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        client.try_read(&mut [0u8; 1])?,
+        1,
+        "bytes wait for the host"
+    );
+    let blob = f.tmp.path().join("sending.blob");
+    assert_eq!(f.sandbox.pause(&blob)?.suspended, 1);
+    drop(f.sandbox);
+    let mut resumed = f.runtime.resume(&blob, Default::default())?;
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let command = resumed.continue_command(server.pid, io(&stderr))?;
+    let output = command.run();
+    assert_eq!(output.exit_code, 0);
+    // Its re-issued send finds the connection closed by the pause: EPIPE (64).
+    assert_eq!(
+        wait_text(&stderr, "flood ended")?,
+        "flood ended: error 64\n"
+    );
+    Ok(())
+}

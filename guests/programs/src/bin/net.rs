@@ -5,6 +5,8 @@
 //! - `net http PORT`: listens on PORT and answers each request (read up to its blank line) with an
 //!   HTTP/1.0 response whose body names the request line;
 //! - `net idle PORT`: listens on PORT, accepts one connection and never reads from it;
+//! - `net flood PORT`: accepts one connection and writes into it until a write fails, printing `sent N`
+//!   to stderr once 64 KiB went and the errno at the end;
 //! - `net backlog PORT N`: listens on PORT with a backlog of N and never accepts;
 //! - `net connect HOST PORT`: connects to HOST:PORT, sends `ping`, prints what comes back, or
 //!   `error N` (the errno) and exits 1;
@@ -136,6 +138,27 @@ fn idle(port: u16) {
     let _kept = listener.accept(false);
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+fn flood(port: u16) {
+    let listener = listen(port);
+    let (mut stream, _) = listener.accept(false).expect("accept");
+    let chunk = [b'x'; 8192];
+    let mut sent = 0usize;
+    loop {
+        match stream.write(&chunk) {
+            Ok(n) => {
+                sent += n;
+                if sent >= 64 * 1024 && sent - n < 64 * 1024 {
+                    eprintln!("sent {sent}");
+                }
+            }
+            Err(e) => {
+                eprintln!("flood ended: error {}", errno(&e));
+                return;
+            }
+        }
     }
 }
 
@@ -314,6 +337,7 @@ fn main() {
         "echo" => echo(num(2)),
         "http" => http(num(2)),
         "idle" => idle(num(2)),
+        "flood" => flood(num(2)),
         "backlog" => backlog(num(2), i32::from(num(3))),
         "connect" => connect(arg(2), num(3)),
         "self" => connect_self(num(2), arg(3)),
