@@ -375,6 +375,13 @@ mod tests {
     }
 
     #[test]
+    fn the_host_side_can_move_between_threads_and_tasks() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Network>();
+        send_sync::<HostStream>();
+    }
+
+    #[test]
     fn a_port_is_listened_on_once_and_listeners_are_bounded() {
         let network = Network::new(
             "test",
