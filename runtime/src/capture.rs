@@ -128,6 +128,9 @@ impl Sandbox {
             Ok(report) => {
                 taken.release();
                 self.processes.clear();
+                // Listeners went with the processes' fds; a client connecting now learns the sandbox is
+                // paused rather than that nothing listens.
+                self.kernel.network().close();
                 self.paused = true;
                 self.release_dir();
                 Ok(report)
@@ -272,10 +275,12 @@ impl Sandbox {
         // Streams a parent handed down are saved as the parent's, pipes by id with their bytes.
         let mut links = SaveLinks::default();
         let mut pipes = std::collections::BTreeMap::new();
+        let mut listeners = std::collections::BTreeMap::new();
         for process in &all {
             let wasi = &process.store.data().wasi;
             links.add(process.pid, wasi);
             wasi.pipes_into(&mut pipes);
+            wasi.listeners_into(&mut listeners);
         }
         let mut states = Vec::with_capacity(all.len());
         let mut memories: Vec<(usize, u32, Memory)> = Vec::new();
@@ -309,6 +314,10 @@ impl Sandbox {
                     .into_iter()
                     .map(|(id, bytes)| PipeSaved { id, bytes })
                     .collect(),
+            },
+            network: crate::net::NetworkState {
+                egress: self.kernel.network().egress_policy(),
+                listeners: listeners.into_values().collect(),
             },
         };
         let sections: Vec<MemorySection<'_>> = memories

@@ -56,6 +56,10 @@ impl Sandbox {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             kernel: Default::default(),
+            network: crate::net::NetworkState {
+                egress: self.kernel.network().egress_policy(),
+                listeners: Vec::new(),
+            },
         };
         let summary = write_blob_atomic(
             blob,
@@ -84,6 +88,7 @@ impl Sandbox {
         }
         let report = self.snapshot_files(blob)?;
         self.processes.clear();
+        self.kernel.network().close();
         self.paused = true;
         self.release_dir();
         Ok(report)

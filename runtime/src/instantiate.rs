@@ -85,6 +85,17 @@ pub(crate) fn linker(engine: &StasisEngine) -> wasmtime::Result<Linker<ProcessDa
     Ok(linker)
 }
 
+/// [`linker`] with WasmEdge's `sock_accept(fd, out_fd)` in place of preview 1's `sock_accept(fd, flags,
+/// out_fd)`: the two share a name, so a module gets the linker whose shape its import has.
+pub(crate) fn wasmedge_linker(
+    linker: &Linker<ProcessData>,
+) -> wasmtime::Result<Linker<ProcessData>> {
+    let mut linker = linker.clone();
+    linker.allow_shadowing(true);
+    crate::wasi::add_wasmedge_accept(&mut linker, |data: &mut ProcessData| &mut data.wasi)?;
+    Ok(linker)
+}
+
 /// Instantiates `template` without running any of its code. Imports were resolved once, when the template
 /// was loaded (its `InstancePre`), so this only allocates the instance.
 pub(crate) fn instantiate(

@@ -36,6 +36,24 @@ pub struct SandboxLimits {
     /// read or loop header, so within microseconds when it can); one that has not by then is ended
     /// (pause) or makes the snapshot fail.
     pub suspend_deadline: Duration,
+    /// Most ports the sandbox's guests may listen on at once (one more `listen` is `ENFILE`).
+    pub max_listeners: u32,
+    /// Most connections alive in the sandbox at once: accepted, waiting to be, and outbound.
+    pub max_connections: u32,
+    /// Bytes a connection buffers each way; a writer finding the buffer full waits for the reader.
+    pub socket_buffer_bytes: u32,
+}
+
+impl SandboxLimits {
+    /// The bounds of the sandbox's network.
+    pub fn network(&self) -> crate::net::NetworkLimits {
+        crate::net::NetworkLimits {
+            max_listeners: self.max_listeners as usize,
+            max_connections: self.max_connections as usize,
+            buffer_bytes: self.socket_buffer_bytes as usize,
+            ..crate::net::NetworkLimits::default()
+        }
+    }
 }
 
 impl Default for SandboxLimits {
@@ -52,6 +70,9 @@ impl Default for SandboxLimits {
             max_response_bytes: 64 << 20,
             max_processes: 64,
             suspend_deadline: Duration::from_secs(2),
+            max_listeners: 64,
+            max_connections: 512,
+            socket_buffer_bytes: 64 * 1024,
         }
     }
 }

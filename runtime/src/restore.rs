@@ -37,6 +37,8 @@ pub struct ResumeOptions {
     /// The extra host directories the paused sandbox had ([`crate::SandboxOptions::mounts`]): the blob
     /// does not hold them, and its processes' open files are re-opened in them.
     pub mounts: Vec<crate::wasi::Mount>,
+    /// The policy for the resumed guests' outbound connections, in place of the one the blob saved.
+    pub egress: Option<crate::net::EgressPolicy>,
 }
 
 /// Why a blob could not be resumed. Nothing is left behind: a directory created for the sandbox is removed.
@@ -52,6 +54,13 @@ pub enum ResumeError {
         pipe: u64,
         /// The bytes it claims to hold.
         bytes: usize,
+    },
+    /// A saved listening port cannot be listened on again (a port saved twice, or more listeners than
+    /// the limits allow: a corrupt or forged blob, or lower limits).
+    #[error("saved listening port {port} cannot be restored")]
+    Listener {
+        /// The port.
+        port: u16,
     },
     /// The blob belongs to a different module than the template given.
     #[error("the blob was made from module {found}, not from template {template} ({expected})")]
@@ -164,8 +173,22 @@ impl Runtime {
             limits.max_files,
         ));
         let usage = crate::usage::SandboxUsage::new();
-        let kernel =
-            crate::sandbox::new_kernel(self, &dir, &options.mounts, &limits, &quota, &usage);
+        let saved_network = std::mem::take(&mut decoded.manifest.network);
+        let network = crate::net::Network::new(dir.display().to_string(), limits.network());
+        network.set_egress_policy(
+            options
+                .egress
+                .unwrap_or_else(|| saved_network.egress.clone()),
+        );
+        let kernel = crate::sandbox::new_kernel(
+            self,
+            &dir,
+            &options.mounts,
+            &limits,
+            &quota,
+            &usage,
+            network.clone(),
+        );
         let mut sandbox = Sandbox {
             runtime: self.clone(),
             template,
@@ -193,6 +216,11 @@ impl Runtime {
             .collect();
         let mut links = RestoreLinks::with_pipes(pipes.into_iter().map(|p| (p.id, p.bytes)))
             .map_err(|(pipe, bytes)| ResumeError::Pipe { pipe, bytes })?;
+        links
+            .with_network(&network, &saved_network.listeners)
+            .map_err(|saved| ResumeError::Listener {
+                port: saved.addr.port(),
+            })?;
         sandbox.kernel.restore(&decoded.manifest.kernel.children);
         for state in &decoded.manifest.processes {
             let process = restore_process(&sandbox, state, &images, &links)?;

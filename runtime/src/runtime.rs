@@ -84,6 +84,9 @@ pub(crate) struct RuntimeInner {
     pub(crate) engine: StasisEngine,
     /// Our WASI host, linked once for every template.
     pub(crate) linker: wasmtime::Linker<crate::process::ProcessData>,
+    /// The same host with WasmEdge's `sock_accept` shape in place of preview 1's, for modules importing
+    /// that one (see [`crate::wasi::wants_wasmedge_accept`]).
+    pub(crate) wasmedge_linker: wasmtime::Linker<crate::process::ProcessData>,
     pub(crate) config: RuntimeConfig,
     /// Templates loaded so far, by the sha256 of their wasm: resuming a blob finds its modules here.
     pub(crate) templates: Mutex<HashMap<[u8; 32], Template>>,
@@ -116,10 +119,13 @@ impl Runtime {
             ..EngineConfig::default()
         })?;
         let linker = crate::instantiate::linker(&engine).map_err(RuntimeError::Linker)?;
+        let wasmedge_linker =
+            crate::instantiate::wasmedge_linker(&linker).map_err(RuntimeError::Linker)?;
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
+                wasmedge_linker,
                 config,
                 templates: Mutex::new(HashMap::new()),
                 deferred: Mutex::new(HashMap::new()),
@@ -151,9 +157,12 @@ impl Runtime {
         }
         let (layout, loaded) = self.instrument_and_compile(&sha256, wasm)?;
         check_imports(&loaded.module)?;
-        let pre = self
-            .inner
-            .linker
+        let linker = if crate::wasi::wants_wasmedge_accept(&loaded.module) {
+            &self.inner.wasmedge_linker
+        } else {
+            &self.inner.linker
+        };
+        let pre = linker
             .instantiate_pre(&loaded.module)
             .map_err(TemplateError::Link)?;
         let kind = if loaded.module.get_export("_start").is_some() {

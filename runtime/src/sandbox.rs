@@ -23,6 +23,7 @@ use crate::instantiate::{SpawnError, initialize, new_process};
 use crate::kernel::spawn::Launcher;
 use crate::kernel::{ChildInfo, Kernel};
 use crate::limits::SandboxLimits;
+use crate::net::{ConnectError, EgressPolicy, HostStream, Network};
 use crate::process::{CallError, Process};
 use crate::running::{Control, StdinWake};
 use crate::runtime::Runtime;
@@ -51,6 +52,9 @@ pub struct SandboxOptions {
     /// They are not part of the sandbox: a pause leaves them out of the blob, and a resume must be given
     /// the same mounts ([`crate::ResumeOptions::mounts`]).
     pub mounts: Vec<Mount>,
+    /// The policy for its guests' outbound connections; the default one (no loopback, link-local or
+    /// private addresses) when `None`.
+    pub egress: Option<EgressPolicy>,
 }
 
 /// Why a sandbox could not be created.
@@ -172,7 +176,19 @@ impl Runtime {
             .unwrap_or_else(|| self.config().limits.clone());
         let quota = Arc::new(DiskQuota::new(limits.max_disk_bytes, limits.max_files));
         let usage = SandboxUsage::new();
-        let kernel = new_kernel(self, &dir, &options.mounts, &limits, &quota, &usage);
+        let network = Network::new(dir.display().to_string(), limits.network());
+        if let Some(policy) = options.egress {
+            network.set_egress_policy(policy);
+        }
+        let kernel = new_kernel(
+            self,
+            &dir,
+            &options.mounts,
+            &limits,
+            &quota,
+            &usage,
+            network,
+        );
         let mut sandbox = Sandbox {
             runtime: self.clone(),
             template: template.clone(),
@@ -230,6 +246,34 @@ impl Sandbox {
     /// What the sandbox's processes use right now (memory, CPU time), readable from any thread.
     pub fn usage(&self) -> Arc<SandboxUsage> {
         self.usage.clone()
+    }
+
+    /// The sandbox's virtual network: the ports its guests listen on, [`Network::connect`] to reach
+    /// them from the host, and the egress policy. Clones are the same network; it is closed when the
+    /// sandbox is paused or dropped (a resumed sandbox has a new one).
+    pub fn network(&self) -> Network {
+        self.kernel.network().clone()
+    }
+
+    /// The ports the sandbox's guests listen on, ascending.
+    pub fn listening_ports(&self) -> Vec<u16> {
+        self.kernel.network().listening_ports()
+    }
+
+    /// Connects to the guest listening on `port`, as a client outside the sandbox (see
+    /// [`Network::connect`]).
+    pub fn connect(&self, port: u16) -> Result<HostStream, ConnectError> {
+        self.kernel.network().connect(port)
+    }
+
+    /// The policy for the guests' outbound connections.
+    pub fn egress_policy(&self) -> EgressPolicy {
+        self.kernel.network().egress_policy()
+    }
+
+    /// Replaces the policy for the guests' outbound connections (open connections stay open).
+    pub fn set_egress_policy(&self, policy: EgressPolicy) {
+        self.kernel.network().set_egress_policy(policy);
     }
 
     /// Ids of the live processes, in ascending order.
@@ -345,6 +389,7 @@ impl Sandbox {
         mut wasi: WasiCtx,
     ) -> Result<Process, SpawnError> {
         wasi.set_process_host(pid, self.kernel.clone());
+        wasi.set_network(self.kernel.network().clone());
         new_process(
             self.runtime.engine(),
             &self.limits,
@@ -906,6 +951,7 @@ impl Drop for Sandbox {
         // Running processes write into the directory about to be removed: they end first.
         self.stop_commands(StopReason::SandboxGone);
         self.processes.clear();
+        self.kernel.network().close();
         self.release_dir();
     }
 }
@@ -919,6 +965,7 @@ pub(crate) fn new_kernel(
     limits: &SandboxLimits,
     quota: &Arc<DiskQuota>,
     usage: &Arc<SandboxUsage>,
+    network: Network,
 ) -> Arc<Kernel> {
     Kernel::new(
         Launcher {
@@ -928,6 +975,7 @@ pub(crate) fn new_kernel(
             limits: limits.clone(),
             quota: quota.clone(),
             usage: usage.clone(),
+            network,
         },
         1,
     )

@@ -22,6 +22,7 @@ pub fn is_unwind_import(module: &str, name: &str) -> bool {
                 | "fd_write"
                 | "sched_yield"
                 | "sock_accept"
+                | "sock_connect"
                 | "sock_recv"
                 | "sock_send"
         ),

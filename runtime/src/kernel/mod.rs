@@ -1,7 +1,9 @@
 //! A sandbox's kernel: the part of its small operating system that lets processes start other processes.
 //! It holds the process table of children ([`table`]), starts programs by name ([`spawn`]) on threads of
 //! their own, and answers the `stasis` imports ([`crate::wasi::process`]) — spawn, wait, kill — for every
-//! process of the sandbox. Pipes between processes are WASI fds ([`crate::wasi::pipe`]).
+//! process of the sandbox. Pipes between processes are WASI fds ([`crate::wasi::pipe`]). It also holds
+//! the sandbox's virtual network ([`crate::net::Network`]), which every process's sockets share and which
+//! outlives each of them.
 //!
 //! The kernel is shared (an `Arc`) by the sandbox and the WASI contexts of all its processes, so a guest
 //! starts a child without the sandbox's lock. The sandbox takes new children into its own table the next
@@ -74,6 +76,11 @@ impl Kernel {
 
     fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sandbox's network, shared by all its processes and outliving each of them.
+    pub(crate) fn network(&self) -> &crate::net::Network {
+        &self.launcher.network
     }
 
     /// A new pid, for any process of the sandbox.

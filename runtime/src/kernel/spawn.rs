@@ -32,6 +32,8 @@ pub(crate) struct Launcher {
     pub(crate) limits: SandboxLimits,
     pub(crate) quota: Arc<DiskQuota>,
     pub(crate) usage: Arc<SandboxUsage>,
+    /// The sandbox's network, which every process shares.
+    pub(crate) network: crate::net::Network,
 }
 
 impl Launcher {
@@ -74,6 +76,7 @@ impl Launcher {
         }
         let stdin = wasi.fd0_stdin_pipe();
         wasi.set_process_host(pid, kernel);
+        wasi.set_network(self.network.clone());
         let mut process = new_process(
             self.runtime.engine(),
             &self.limits,

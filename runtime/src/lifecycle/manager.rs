@@ -458,6 +458,9 @@ impl Manager {
                 return Err(error);
             }
         };
+        // The request's policy governs the guests' outbound connections from the start (a snapshot's
+        // saved one is replaced as well).
+        sandbox.set_egress_policy(egress_of(request.network.as_ref()));
         let from_snapshot = request.template.starts_with(SNAPSHOT_PREFIX);
         let record = SandboxRecord {
             id: id.clone(),
@@ -922,6 +925,8 @@ impl Manager {
             dir: Some(fs_dir),
             template: Some(template),
             mounts: self.wasi_mounts(&record.mounts)?,
+            // The record is what the policy is now (it may have changed while the sandbox was paused).
+            egress: Some(egress_of(record.network.as_ref())),
             ..ResumeOptions::default()
         };
         let mut sandbox = self
@@ -1055,4 +1060,12 @@ fn copy_durably(from: &std::path::Path, to: &std::path::Path) -> std::io::Result
 
 fn parse_sha(hex_digest: &str) -> Option<[u8; 32]> {
     hex::decode(hex_digest).ok()?.try_into().ok()
+}
+
+/// The egress policy a stored network policy asks for; the default one when there is none.
+pub(crate) fn egress_of(network: Option<&NetworkPolicy>) -> crate::net::EgressPolicy {
+    network.map_or_else(
+        crate::net::EgressPolicy::default,
+        crate::net::EgressPolicy::from_network_policy,
+    )
 }

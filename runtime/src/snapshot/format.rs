@@ -23,8 +23,10 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// waited in) to the manifest; the runtime reads 2.0 manifests with their own
 /// schema (`stasis::state::v2_0`). Minor 2 added the sandbox's kernel (its table of child processes and
 /// the bytes in its pipes) to the manifest, and fds that are pipe ends or streams shared with another
-/// process; 2.1 manifests are read with `stasis::state::v2_1`.
-pub const FORMAT_MINOR: u16 = 2;
+/// process; 2.1 manifests are read with `stasis::state::v2_1`. Minor 3 added the sandbox's network (its
+/// listening ports and egress policy) to the manifest, and fds that are sockets; 2.2 manifests are read
+/// with `stasis::state::v2_2`.
+pub const FORMAT_MINOR: u16 = 3;
 
 /// Header flag bits this build understands; a blob with any other bit set is
 /// refused. Version 1.0 defines none.

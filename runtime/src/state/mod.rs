@@ -6,10 +6,11 @@
 //! calls' stacks, which the unwind stage keeps in a memory of its own; what a suspended call needs besides
 //! is here ([`SuspendedCall`]).
 //!
-//! This is the manifest of format 2.2; [`v2_0`] and [`v2_1`] read the manifests of older blobs.
+//! This is the manifest of format 2.3; [`v2_0`], [`v2_1`] and [`v2_2`] read the manifests of older blobs.
 
 pub mod v2_0;
 pub mod v2_1;
+pub mod v2_2;
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -40,6 +41,7 @@ pub fn read_sandbox_blob(
     match peek_header(&header[..got])?.format_minor {
         0 => Ok(read_blob::<v2_0::SandboxManifestV2_0>(path, limits)?.map_manifest(Into::into)),
         1 => Ok(read_blob::<v2_1::SandboxManifestV2_1>(path, limits)?.map_manifest(Into::into)),
+        2 => Ok(read_blob::<v2_2::SandboxManifestV2_2>(path, limits)?.map_manifest(Into::into)),
         _ => read_blob(path, limits),
     }
 }
@@ -52,6 +54,7 @@ pub fn decode_sandbox_blob(
     match peek_header(&bytes)?.format_minor {
         0 => Ok(decode::<v2_0::SandboxManifestV2_0>(bytes, limits)?.map_manifest(Into::into)),
         1 => Ok(decode::<v2_1::SandboxManifestV2_1>(bytes, limits)?.map_manifest(Into::into)),
+        2 => Ok(decode::<v2_2::SandboxManifestV2_2>(bytes, limits)?.map_manifest(Into::into)),
         _ => decode(bytes, limits),
     }
 }
@@ -71,6 +74,8 @@ pub struct SandboxManifest {
     pub paused_at_unix_ms: u64,
     /// The kernel: which processes started which, and the pipes between them.
     pub kernel: KernelState,
+    /// The network: the ports the guests listen on and the egress policy (format 2.3).
+    pub network: crate::net::NetworkState,
 }
 
 /// A sandbox's kernel as saved: its table of children and the bytes buffered in its pipes. The children

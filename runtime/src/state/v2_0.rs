@@ -72,6 +72,7 @@ impl From<SandboxManifestV2_0> for SandboxManifest {
             processes: old.processes.into_iter().map(ProcessState::from).collect(),
             paused_at_unix_ms: old.paused_at_unix_ms,
             kernel: Default::default(),
+            network: Default::default(),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The manifest of format 2.1 blobs, written before a sandbox's kernel (its process table and pipes) was
 //! saved state, and its conversion to the current one. bincode is not self-describing, so the old
 //! manifest is read with the struct it was written with: this is it, frozen. Its processes are the current
-//! ones (2.2 only added fd kinds, which a 2.1 blob never holds); a 2.1 sandbox had no children and no
-//! pipes.
+//! ones (2.2 and 2.3 only added fd kinds, which a 2.1 blob never holds); a 2.1 sandbox had no children, no
+//! pipes and no listening ports.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +34,7 @@ impl From<SandboxManifestV2_1> for SandboxManifest {
             processes: old.processes,
             paused_at_unix_ms: old.paused_at_unix_ms,
             kernel: Default::default(),
+            network: Default::default(),
         }
     }
 }

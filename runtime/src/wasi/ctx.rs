@@ -39,6 +39,8 @@ pub(crate) enum Handle {
     File(std::fs::File),
     /// One end of a pipe between processes of the sandbox.
     Pipe(super::pipe::PipeEnd),
+    /// A socket of the sandbox's virtual network.
+    Socket(super::socket::Socket),
 }
 
 /// One fd: its handle and the plain data needed to describe and re-open it.
@@ -99,6 +101,8 @@ pub struct WasiCtx {
     pub(crate) pid: u32,
     /// The sandbox's processes, for the `stasis` imports (`None`: `ENOSYS`).
     pub(crate) processes: Option<Arc<dyn super::process::ProcessHost>>,
+    /// The sandbox's network, for the socket calls (`None` until given or first used).
+    pub(crate) network: Option<crate::net::Network>,
 }
 
 impl std::fmt::Debug for WasiCtx {
@@ -204,6 +208,7 @@ impl WasiCtx {
             suspend: Default::default(),
             pid: 0,
             processes: None,
+            network: None,
         })
     }
 
@@ -422,6 +427,7 @@ impl FdEntry {
             Handle::Dir(d) => Handle::Dir(d.try_clone()?),
             Handle::File(f) => Handle::File(f.try_clone()?),
             Handle::Pipe(end) => Handle::Pipe(end.duplicate()),
+            Handle::Socket(socket) => Handle::Socket(socket.clone()),
         };
         Ok(Self {
             handle,

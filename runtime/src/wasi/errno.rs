@@ -175,6 +175,23 @@ pub fn from_raw_os(code: i32) -> Errno {
         libc::ENOSYS => Errno::Nosys,
         libc::ETIMEDOUT => Errno::Timedout,
         libc::ENOTSOCK => Errno::Notsock,
+        libc::ECONNREFUSED => Errno::Connrefused,
+        libc::ECONNRESET => Errno::Connreset,
+        libc::ECONNABORTED => Errno::Connaborted,
+        libc::ENETUNREACH => Errno::Netunreach,
+        libc::ENETDOWN => Errno::Netdown,
+        libc::ENETRESET => Errno::Netreset,
+        libc::EHOSTUNREACH => Errno::Hostunreach,
+        libc::EADDRINUSE => Errno::Addrinuse,
+        libc::EADDRNOTAVAIL => Errno::Addrnotavail,
+        libc::EAFNOSUPPORT => Errno::Afnosupport,
+        libc::EISCONN => Errno::Isconn,
+        libc::ENOTCONN => Errno::Notconn,
+        libc::EINPROGRESS => Errno::Inprogress,
+        libc::EALREADY => Errno::Already,
+        libc::EMSGSIZE => Errno::Msgsize,
+        libc::ENOPROTOOPT => Errno::Noprotoopt,
+        libc::EPROTONOSUPPORT => Errno::Protonosupport,
         _ => Errno::Io,
     }
 }
@@ -196,6 +213,14 @@ mod tests {
         assert_eq!(
             from_io_error(&io::Error::from_raw_os_error(libc::EDQUOT)),
             Errno::Dquot
+        );
+        assert_eq!(
+            from_io_error(&io::Error::from_raw_os_error(libc::ECONNREFUSED)),
+            Errno::Connrefused
+        );
+        assert_eq!(
+            from_io_error(&io::Error::from_raw_os_error(libc::EHOSTUNREACH)),
+            Errno::Hostunreach
         );
     }
 

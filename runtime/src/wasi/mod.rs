@@ -35,7 +35,10 @@
 //!   `EINVAL`, failing the WASI testsuite's `remove_directory_trailing_slashes`); `path_link` with
 //!   `SYMLINK_FOLLOW` is `EINVAL`, as in wasmtime-wasi.
 //! - **Not like wasmtime-wasi**: `fd_allocate` grows files (within the quota) where wasmtime-wasi answers
-//!   `ENOTSUP`; the socket calls answer `EBADF` for a closed fd and `ENOTSOCK` otherwise (no socket exists).
+//!   `ENOTSUP`.
+//! - **Sockets** are fds too ([`socket`]): TCP over the sandbox's virtual network ([`crate::net`]), through
+//!   preview 1's socket calls and the WasmEdge socket extension; listening binds no host port, and
+//!   outbound connections follow the sandbox's egress policy.
 
 mod clocks;
 mod ctx;
@@ -46,6 +49,7 @@ pub mod memory;
 pub(crate) mod pipe;
 pub mod process;
 mod quota;
+pub(crate) mod socket;
 mod state;
 mod stdio;
 mod suspend;
@@ -57,6 +61,7 @@ use std::sync::Arc;
 pub use ctx::WasiCtx;
 pub use errno::Errno;
 pub use imports::add_to_linker;
+pub(crate) use imports::{add_wasmedge_accept, wants_wasmedge_accept};
 pub use interrupt::{Interrupt, StopReason, Stopped};
 pub use quota::DiskQuota;
 pub use state::{FdKindState, FdState, PreopenState, WasiState};
@@ -276,5 +281,15 @@ pub enum WasiRestoreError {
         fd: u32,
         /// The pipe's saved id.
         pipe: u64,
+    },
+    /// A saved fd listens on a port the saved sandbox's network does not have.
+    #[error(
+        "fd {fd} listens on listener {listener}, which the saved sandbox's network does not have"
+    )]
+    UnknownListener {
+        /// The guest fd.
+        fd: u32,
+        /// The listener's saved id.
+        listener: u64,
     },
 }

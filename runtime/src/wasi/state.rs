@@ -80,6 +80,9 @@ pub enum FdKindState {
         /// The process whose own stderr it is.
         owner: u32,
     },
+    /// A socket of the sandbox's network (format 2.3); a listening one names its listener in the
+    /// sandbox's saved network.
+    Socket(crate::net::state::SocketSaved),
 }
 
 /// Who owns each standard stream of a sandbox's processes, for saving the fds that share them.
@@ -111,6 +114,9 @@ impl SaveLinks {
 pub(crate) struct RestoreLinks {
     pipes: HashMap<u64, (PipeEnd, PipeEnd)>,
     streams: HashMap<u32, (SharedStdin, SharedOutput, SharedOutput)>,
+    /// The sandbox's network and its listeners back in it, by saved id.
+    network: Option<crate::net::Network>,
+    listeners: HashMap<u64, Arc<crate::net::listener::Bound>>,
 }
 
 impl RestoreLinks {
@@ -126,6 +132,25 @@ impl RestoreLinks {
             links.pipes.insert(id, Pipe::holding(PIPE_CAPACITY, bytes));
         }
         Ok(links)
+    }
+
+    /// Puts the saved listeners back into `network` (before any process runs), for the fds listening on
+    /// them; `network` is also what every restored process's sockets use. Fails with the saved listener
+    /// that cannot be (its port taken twice, or more listeners than the network may have).
+    pub(crate) fn with_network(
+        &mut self,
+        network: &crate::net::Network,
+        listeners: &[crate::net::ListenerSaved],
+    ) -> Result<(), crate::net::ListenerSaved> {
+        self.network = Some(network.clone());
+        for saved in listeners {
+            let listener = network.restore_listener(saved).map_err(|_| saved.clone())?;
+            self.listeners.insert(
+                saved.id,
+                Arc::new(crate::net::listener::Bound::new(listener, network.clone())),
+            );
+        }
+        Ok(())
     }
 
     /// Records the own streams of restored process `pid`, for its children's fds.
@@ -200,6 +225,7 @@ impl WasiCtx {
                     pipe: end.id(),
                     write: end.is_write(),
                 },
+                Handle::Socket(socket) => FdKindState::Socket(socket.save()),
                 Handle::Dir(_) if e.is_preopen => FdKindState::PreopenDir,
                 Handle::Dir(_) => FdKindState::Dir,
                 Handle::File(_) => FdKindState::File,
@@ -314,6 +340,7 @@ impl WasiCtx {
         config.env = state.env.clone();
         let mut ctx = Self::without_fds(config, state.monotonic_ns)?;
         ctx.suspend.pending = state.pending.clone();
+        ctx.network = links.network.clone();
         for s in &state.fds {
             let entry = ctx.reopen(s, links)?;
             ctx.fds.insert(s.fd, entry);
@@ -339,34 +366,45 @@ impl WasiCtx {
                     preopen: idx,
                 })
         };
-        let handle = match s.kind {
+        let handle = match &s.kind {
             FdKindState::Stdin => Handle::Stdin(self.stdin.clone()),
             FdKindState::Stdout => Handle::Stdout(self.stdout.clone()),
             FdKindState::Stderr => Handle::Stderr(self.stderr.clone()),
             FdKindState::SharedStdin { owner } => Handle::Stdin(
                 links
                     .streams
-                    .get(&owner)
+                    .get(owner)
                     .map_or_else(|| self.stdin.clone(), |(i, _, _)| i.clone()),
             ),
             FdKindState::SharedStdout { owner } => Handle::Stdout(
                 links
                     .streams
-                    .get(&owner)
+                    .get(owner)
                     .map_or_else(|| self.stdout.clone(), |(_, o, _)| o.clone()),
             ),
             FdKindState::SharedStderr { owner } => Handle::Stderr(
                 links
                     .streams
-                    .get(&owner)
+                    .get(owner)
                     .map_or_else(|| self.stderr.clone(), |(_, _, e)| e.clone()),
             ),
             FdKindState::Pipe { pipe, write } => {
-                let (r, w) = links
-                    .pipes
-                    .get(&pipe)
-                    .ok_or(WasiRestoreError::UnknownPipe { fd: s.fd, pipe })?;
-                Handle::Pipe(if write { w.duplicate() } else { r.duplicate() })
+                let (r, w) = links.pipes.get(pipe).ok_or(WasiRestoreError::UnknownPipe {
+                    fd: s.fd,
+                    pipe: *pipe,
+                })?;
+                Handle::Pipe(if *write { w.duplicate() } else { r.duplicate() })
+            }
+            FdKindState::Socket(saved) => {
+                let mut missing = None;
+                let socket = super::socket::Socket::restore(saved, |id| {
+                    missing = Some(id);
+                    links.listeners.get(&id).cloned()
+                });
+                Handle::Socket(socket.ok_or(WasiRestoreError::UnknownListener {
+                    fd: s.fd,
+                    listener: missing.unwrap_or(0),
+                })?)
             }
             FdKindState::PreopenDir => {
                 Handle::Dir(preopen(s.preopen)?.dir.try_clone().map_err(reopen_err)?)

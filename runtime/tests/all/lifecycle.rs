@@ -1260,3 +1260,38 @@ fn a_timeout_moved_later_is_not_applied_at_the_earlier_time() -> Result<()> {
     wait_until(Duration::from_secs(5), || manager.info(&id).is_err())?;
     Ok(())
 }
+
+/// The stored network policy governs the live sandbox's outbound connections: from its creation, when it
+/// is replaced while the sandbox runs, and after a resume when it was replaced while the sandbox was
+/// paused.
+#[test]
+fn the_network_policy_is_enforced_from_create_through_updates_and_resumes() -> Result<()> {
+    use stasis::EgressPolicy;
+    use stasis::lifecycle::network::NetworkPolicy;
+    let (_tmp, manager) = manager()?;
+    let allowing = NetworkPolicy {
+        allow_out: Some(vec!["127.0.0.1".into()]),
+        allow_internet_access: Some(false),
+        ..NetworkPolicy::default()
+    };
+    let request = CreateRequest {
+        template: "stateful".into(),
+        network: Some(allowing.clone()),
+        ..CreateRequest::default()
+    };
+    let id = manager.create(request)?.id;
+    let policy = |manager: &Manager| manager.with_sandbox(&id, |s| s.egress_policy());
+    let expected = EgressPolicy {
+        allow_internet: false,
+        allow: vec!["127.0.0.1/32".parse()?],
+        deny: Vec::new(),
+    };
+    assert_eq!(policy(&manager)?, expected);
+    manager.set_network(&id, None)?;
+    assert_eq!(policy(&manager)?, EgressPolicy::default());
+    assert!(manager.pause(&id)?);
+    manager.set_network(&id, Some(allowing))?;
+    manager.connect(&id, Some(Duration::from_secs(60)))?;
+    assert_eq!(policy(&manager)?, expected);
+    Ok(())
+}

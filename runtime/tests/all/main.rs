@@ -11,6 +11,7 @@ mod instrument;
 mod javascript;
 mod kernel;
 mod lifecycle;
+mod net;
 mod persistence;
 mod preinit;
 mod programs;

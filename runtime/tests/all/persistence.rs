@@ -420,3 +420,34 @@ fn a_format_2_1_blob_still_resumes() -> Result<()> {
     assert_eq!(resumed.invoke(pid, "bump", &[])?[0].i32(), Some(4010));
     Ok(())
 }
+
+/// A blob of format 2.2 (committed in `tests/data`, paused by the Stasis of that format, before a sandbox's
+/// network was saved state) still resumes: its reactor's counters continue, its file is there, it listens on
+/// no port and has the default egress policy, and it pauses again in the current format.
+#[test]
+fn a_format_2_2_blob_still_resumes() -> Result<()> {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let blob = data.join("v2.2-reactor.blob");
+    let header = stasis::snapshot::peek_header(&std::fs::read(&blob)?)?;
+    assert_eq!((header.format_major, header.format_minor), (2, 2));
+    let (_tmp, runtime) = runtime()?;
+    runtime.load_template("v2-reactor", &wat::parse_file(data.join("v2-reactor.wat"))?)?;
+    let mut sandbox = runtime.resume(&blob, ResumeOptions::default())?;
+    let pid = sandbox.pids()[0];
+    // Four bumps before the pause: calls = 4, memory[0] = 1 + 2 + 3 + 4.
+    assert_eq!(sandbox.invoke(pid, "bump", &[])?[0].i32(), Some(5015));
+    assert_eq!(
+        std::fs::read_to_string(sandbox.dir().join("note.txt"))?,
+        "written before the 2.2 pause\n"
+    );
+    assert!(sandbox.children().is_empty());
+    assert!(sandbox.listening_ports().is_empty());
+    assert_eq!(sandbox.egress_policy(), stasis::EgressPolicy::default());
+    let tmp = tempfile::tempdir()?;
+    sandbox.pause(&tmp.path().join("again.blob"))?;
+    let again = stasis::snapshot::peek_header(&std::fs::read(tmp.path().join("again.blob"))?)?;
+    assert_eq!(again.format_minor, stasis::snapshot::FORMAT_MINOR);
+    let mut resumed = runtime.resume(&tmp.path().join("again.blob"), ResumeOptions::default())?;
+    assert_eq!(resumed.invoke(pid, "bump", &[])?[0].i32(), Some(6021));
+    Ok(())
+}

@@ -64,7 +64,9 @@ impl Manager {
     }
 
     /// Replaces sandbox `id`'s network policy (`None` clears it), running or paused. It is stored and
-    /// reported; enforcing it is the sandbox network's work.
+    /// reported, and a running sandbox's guests are held to it at once (the addresses of `allowOut` and
+    /// `denyOut` and `allowInternetAccess`; see [`crate::net::EgressPolicy::from_network_policy`]); a
+    /// paused one gets it when it resumes.
     pub fn set_network(
         &self,
         id: &str,
@@ -75,6 +77,9 @@ impl Manager {
         }
         let mut slot = self.lock(id)?;
         let mut record = self.record(id)?;
+        if let Some(live) = &slot.live {
+            live.set_egress_policy(super::egress_of(network.as_ref()));
+        }
         record.network = network;
         slot.last_activity = Instant::now();
         let info = record.info();

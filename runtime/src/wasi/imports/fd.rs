@@ -304,6 +304,7 @@ fn fd_fdstat_get(m: &mut GuestMemory<'_>, ctx: &mut WasiCtx, fd: u32, out: u32) 
         Handle::Stdin(_) | Handle::Stdout(_) | Handle::Stderr(_) | Handle::Pipe(_) => {
             (filetype::UNKNOWN, e.rights_base, e.rights_base)
         }
+        Handle::Socket(_) => (filetype::SOCKET_STREAM, e.rights_base, e.rights_inheriting),
         Handle::Dir(_) if e.is_preopen => (
             filetype::DIRECTORY,
             rights::PREOPEN_BASE,
@@ -371,8 +372,13 @@ fn fd_fdstat_set_flags(ctx: &mut WasiCtx, fd: u32, flags: u16) -> GuestResult<()
     if flags & (fdflags::DSYNC | fdflags::RSYNC | fdflags::SYNC) != 0 {
         return Err(Errno::Inval);
     }
-    let e = file(ctx, fd)?;
-    e.fdflags = flags;
+    let e = ctx.entry(fd)?;
+    match e.handle {
+        Handle::File(_) => e.fdflags = flags,
+        // A socket's only flag that means anything is `NONBLOCK`.
+        Handle::Socket(_) => e.fdflags = flags & fdflags::NONBLOCK,
+        _ => return Err(Errno::Badf),
+    }
     Ok(())
 }
 
@@ -463,6 +469,11 @@ fn fd_filestat_get(
             let dup = d.try_clone()?.into_std_file();
             dup.metadata()?
         }
+        Handle::Socket(_) => {
+            let mut b = [0u8; FILESTAT_SIZE];
+            b[16] = filetype::SOCKET_STREAM;
+            return m.write(out, &b);
+        }
         _ => {
             // Stdio: all zero but the type, as wasmtime-wasi reports it.
             let mut b = [0u8; FILESTAT_SIZE];
@@ -541,6 +552,12 @@ fn read_file(
     n: u32,
     at: Option<u64>,
 ) -> GuestResult<Option<u32>> {
+    if let Handle::Socket(_) = ctx.entry(fd)?.handle {
+        if at.is_some() {
+            return Err(Errno::Spipe);
+        }
+        return crate::wasi::socket::recv(m, ctx, fd, iovs, n, false, false);
+    }
     let iovs = m.read_iovecs(iovs, n)?;
     let mut total: u32 = 0;
     // A suspend request wins over an interrupt: the interrupt stays pending through the pause.
@@ -588,7 +605,11 @@ fn read_file(
                 }
             }
         }
-        Handle::Stdin(_) | Handle::Stdout(_) | Handle::Stderr(_) | Handle::Pipe(_)
+        Handle::Stdin(_)
+        | Handle::Stdout(_)
+        | Handle::Stderr(_)
+        | Handle::Pipe(_)
+        | Handle::Socket(_)
             if at.is_some() =>
         {
             return Err(Errno::Spipe);
@@ -634,6 +655,12 @@ fn write_file(
     n: u32,
     at: Option<u64>,
 ) -> GuestResult<Option<u32>> {
+    if let Handle::Socket(_) = ctx.entry(fd)?.handle {
+        if at.is_some() {
+            return Err(Errno::Spipe);
+        }
+        return crate::wasi::socket::send(m, ctx, fd, iovs, n);
+    }
     let iovs = m.read_iovecs(iovs, n)?;
     let preopen = ctx.entry(fd)?.preopen;
     let quota = quota_of(ctx, preopen);
@@ -844,7 +871,11 @@ fn fd_seek(ctx: &mut WasiCtx, fd: u32, off: i64, wh: i32) -> GuestResult<u64> {
     let e = ctx.entry(fd)?;
     let f = match &e.handle {
         Handle::File(f) => f,
-        Handle::Stdin(_) | Handle::Stdout(_) | Handle::Stderr(_) | Handle::Pipe(_) => {
+        Handle::Stdin(_)
+        | Handle::Stdout(_)
+        | Handle::Stderr(_)
+        | Handle::Pipe(_)
+        | Handle::Socket(_) => {
             return Err(Errno::Spipe);
         }
         Handle::Dir(_) => return Err(Errno::Badf),

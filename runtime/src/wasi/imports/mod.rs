@@ -38,6 +38,17 @@ pub fn add_to_linker<T: Send + 'static>(
     Ok(())
 }
 
+/// Makes `linker` (one allowing shadowing) offer WasmEdge's `sock_accept(fd, out_fd)` instead of preview
+/// 1's, for modules that import that shape ([`wants_wasmedge_accept`]).
+pub(crate) fn add_wasmedge_accept<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut WasiCtx,
+) -> wasmtime::Result<()> {
+    sock::add_wasmedge_accept(linker, get)
+}
+
+pub(crate) use sock::wants_wasmedge_accept;
+
 /// Runs `f` with the guest's memory and context and returns its errno (0 on success) to the guest.
 pub(crate) fn run<T>(
     caller: &mut Caller<'_, T>,

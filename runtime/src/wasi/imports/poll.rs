@@ -1,7 +1,8 @@
 //! `poll_oneoff`: clock subscriptions sleep on the (virtual) clocks; fd subscriptions on files and stdio are
-//! always ready, because reads and writes on them never block longer than the host's own I/O; a pipe's are
-//! ready when it has bytes or end-of-file (read) or room or no reader (write), and are waited for, looked
-//! at again every [`crate::wasi::pipe::WAIT_SLICE`] of the sleep.
+//! always ready, because reads and writes on them never block longer than the host's own I/O; a pipe's or
+//! a connected socket's are ready when it has bytes or end-of-file (read) or room or no reader (write), a
+//! listening socket's read when a connection waits to be accepted; those are waited for, looked at again
+//! every [`crate::wasi::pipe::WAIT_SLICE`] of the sleep.
 //!
 //! It is an unwind point: a sleep cut short by a suspend request unwinds, and the rewind re-issues it with
 //! the monotonic time it began at, so relative timeouts count from the original start — a `sleep 3` paused
@@ -262,6 +263,14 @@ fn fd_readiness(ctx: &mut WasiCtx, fd: u32, kind: u8) -> Option<(Errno, u64)> {
             (false, _) => return None,
         },
         (Handle::Pipe(end), eventtype::FD_WRITE) if end.is_write() => match end.writable() {
+            (true, n) => (Errno::Success, n as u64),
+            (false, _) => return None,
+        },
+        (Handle::Socket(socket), eventtype::FD_READ) => match socket.readable() {
+            (true, n) => (Errno::Success, n as u64),
+            (false, _) => return None,
+        },
+        (Handle::Socket(socket), _) => match socket.writable() {
             (true, n) => (Errno::Success, n as u64),
             (false, _) => return None,
         },
