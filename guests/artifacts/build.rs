@@ -1,5 +1,5 @@
-//! Compiles the guest workspace (`guests/`), the Python guest (`guests/python`) and the example guest
-//! (`examples/guest`), each a workspace of its own, for
+//! Compiles the guest workspace (`guests/`), the Python guest (`guests/python`) and the example guests
+//! (`examples/guest`, `examples/service`), each a workspace of its own, for
 //! `wasm32-wasip1` and generates, for every guest program, a constant holding the path of its `.wasm` file
 //! plus a `foreach_program!` macro listing them all.
 //!
@@ -68,6 +68,15 @@ fn main() {
         );
     }
 
+    // The example service guest (`examples/service`, a workspace of its own): a program with sockets.
+    let service_dir = repo_root.join("examples").join("service");
+    for part in ["Cargo.toml", "Cargo.lock", "src"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            service_dir.join(part).display()
+        );
+    }
+
     // The paths rewritten out of the guests (see `remap_host_paths`).
     println!("cargo:rerun-if-env-changed=CARGO_HOME");
     println!("cargo:rerun-if-env-changed=HOME");
@@ -98,11 +107,19 @@ fn main() {
         &remap,
         "the example guest",
     );
+    cargo_build(
+        &service_dir,
+        &["build", "--release", "--target", TARGET],
+        &target_dir,
+        &remap,
+        "the example service guest",
+    );
 
     let wasm_dir = target_dir.join(TARGET).join("release");
     let mut names = guest_binaries(&guests_dir);
     names.push("python".to_owned());
     names.push("notebook".to_owned());
+    names.push("service".to_owned());
     names.sort();
     let mut generated = String::new();
     for name in &names {
