@@ -8,6 +8,7 @@
 
 mod http;
 mod load;
+mod network;
 mod programs;
 mod reference;
 mod report;
@@ -73,6 +74,11 @@ struct Args {
     /// shell unless `--quick`).
     #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only", "unwind_only"])]
     programs_only: bool,
+    /// Run only the guest-service scenario: `--load-clients` clients at once against the HTTP service of
+    /// `examples/service` in a sandbox, through its virtual network, for `--load-secs`, against the same
+    /// service on the host.
+    #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only", "unwind_only", "programs_only"])]
+    network_only: bool,
     /// Run only the store-at-scale scenario (many paused sandboxes in one data directory).
     #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only"])]
     store_only: bool,
@@ -129,6 +135,14 @@ fn main() -> Result<()> {
         record(&mut results, programs::start(&bench, args.quick)?);
         return finish(&args, &results, 0);
     }
+    let network_secs = args.load_secs.unwrap_or(if args.quick { 2 } else { 10 }) as f64;
+    if args.network_only {
+        record(
+            &mut results,
+            network::load(&bench, args.load_clients, network_secs)?,
+        );
+        return finish(&args, &results, 0);
+    }
     if args.unwind_only {
         record(&mut results, unwind::suspended_command(&bench)?);
         record(&mut results, unwind::overhead(&bench, args.quick)?);
@@ -180,6 +194,10 @@ fn main() -> Result<()> {
     record(&mut results, unwind::suspended_command(&bench)?);
     record(&mut results, unwind::overhead(&bench, args.quick)?);
     record(&mut results, programs::start(&bench, args.quick)?);
+    record(
+        &mut results,
+        network::load(&bench, args.load_clients, network_secs)?,
+    );
     record(
         &mut results,
         scenarios::density(&bench, if args.quick { 50 } else { 500 })?,
