@@ -98,9 +98,9 @@ fn by_host(
         return Ok(None);
     };
     let under_domain = domain.is_some_and(|d| rest.eq_ignore_ascii_case(d));
-    let parsed = label.split_once('-').filter(|(port, _)| {
-        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
-    });
+    let parsed = label
+        .split_once('-')
+        .filter(|(port, _)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
     let Some((port, id)) = parsed else {
         if under_domain && !label.eq_ignore_ascii_case("api") {
             return Err(AddressError::Host(host.to_owned(), rest.to_owned()));
@@ -228,7 +228,12 @@ mod tests {
                 port: ENVD_PORT
             })
         );
-        for host in ["localhost:3000", "api.localhost:3000", "127.0.0.1:3000", "example.com"] {
+        for host in [
+            "localhost:3000",
+            "api.localhost:3000",
+            "127.0.0.1:3000",
+            "example.com",
+        ] {
             assert_eq!(at("/health", Some(host)), Ok(Address::Server), "{host}");
         }
     }

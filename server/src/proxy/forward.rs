@@ -62,7 +62,8 @@ pub async fn forward(
             match tokio::try_join!(client_upgrade, guest_upgrade) {
                 Ok((client, guest)) => {
                     let (mut client, mut guest) = (TokioIo::new(client), TokioIo::new(guest));
-                    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut guest).await {
+                    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut guest).await
+                    {
                         tracing::debug!(%error, "upgraded connection to the sandbox ended");
                     }
                 }

@@ -48,7 +48,11 @@ pub async fn route(State(state): State<AppState>, mut request: Request, next: Ne
 }
 
 /// Checks access to `target`, connects to it (resuming its sandbox if its policy says so) and forwards.
-async fn proxy(state: &AppState, target: Target, mut request: Request) -> Result<Response, ApiError> {
+async fn proxy(
+    state: &AppState,
+    target: Target,
+    mut request: Request,
+) -> Result<Response, ApiError> {
     let Target {
         sandbox,
         port,

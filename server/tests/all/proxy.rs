@@ -111,14 +111,23 @@ async fn host_and_path_forms_reach_the_service_and_a_pause_interrupts_it() -> Re
     // Nothing listens yet: 502 saying so.
     let early = get(&server, &host(PORT, &id), "/").await?;
     assert_eq!(early.status, StatusCode::BAD_GATEWAY);
-    assert!(text(&early).contains("nothing listens on port 8000"), "{}", text(&early));
+    assert!(
+        text(&early).contains("nothing listens on port 8000"),
+        "{}",
+        text(&early)
+    );
 
     let _service = serve_http(&server, &id);
     let reply = answered(&server, &host(PORT, &id), "/hello?x=1").await?;
     assert!(text(&reply).contains("GET /hello?x=1"), "{}", text(&reply));
 
     // The path form: the prefix is not the guest's business.
-    let by_path = get(&server, DOMAIN, &format!("/sandboxes/{id}/ports/{PORT}/a/b?c")).await?;
+    let by_path = get(
+        &server,
+        DOMAIN,
+        &format!("/sandboxes/{id}/ports/{PORT}/a/b?c"),
+    )
+    .await?;
     assert_eq!(by_path.status, StatusCode::OK, "{}", text(&by_path));
     assert!(text(&by_path).contains("GET /a/b?c"), "{}", text(&by_path));
 
@@ -128,15 +137,25 @@ async fn host_and_path_forms_reach_the_service_and_a_pause_interrupts_it() -> Re
     assert!(text(&other).contains("8001"), "{}", text(&other));
 
     // Paused: 502 naming the sandbox.
-    let paused = server.api("POST", &format!("/sandboxes/{id}/pause"), None).await;
+    let paused = server
+        .api("POST", &format!("/sandboxes/{id}/pause"), None)
+        .await;
     assert_eq!(paused.status, StatusCode::NO_CONTENT, "{}", text(&paused));
     let during = get(&server, &host(PORT, &id), "/").await?;
     assert_eq!(during.status, StatusCode::BAD_GATEWAY);
-    assert!(text(&during).contains(&id) && text(&during).contains("paused"), "{}", text(&during));
+    assert!(
+        text(&during).contains(&id) && text(&during).contains("paused"),
+        "{}",
+        text(&during)
+    );
 
     // Resumed: answered again.
     let resumed = server
-        .api("POST", &format!("/sandboxes/{id}/connect"), Some(json!({"timeout": 300})))
+        .api(
+            "POST",
+            &format!("/sandboxes/{id}/connect"),
+            Some(json!({"timeout": 300})),
+        )
         .await;
     assert!(resumed.status.is_success(), "{}", text(&resumed));
     let again = answered(&server, &host(PORT, &id), "/again").await?;
@@ -152,7 +171,9 @@ async fn a_request_resumes_a_sandbox_with_auto_resume() -> Result<()> {
         .await;
     let _service = serve_http(&server, &id);
     answered(&server, &host(PORT, &id), "/").await?;
-    let paused = server.api("POST", &format!("/sandboxes/{id}/pause"), None).await;
+    let paused = server
+        .api("POST", &format!("/sandboxes/{id}/pause"), None)
+        .await;
     assert_eq!(paused.status, StatusCode::NO_CONTENT, "{}", text(&paused));
     let info = server.api("GET", &format!("/sandboxes/{id}"), None).await;
     assert_eq!(info.json()["state"], "paused");
@@ -174,7 +195,12 @@ async fn bad_addresses_unknown_sandboxes_and_other_tenants() -> Result<()> {
         "8000-.localhost:3000",
     ] {
         let reply = get(&server, bad, "/").await?;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}: {}", text(&reply));
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            text(&reply)
+        );
     }
     let reply = get(&server, DOMAIN, "/sandboxes/abc/ports/http/").await?;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
@@ -196,7 +222,12 @@ async fn bad_addresses_unknown_sandboxes_and_other_tenants() -> Result<()> {
         .header("content-type", "application/json")
         .body(Body::from(json!({"path": "/"}).to_string()))?;
     let listed = server.send(request).await;
-    assert_eq!(listed.status, StatusCode::OK, "envd by host: {}", text(&listed));
+    assert_eq!(
+        listed.status,
+        StatusCode::OK,
+        "envd by host: {}",
+        text(&listed)
+    );
 
     // Another tenant's key: answered like an unknown sandbox. The owner's key is fine, and so is none.
     for (key, status) in [
@@ -235,7 +266,10 @@ async fn a_private_sandbox_wants_its_traffic_token() -> Result<()> {
         .to_owned();
     let none = get(&server, &host(PORT, &id), "/").await?;
     assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{}", text(&none));
-    for (value, status) in [("wrong", StatusCode::FORBIDDEN), (token.as_str(), StatusCode::BAD_GATEWAY)] {
+    for (value, status) in [
+        ("wrong", StatusCode::FORBIDDEN),
+        (token.as_str(), StatusCode::BAD_GATEWAY),
+    ] {
         let request = Request::builder()
             .uri("/")
             .header("host", host(PORT, &id))
