@@ -1,7 +1,7 @@
 //! Requests to a sandbox's port through the server: by Host `<port>-<id>.<domain>` and by the path form
 //! `/sandboxes/<id>/ports/<port>/…`, answered by the `net http` guest; the 400/404/502 answers; a pause
 //! interrupting the service and a resume (by hand, or by the request itself with auto-resume) bringing it
-//! back.
+//! back; an upgrade (WebSocket, raw TCP) passing bytes both ways.
 
 use std::time::{Duration, Instant};
 
@@ -277,6 +277,65 @@ async fn a_private_sandbox_wants_its_traffic_token() -> Result<()> {
             .body(Body::empty())?;
         let reply = server.send(request).await;
         assert_eq!(reply.status, status, "{}", text(&reply));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_joins_the_client_and_the_guest() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = server().await?;
+    let id = server.create(json!({})).await;
+    let state = server.state.clone();
+    let service = id.clone();
+    let _service = tokio::spawn(async move {
+        let server = Server {
+            _dir: tempfile::tempdir().expect("dir"),
+            state,
+        };
+        server.start(&service, &format!("net upgrade {PORT}")).await;
+    });
+    // Upgrades need a real connection: the router served on loopback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let app = server.app().into_make_service();
+    let _serving = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut connection, head) = loop {
+        let mut connection = tokio::net::TcpStream::connect(address).await?;
+        let request = format!(
+            "GET /chat HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+            host(PORT, &id)
+        );
+        connection.write_all(request.as_bytes()).await?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+            if connection.read(&mut byte).await? == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        if head.starts_with("HTTP/1.1 101") {
+            break (connection, head);
+        }
+        if Instant::now() > deadline {
+            bail!("never upgraded: {head}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
+    for message in [&b"ping"[..], b"and more"] {
+        connection.write_all(message).await?;
+        let mut back = vec![0u8; message.len()];
+        connection.read_exact(&mut back).await?;
+        assert_eq!(back, message);
     }
     Ok(())
 }
