@@ -339,3 +339,62 @@ async fn an_upgrade_joins_the_client_and_the_guest() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_backlog_is_503() -> Result<()> {
+    use tower::ServiceExt;
+
+    let server = server().await?;
+    let id = server.create(json!({})).await;
+    let state = server.state.clone();
+    let service = id.clone();
+    // Listens with a backlog of one and never accepts.
+    let _service = tokio::spawn(async move {
+        let server = Server {
+            _dir: tempfile::tempdir().expect("dir"),
+            state,
+        };
+        server
+            .start(&service, &format!("net backlog {PORT} 1"))
+            .await;
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Requests that wait in the backlog get no answer: they are dropped at the end.
+    let mut waiting = Vec::new();
+    let full = loop {
+        let app = server.app();
+        let request = Request::builder()
+            .uri("/")
+            .header("host", host(PORT, &id))
+            .body(Body::empty())?;
+        let mut sent = tokio::spawn(async move { app.oneshot(request).await });
+        match tokio::time::timeout(Duration::from_secs(2), &mut sent).await {
+            Ok(response) => {
+                let response = response??;
+                if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    break response;
+                }
+                assert_eq!(
+                    response.status(),
+                    StatusCode::BAD_GATEWAY,
+                    "not listening yet"
+                );
+            }
+            Err(_) => waiting.push(sent),
+        }
+        if Instant::now() > deadline {
+            bail!("the backlog never filled ({} waiting)", waiting.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let body = http_body_util::BodyExt::collect(full.into_body())
+        .await?
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("backlog"), "{body}");
+    assert!(!waiting.is_empty(), "one request waits in the backlog");
+    for request in waiting {
+        request.abort();
+    }
+    Ok(())
+}
