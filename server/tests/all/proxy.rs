@@ -398,3 +398,67 @@ async fn a_full_backlog_is_503() -> Result<()> {
     }
     Ok(())
 }
+
+/// A raw HTTP/1.1 GET to `address` with Host `host`: (status, body).
+fn raw_get(address: &str, host: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    Ok((status, body))
+}
+
+#[test]
+fn serve_reports_its_domain_and_routes_hosts_under_it() -> Result<()> {
+    use crate::serve::Serve;
+
+    let create = |server: &Serve| -> Result<serde_json::Value> {
+        let (status, body) = server.send(
+            "POST",
+            "/v2/sandboxes",
+            &[("Content-Type", "application/json")],
+            b"{}",
+        )?;
+        assert_eq!(status, 201);
+        Ok(serde_json::from_slice(&body)?)
+    };
+
+    // By default: localhost and the port it listens on, which curl and browsers resolve to loopback.
+    let dir = tempfile::tempdir()?;
+    let server = Serve::start(dir.path())?;
+    let port = server.address.rsplit(':').next().unwrap_or_default();
+    let created = create(&server)?;
+    let domain = format!("localhost:{port}");
+    assert_eq!(created["domain"], domain.as_str());
+    let id = created["sandboxID"].as_str().unwrap_or_default();
+    let (status, body) = raw_get(&server.address, &format!("8000-{id}.{domain}"))?;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("nothing listens on port 8000"), "{body}");
+
+    // A real domain from STASIS_DOMAIN (or --domain): hosts under it must be sandbox hosts.
+    let dir = tempfile::tempdir()?;
+    let server = Serve::start_with(dir.path(), &[], &[("STASIS_DOMAIN", "sbx.example.com")])?;
+    let created = create(&server)?;
+    assert_eq!(created["domain"], "sbx.example.com");
+    let id = created["sandboxID"].as_str().unwrap_or_default();
+    let (status, body) = raw_get(&server.address, &format!("8000-{id}.sbx.example.com"))?;
+    assert_eq!(status, 502, "{body}");
+    let (status, body) = raw_get(&server.address, "www.sbx.example.com")?;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = raw_get(&server.address, &format!("8000-{id}.localhost:1"))?;
+    assert_eq!(status, 502, "the SDKs' form routes under any name: {body}");
+    Ok(())
+}
