@@ -98,6 +98,7 @@ pub fn serve_child(data_dir: PathBuf, cache_dir: Option<PathBuf>) -> Result<()> 
             max_paused: usize::MAX,
             ..ManagerConfig::default()
         },
+        domain: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,6 +1,7 @@
 //! The router: the control plane behind the API key (built with its OpenAPI document, served open at
 //! `/openapi.json`), the envd plane behind per-sandbox access tokens, `/health` open, one body limit and
-//! one request counter for all.
+//! one request counter for all; in front of them, requests for a sandbox's port go to its guest
+//! ([`crate::proxy`]).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -15,6 +16,7 @@ use crate::auth::require_api_key;
 use crate::error::ApiError;
 use crate::metrics::track_requests;
 use crate::openapi::control_plane_parts;
+use crate::proxy;
 use crate::state::AppState;
 
 /// The whole HTTP service on `state`.
@@ -94,6 +96,8 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
+        // Before routing: a request for a sandbox's port may have any path, this server's own included.
+        .layer(from_fn_with_state(state.clone(), proxy::route))
         .layer(from_fn_with_state(state.clone(), track_requests))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -37,6 +37,10 @@ pub struct ServerConfig {
     pub metrics_interval: std::time::Duration,
     /// The lifecycle's limits (running and paused sandboxes, the disk floor) and timings.
     pub manager: ManagerConfig,
+    /// The domain reported to the SDKs, under which `<port>-<sandboxID>.<domain>` reaches a sandbox's
+    /// port through this server; `None` is `localhost:<listen port>`, which curl and browsers resolve to
+    /// loopback with any subdomain.
+    pub domain: Option<String>,
 }
 
 /// Parses a size in bytes: a number with an optional binary unit, `K`, `M`, `G` or `T` (`KiB`, `MiB`,

@@ -16,6 +16,7 @@ pub mod interpreter;
 pub mod metrics;
 pub mod openapi;
 pub mod processes;
+pub mod proxy;
 pub mod pty;
 pub mod sampler;
 pub mod serve;

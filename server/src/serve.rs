@@ -67,6 +67,12 @@ pub async fn serve(
     let listener = bind(config.listen)?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening");
+    let domain = config
+        .domain
+        .clone()
+        .unwrap_or_else(|| format!("localhost:{}", address.port()));
+    tracing::info!(%domain, "sandbox ports are reached as <port>-<sandboxID>.<domain>");
+    state.set_domain(domain);
     // A line on stdout too, so a supervisor (or a test) that asked for port 0 learns the port.
     println!("stasis listening on http://{address}");
     // A make-service, not the router itself: `axum::serve(listener, router)` rebuilds the router

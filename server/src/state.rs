@@ -67,6 +67,9 @@ struct Inner {
     samples: Samples,
     /// The filesystem watchers of every sandbox.
     watchers: Watchers,
+    /// The domain reported to the SDKs and routed by Host ([`crate::proxy`]); set once the listener is
+    /// bound, since the default names its port.
+    domain: std::sync::RwLock<Option<String>>,
 }
 
 impl AppState {
@@ -177,10 +180,30 @@ impl AppState {
             templates,
             samples: Samples::default(),
             watchers: Watchers::default(),
+            domain: std::sync::RwLock::new(None),
         };
         let inner = Arc::new(inner);
         start_sampler(Arc::downgrade(&inner));
         Ok((Self { inner }, recovery))
+    }
+
+    /// Sets the domain that create and connect report, and that sandbox hosts (`8000-<id>.<domain>`)
+    /// are recognized under.
+    pub fn set_domain(&self, domain: impl Into<String>) {
+        let domain = domain.into();
+        // A poisoned lock held only a string: the new value replaces it whole.
+        match self.inner.domain.write() {
+            Ok(mut slot) => *slot = Some(domain),
+            Err(poisoned) => *poisoned.into_inner() = Some(domain),
+        }
+    }
+
+    /// The domain reported to the SDKs, once one is set ([`AppState::set_domain`]).
+    pub fn domain(&self) -> Option<String> {
+        match self.inner.domain.read() {
+            Ok(slot) => slot.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The lifecycle manager.

@@ -66,8 +66,13 @@ E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_VOLUME_API_URL="$url" E2B_API_KEY=
     "$sdk_dir/venv/bin/python" "$here/persistence.py"
 E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/python" "$here/pty.py"
 E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" "$sdk_dir/venv/bin/python" "$here/programs.py"
+# The service the network flow runs in its sandboxes: the `net` test guest, built with the workspace.
+net_wasm="${NET_WASM:-${CARGO_TARGET_DIR:-$repo/target}/wasm-guests/wasm32-wasip1/release/net.wasm}"
+[[ -f "$net_wasm" ]] || (cd "$repo" && cargo build -p stasis-guests)
+E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" NET_WASM="$net_wasm" \
+    "$sdk_dir/venv/bin/python" "$here/network.py"
 for script in seed_flow.mjs persistence.mjs pty.mjs; do
     cp "$here/$script" "$sdk_dir/$script"
     NOVITA_API_URL="$url" NOVITA_SANDBOX_URL="$url" NOVITA_API_KEY="$key" node "$sdk_dir/$script"
 done
-echo "both SDKs passed the seed flow, the persistence surface and a PTY session, run_code kept its variable across a pause, running commands and cells survived pauses, and the shell ran python3 and node as programs"
+echo "both SDKs passed the seed flow, the persistence surface and a PTY session, run_code kept its variable across a pause, running commands and cells survived pauses, the shell ran python3 and node as programs, and a service in a sandbox answered through get_host across a pause"

@@ -59,7 +59,8 @@ pub struct SandboxJson {
     /// from list items.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic_access_token: Option<String>,
-    /// No custom domain: the SDKs then use their configured sandbox URL.
+    /// The domain sandbox hosts are under (`<port>-<sandboxID>.<domain>` reaches port `port` through this
+    /// server); the SDKs still use their configured sandbox URL for envd when they have one.
     pub domain: Option<String>,
     /// When it last started running.
     pub started_at: String,
@@ -124,7 +125,7 @@ impl SandboxJson {
             envd_version: ENVD_VERSION,
             envd_access_token: with_token.then(|| state.access_token(&info.id)),
             traffic_access_token: with_token.then(|| state.access_token(&info.id)),
-            domain: None,
+            domain: state.domain(),
             started_at: rfc3339(info.started_at),
             end_at: rfc3339(info.end_at),
             cpu_count: 1,

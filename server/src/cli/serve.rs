@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// sandboxes, at least 4096). For tests that want compactions to happen often.
     #[arg(long, env = "STASIS_COMPACT_JOURNAL_AFTER", hide = true)]
     compact_journal_after: Option<usize>,
+    /// The domain sandbox hosts are under: `get_host(8000)` in the SDKs gives `8000-<id>.DOMAIN`, which
+    /// must reach this server (default: localhost:<listen port>).
+    #[arg(long, env = "STASIS_DOMAIN")]
+    domain: Option<String>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -86,6 +90,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
             compact_journal_after: args.compact_journal_after,
             ..ManagerConfig::default()
         },
+        domain: args.domain,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

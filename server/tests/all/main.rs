@@ -12,6 +12,7 @@ mod jupyter;
 mod observe;
 mod persistence;
 mod processes;
+mod proxy;
 mod pty;
 mod run;
 mod serve;

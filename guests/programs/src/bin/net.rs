@@ -4,6 +4,8 @@
 //!   peer ends; it prints `served N` to stderr after each connection, and never ends;
 //! - `net http PORT`: listens on PORT and answers each request (read up to its blank line) with an
 //!   HTTP/1.0 response whose body names the request line;
+//! - `net upgrade PORT`: listens on PORT and, for each connection, reads a request up to its blank line,
+//!   answers `101 Switching Protocols` and then sends back what it reads until the peer ends;
 //! - `net idle PORT`: listens on PORT, accepts one connection and never reads from it;
 //! - `net flood PORT`: accepts one connection and writes into it until a write fails, printing `sent N`
 //!   to stderr once 64 KiB went and the errno at the end;
@@ -129,6 +131,44 @@ fn http(port: u16) {
             body.len()
         );
         let _ = stream.write_all(response.as_bytes());
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+fn upgrade(port: u16) {
+    let listener = listen(port);
+    loop {
+        let Ok((mut stream, _)) = listener.accept(false) else {
+            continue;
+        };
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16384 {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let head = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n";
+        if stream.write_all(head).is_err() {
+            continue;
+        }
+        // Bytes that came with the head belong to the new protocol.
+        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n")
+            && stream.write_all(&request[end + 4..]).is_err()
+        {
+            continue;
+        }
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
         let _ = stream.shutdown(Shutdown::Both);
     }
 }
@@ -336,6 +376,7 @@ fn main() {
     match arg(1) {
         "echo" => echo(num(2)),
         "http" => http(num(2)),
+        "upgrade" => upgrade(num(2)),
         "idle" => idle(num(2)),
         "flood" => flood(num(2)),
         "backlog" => backlog(num(2), i32::from(num(3))),
