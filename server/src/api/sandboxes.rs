@@ -87,7 +87,7 @@ pub struct SandboxJson {
     pub pause_mode: Option<&'static str>,
     /// The volumes it mounts.
     pub volume_mounts: Vec<VolumeMountJson>,
-    /// Its network policy, when one was set (stored and reported; not enforced by this server).
+    /// Its network policy, when one was set: stored, reported, and enforced on the guests' outbound TCP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkJson>,
     /// Whether internet access was explicitly allowed or denied.
@@ -183,7 +183,7 @@ pub struct NewSandbox {
     /// Volumes to mount: `[{"name", "path"}]`.
     #[serde(default)]
     pub volume_mounts: Vec<VolumeMountJson>,
-    /// The network policy (stored and reported; not enforced by this server).
+    /// The network policy: stored, reported, and enforced on the guests' outbound TCP.
     pub network: Option<NetworkJson>,
     /// `false` denies all egress (stored and reported).
     #[serde(rename = "allow_internet_access", alias = "allowInternetAccess")]
