@@ -101,6 +101,24 @@ impl Server {
         Ok((id, token))
     }
 
+    /// Registers `wasm` as the user template (and program) `name` with `POST /templates`.
+    pub fn register_template(&self, name: &str, wasm: &[u8]) -> Result<()> {
+        let (status, body) = self.request(
+            "POST",
+            &format!("/templates?name={name}"),
+            &[("X-API-KEY", &self.api_key)],
+            "application/octet-stream",
+            wasm,
+        )?;
+        if status != 200 && status != 201 {
+            bail!(
+                "registering {name} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
     /// Runs `line` in the sandbox's shell through `/process.Process/Start` and returns the raw reply body.
     pub fn run_command(&self, id: &str, token: &str, line: &str) -> Result<Vec<u8>> {
         let message = serde_json::json!({

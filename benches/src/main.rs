@@ -75,8 +75,8 @@ struct Args {
     #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only", "unwind_only"])]
     programs_only: bool,
     /// Run only the guest-service scenario: `--load-clients` clients at once against the HTTP service of
-    /// `examples/service` in a sandbox, through its virtual network, for `--load-secs`, against the same
-    /// service on the host.
+    /// `examples/service` in a sandbox for `--load-secs`, through its virtual network (against the same
+    /// service on the host) and through a Stasis server's routing to its port.
     #[arg(long, conflicts_with_all = ["pause_resume_only", "load_only", "python_only", "unwind_only", "programs_only"])]
     network_only: bool,
     /// Run only the store-at-scale scenario (many paused sandboxes in one data directory).
@@ -141,6 +141,10 @@ fn main() -> Result<()> {
             &mut results,
             network::load(&bench, args.load_clients, network_secs)?,
         );
+        record(
+            &mut results,
+            network::load_through_server(work.path(), args.load_clients, network_secs)?,
+        );
         return finish(&args, &results, 0);
     }
     if args.unwind_only {
@@ -197,6 +201,10 @@ fn main() -> Result<()> {
     record(
         &mut results,
         network::load(&bench, args.load_clients, network_secs)?,
+    );
+    record(
+        &mut results,
+        network::load_through_server(work.path(), args.load_clients, network_secs)?,
     );
     record(
         &mut results,

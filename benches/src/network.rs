@@ -4,6 +4,10 @@
 //! service written for the host — the same loop answering one connection at a time, over loopback TCP —
 //! driven by the same clients: what the sandbox's network and the wasm guest add, not the service's design.
 //!
+//! The same load is then sent through a Stasis server started in this process, to the service's port by
+//! the path form of its routing (`/sandboxes/<id>/ports/8000/`): what a client outside the machine's
+//! process goes through.
+//!
 //! Every request must be answered (`hits N`); a failure ends the bench with an error rather than a figure.
 //! A connect that finds the listener's backlog full is tried again after a millisecond, as a host's TCP
 //! retries a SYN the listener had no room for; that wait is part of the request's latency.
@@ -206,5 +210,75 @@ pub fn load(bench: &Bench, clients: usize, secs: f64) -> Result<Vec<Measurement>
             vec![rate(&in_sandbox)],
         )
         .against("the same service on the host", rate(&on_host)),
+    ])
+}
+
+/// The service of a sandbox of `server`, reached through the server's routing to its port (the path form,
+/// on a new connection each time, as a browser without keep-alive would).
+struct ThroughProxy {
+    server: crate::http::Server,
+    path: String,
+}
+
+impl Dial for ThroughProxy {
+    fn get(&self) -> Result<Vec<u8>> {
+        let (status, _, body) = self.server.get(&self.path)?;
+        ensure!(
+            status == 200,
+            "answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        // The same check as for the other dials: a whole response that says it succeeded.
+        let mut response = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        response.extend_from_slice(&body);
+        Ok(response)
+    }
+}
+
+/// The rows of the same load sent through a Stasis server's routing to the service's port: what the
+/// server adds (HTTP parsing, the sandbox lookup, forwarding over the virtual network) to the two above.
+pub fn load_through_server(
+    work: &std::path::Path,
+    clients: usize,
+    secs: f64,
+) -> Result<Vec<Measurement>> {
+    let server = crate::http::Server::start_with(
+        &work.join("proxy-load"),
+        stasis::lifecycle::ManagerConfig::default(),
+        None,
+    )?;
+    server.register_template("service", &stasis_guests::bytes(stasis_guests::SERVICE))?;
+    let (id, token) = server.create_sandbox()?;
+    // A program started in the background outlives the command that started it.
+    server.run_command(&id, &token, &format!("service {PORT} &"))?;
+    let path = format!("/sandboxes/{id}/ports/{PORT}/");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, _) = server.get(&path)?;
+        if status == 200 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the service never answered through the server ({status})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let samples = drive(Arc::new(ThroughProxy { server, path }), clients, secs)
+        .context("the service through the server")?;
+    let parameters = json!({ "clients": clients, "seconds": secs, "service": "examples/service", "via": "server" });
+    Ok(vec![
+        Measurement::new(
+            "guest service under load through the server (request latency)",
+            parameters.clone(),
+            "ms",
+            samples.clone(),
+        ),
+        Measurement::new(
+            "guest service under load through the server (requests answered per second)",
+            parameters,
+            "req/s",
+            vec![samples.len() as f64 / secs],
+        ),
     ])
 }

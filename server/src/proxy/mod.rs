@@ -47,6 +47,9 @@ pub async fn route(State(state): State<AppState>, mut request: Request, next: Ne
     }
 }
 
+/// How long a connection waits for room in a full backlog before the request is answered 503.
+const BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Checks access to `target`, connects to it (resuming its sandbox if its policy says so) and forwards.
 async fn proxy(
     state: &AppState,
@@ -59,12 +62,26 @@ async fn proxy(
         path_and_query,
     } = target;
     authorize(state, &sandbox, &mut request)?;
-    let manager = state.manager().clone();
-    let id = sandbox.clone();
-    let connected = crate::api::blocking(move || manager.with_sandbox(&id, |s| s.connect(port)))
-        .await?
-        .map_err(|error| lifecycle_error(&sandbox, error))?;
-    let stream = connected.map_err(|error| connect_error(&sandbox, port, error))?;
+    // A full backlog is waited out for a while, as a host's TCP retries a SYN its listener had no room
+    // for: a burst of clients larger than the backlog is served, not refused; one that outlasts the wait
+    // is 503.
+    let deadline = tokio::time::Instant::now() + BACKLOG_WAIT;
+    let mut pause = std::time::Duration::from_millis(1);
+    let stream = loop {
+        let manager = state.manager().clone();
+        let id = sandbox.clone();
+        let connected =
+            crate::api::blocking(move || manager.with_sandbox(&id, |s| s.connect(port)))
+                .await?
+                .map_err(|error| lifecycle_error(&sandbox, error))?;
+        match connected {
+            Err(ConnectError::BacklogFull(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            other => break other.map_err(|error| connect_error(&sandbox, port, error))?,
+        }
+    };
     forward::forward(stream, request, &path_and_query)
         .await
         .map_err(|error| {
@@ -134,7 +151,8 @@ fn lifecycle_error(sandbox: &str, error: LifecycleError) -> ApiError {
     }
 }
 
-/// Nothing listening is 502; a full backlog or too many connections is 503 (retrying may succeed).
+/// Nothing listening is 502; a backlog still full after [`BACKLOG_WAIT`], or too many connections, is
+/// 503 (retrying may succeed).
 fn connect_error(sandbox: &str, port: u16, error: ConnectError) -> ApiError {
     let status = match error {
         ConnectError::NotListening(_) | ConnectError::Closed => StatusCode::BAD_GATEWAY,

@@ -359,7 +359,8 @@ async fn a_full_backlog_is_503() -> Result<()> {
             .await;
     });
     let deadline = Instant::now() + Duration::from_secs(60);
-    // Requests that wait in the backlog get no answer: they are dropped at the end.
+    // Requests that wait in the backlog get no answer: they are dropped at the end. The one that finds it
+    // full waits for room for two seconds (as TCP retries a SYN), then is answered 503.
     let mut waiting = Vec::new();
     let full = loop {
         let app = server.app();
@@ -368,7 +369,7 @@ async fn a_full_backlog_is_503() -> Result<()> {
             .header("host", host(PORT, &id))
             .body(Body::empty())?;
         let mut sent = tokio::spawn(async move { app.oneshot(request).await });
-        match tokio::time::timeout(Duration::from_secs(2), &mut sent).await {
+        match tokio::time::timeout(Duration::from_secs(5), &mut sent).await {
             Ok(response) => {
                 let response = response??;
                 if response.status() == StatusCode::SERVICE_UNAVAILABLE {
