@@ -153,7 +153,7 @@ impl ImageCache {
             Err(error) => {
                 tracing::warn!(
                     program = template.name(),
-                    error = %error_chain(&error),
+                    error = %crate::lifecycle::catalog::chain(&error),
                     "the program has no pre-initialised image and starts fresh each time"
                 );
                 None
@@ -161,18 +161,6 @@ impl ImageCache {
         })
         .clone()
     }
-}
-
-/// `error` and its sources, for one log line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Where the image of `template` is kept.
@@ -191,7 +179,7 @@ fn load_or_make(runtime: &Runtime, template: &Template) -> Result<ProgramImage, 
             Ok(image) => return Ok(image),
             Err(error) => tracing::info!(
                 path = %path.display(),
-                error = %error_chain(&error),
+                error = %crate::lifecycle::catalog::chain(&error),
                 "the program image is unusable and is made again"
             ),
         }

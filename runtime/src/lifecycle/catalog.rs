@@ -77,7 +77,7 @@ pub(crate) struct Catalog {
 }
 
 /// `error: cause: cause…`, for logs and the report.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -2,7 +2,7 @@
 //! filters and cursors, timeouts — the semantics of the E2B/Novita platforms' sandbox persistence, for
 //! embedders and for the server, which only exposes it.
 
-mod catalog;
+pub(crate) mod catalog;
 pub mod events;
 pub mod id;
 mod index;
